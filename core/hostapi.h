@@ -1,0 +1,40 @@
+/*
+ * hostapi.h - the host API table handed to connectors, and the per-instance
+ * handle (struct plugboard_host) it is called with.
+ *
+ * The table is one static, immutable object shared by every connector.  The
+ * handle says which connector is calling and where its emitted events go:
+ * the connector actor points emit at its staging area; the test harness
+ * points it at a list.
+ */
+#ifndef PB_HOSTAPI_H
+#define PB_HOSTAPI_H
+
+#include <plugboard/plugboard.h>
+
+#include "envelope.h"
+
+/* Takes ownership of b whatever it returns; 0 or a negative code. */
+typedef int (*pb_emit_fn)(void *ctx, pb_builder_t *b);
+/* Adds delta to a connector's custom counter. */
+typedef void (*pb_count_fn)(void *ctx, const char *name, int64_t delta);
+
+struct plugboard_host {
+    char name[64];     /* connector instance name, for logs and sources */
+    pb_emit_fn emit;
+    pb_count_fn count;
+    void *ctx;
+};
+
+/* The table; static, valid for the life of the process. */
+const plugboard_host_api_t *pb_host_api(void);
+
+/* Prepare a handle for connector name (copied, truncated to 63 bytes). */
+void pb_host_init(plugboard_host_t *host, const char *name, pb_emit_fn emit,
+                  pb_count_fn count, void *ctx);
+
+/* Wall and monotonic clocks in ms (also host API entries). */
+int64_t pb_now_ms(void);
+int64_t pb_monotonic_ms(void);
+
+#endif /* PB_HOSTAPI_H */

@@ -1,0 +1,368 @@
+/*
+ * journal.c - the embedded journal: SQLite in WAL mode.
+ *
+ * Tables: events (the accepted frames), deliveries (one row per route and
+ * destination, with state, attempts, next attempt time and last error) and
+ * dedupe (vendor event ids already accepted).  Statements are prepared
+ * once; every statement is reset right after use so no reader holds a
+ * snapshot open and the WAL can always be checkpointed.
+ */
+#include "journal.h"
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "error.h"
+#include "log.h"
+
+enum {
+    S_INSERT_DEDUPE,
+    S_INSERT_EVENT,
+    S_INSERT_DELIVERY,
+    S_UPDATE_DELIVERY,
+    S_COUNT
+};
+
+static const char *const s_sql[S_COUNT] = {
+    [S_INSERT_DEDUPE] =
+        "INSERT OR IGNORE INTO dedupe(vendor_id, seen_ms) VALUES (?1, ?2)",
+    [S_INSERT_EVENT] =
+        "INSERT INTO events(id, type, source, key, time_ms, accepted_ms, "
+        "frame) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [S_INSERT_DELIVERY] =
+        "INSERT INTO deliveries(event_seq, route, destination, state, "
+        "attempts, next_ms, updated_ms) VALUES (?1, ?2, ?3, 0, 0, 0, ?4)",
+    [S_UPDATE_DELIVERY] =
+        "UPDATE deliveries SET state = ?2, attempts = ?3, next_ms = ?4, "
+        "last_error = ?5, updated_ms = ?6 WHERE id = ?1",
+};
+
+static const char s_schema[] =
+    "CREATE TABLE IF NOT EXISTS events ("
+    "  seq INTEGER PRIMARY KEY,"
+    "  id TEXT NOT NULL UNIQUE,"
+    "  type TEXT NOT NULL,"
+    "  source TEXT NOT NULL,"
+    "  key TEXT NOT NULL,"
+    "  time_ms INTEGER NOT NULL,"
+    "  accepted_ms INTEGER NOT NULL,"
+    "  frame BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS deliveries ("
+    "  id INTEGER PRIMARY KEY,"
+    "  event_seq INTEGER NOT NULL REFERENCES events(seq),"
+    "  route TEXT NOT NULL,"
+    "  destination TEXT NOT NULL,"
+    "  state INTEGER NOT NULL,"
+    "  attempts INTEGER NOT NULL,"
+    "  next_ms INTEGER NOT NULL,"
+    "  last_error TEXT,"
+    "  updated_ms INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS deliveries_by_state"
+    "  ON deliveries(state, id);"
+    "CREATE INDEX IF NOT EXISTS deliveries_by_event"
+    "  ON deliveries(event_seq);"
+    "CREATE TABLE IF NOT EXISTS dedupe ("
+    "  vendor_id TEXT PRIMARY KEY,"
+    "  seen_ms INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS dedupe_by_time ON dedupe(seen_ms);";
+
+struct pb_journal {
+    sqlite3 *db;
+    sqlite3_stmt *stmt[S_COUNT];
+    char *path;
+    char *wal_path;
+};
+
+static int64_t
+s_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int
+s_exec(pb_journal_t *j, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(j->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        pb_error("journal", "statement failed: %s", msg ? msg : "?");
+        sqlite3_free(msg);
+        return PB_EJOURNAL;
+    }
+    return 0;
+}
+
+pb_journal_t *
+pb_journal_open(const char *dir, char *err, size_t err_len)
+{
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, err_len, "cannot create data directory '%s': %s", dir,
+                 strerror(errno));
+        return NULL;
+    }
+    pb_journal_t *j = calloc(1, sizeof *j);
+    if (!j)
+        goto out_nomem;
+    size_t n = strlen(dir) + 32;
+    j->path = malloc(n);
+    j->wal_path = malloc(n);
+    if (!j->path || !j->wal_path)
+        goto out_free;
+    snprintf(j->path, n, "%s/journal.db", dir);
+    snprintf(j->wal_path, n, "%s/journal.db-wal", dir);
+
+    if (sqlite3_open_v2(j->path, &j->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                            SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        snprintf(err, err_len, "cannot open journal '%s': %s", j->path,
+                 j->db ? sqlite3_errmsg(j->db) : "out of memory");
+        goto out_close;
+    }
+    sqlite3_busy_timeout(j->db, 5000);
+    char *msg = NULL;
+    if (sqlite3_exec(j->db,
+                     "PRAGMA journal_mode=WAL;"
+                     "PRAGMA synchronous=FULL;"
+                     "PRAGMA foreign_keys=OFF;"
+                     "PRAGMA journal_size_limit=67108864;",
+                     NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(j->db, s_schema, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(err, err_len, "cannot initialise journal '%s': %s", j->path,
+                 msg ? msg : sqlite3_errmsg(j->db));
+        sqlite3_free(msg);
+        goto out_close;
+    }
+    for (int i = 0; i < S_COUNT; i++) {
+        if (sqlite3_prepare_v3(j->db, s_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+                               &j->stmt[i], NULL) != SQLITE_OK) {
+            snprintf(err, err_len, "cannot prepare journal statement: %s",
+                     sqlite3_errmsg(j->db));
+            goto out_close;
+        }
+    }
+    return j;
+
+out_close:
+    pb_journal_close(&j);
+    return NULL;
+out_free:
+    free(j->path);
+    free(j->wal_path);
+    free(j);
+out_nomem:
+    snprintf(err, err_len, "out of memory");
+    return NULL;
+}
+
+void
+pb_journal_close(pb_journal_t **jp)
+{
+    if (!jp || !*jp)
+        return;
+    pb_journal_t *j = *jp;
+    *jp = NULL;
+    for (int i = 0; i < S_COUNT; i++)
+        sqlite3_finalize(j->stmt[i]);
+    if (j->db) {
+        sqlite3_wal_checkpoint_v2(j->db, NULL, SQLITE_CHECKPOINT_TRUNCATE,
+                                  NULL, NULL);
+        sqlite3_close(j->db);
+    }
+    free(j->path);
+    free(j->wal_path);
+    free(j);
+}
+
+int
+pb_journal_begin(pb_journal_t *j)
+{
+    return s_exec(j, "BEGIN IMMEDIATE");
+}
+
+int
+pb_journal_commit(pb_journal_t *j)
+{
+    int rc = s_exec(j, "COMMIT");
+    if (rc != 0)
+        pb_journal_rollback(j);
+    return rc;
+}
+
+void
+pb_journal_rollback(pb_journal_t *j)
+{
+    if (!sqlite3_get_autocommit(j->db))
+        sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+/* Run a prepared statement that returns no rows, then reset it. */
+static int
+s_step(pb_journal_t *j, sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_DONE) {
+        pb_error("journal", "write failed: %s", sqlite3_errmsg(j->db));
+        return PB_EJOURNAL;
+    }
+    return 0;
+}
+
+static void
+s_bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+    sqlite3_bind_text(st, i, s ? s : "", -1, SQLITE_STATIC);
+}
+
+int
+pb_journal_append(pb_journal_t *j, pb_journal_event_t *ev)
+{
+    int64_t now = s_now_ms();
+    ev->duplicate = false;
+    if (ev->dedupe_id && *ev->dedupe_id) {
+        sqlite3_stmt *st = j->stmt[S_INSERT_DEDUPE];
+        s_bind_text(st, 1, ev->dedupe_id);
+        sqlite3_bind_int64(st, 2, now);
+        int rc = s_step(j, st);
+        if (rc != 0)
+            return rc;
+        if (sqlite3_changes(j->db) == 0) {
+            ev->duplicate = true;
+            return 0;
+        }
+    }
+    sqlite3_stmt *st = j->stmt[S_INSERT_EVENT];
+    s_bind_text(st, 1, ev->id);
+    s_bind_text(st, 2, ev->type);
+    s_bind_text(st, 3, ev->source);
+    s_bind_text(st, 4, ev->key);
+    sqlite3_bind_int64(st, 5, ev->time_ms);
+    sqlite3_bind_int64(st, 6, now);
+    sqlite3_bind_blob(st, 7, ev->frame, (int)ev->frame_len, SQLITE_STATIC);
+    int rc = s_step(j, st);
+    if (rc != 0)
+        return rc;
+    int64_t seq = sqlite3_last_insert_rowid(j->db);
+
+    st = j->stmt[S_INSERT_DELIVERY];
+    for (size_t i = 0; i < ev->target_count; i++) {
+        sqlite3_bind_int64(st, 1, seq);
+        s_bind_text(st, 2, ev->targets[i].route);
+        s_bind_text(st, 3, ev->targets[i].destination);
+        sqlite3_bind_int64(st, 4, now);
+        rc = s_step(j, st);
+        if (rc != 0)
+            return rc;
+        ev->targets[i].delivery_id = sqlite3_last_insert_rowid(j->db);
+    }
+    return 0;
+}
+
+int
+pb_journal_update(pb_journal_t *j, int64_t delivery_id,
+                  pb_delivery_state_t state, int attempts, int64_t next_ms,
+                  const char *error)
+{
+    sqlite3_stmt *st = j->stmt[S_UPDATE_DELIVERY];
+    sqlite3_bind_int64(st, 1, delivery_id);
+    sqlite3_bind_int(st, 2, (int)state);
+    sqlite3_bind_int(st, 3, attempts);
+    sqlite3_bind_int64(st, 4, next_ms);
+    if (error)
+        sqlite3_bind_text(st, 5, error, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 5);
+    sqlite3_bind_int64(st, 6, s_now_ms());
+    return s_step(j, st);
+}
+
+int
+pb_journal_pending(pb_journal_t *j, pb_journal_each_fn fn, void *ctx)
+{
+    static const char sql[] =
+        "SELECT d.id, d.route, d.destination, e.id, e.key, d.attempts, "
+        "d.next_ms, e.frame FROM deliveries d JOIN events e "
+        "ON e.seq = d.event_seq WHERE d.state = 0 ORDER BY d.id";
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(j->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        pb_error("journal", "cannot read pending deliveries: %s",
+                 sqlite3_errmsg(j->db));
+        return PB_EJOURNAL;
+    }
+    int rc = 0, step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        pb_journal_delivery_t d = {
+            .delivery_id = sqlite3_column_int64(st, 0),
+            .route = (const char *)sqlite3_column_text(st, 1),
+            .destination = (const char *)sqlite3_column_text(st, 2),
+            .event_id = (const char *)sqlite3_column_text(st, 3),
+            .key = (const char *)sqlite3_column_text(st, 4),
+            .attempts = sqlite3_column_int(st, 5),
+            .next_ms = sqlite3_column_int64(st, 6),
+            .frame = sqlite3_column_blob(st, 7),
+            .frame_len = (size_t)sqlite3_column_bytes(st, 7),
+        };
+        rc = fn(ctx, &d);
+        if (rc != 0)
+            break;
+    }
+    if (rc == 0 && step != SQLITE_DONE) {
+        pb_error("journal", "cannot read pending deliveries: %s",
+                 sqlite3_errmsg(j->db));
+        rc = PB_EJOURNAL;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int
+pb_journal_prune(pb_journal_t *j, int64_t dedupe_before_ms,
+                 int64_t delivered_before_ms)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "BEGIN IMMEDIATE;"
+             "DELETE FROM dedupe WHERE seen_ms < %lld;"
+             "DELETE FROM deliveries WHERE event_seq IN (SELECT seq FROM "
+             "events WHERE accepted_ms < %lld) AND state = 1 AND event_seq "
+             "NOT IN (SELECT event_seq FROM deliveries WHERE state != 1);"
+             "DELETE FROM events WHERE accepted_ms < %lld AND seq NOT IN "
+             "(SELECT event_seq FROM deliveries);"
+             "COMMIT;",
+             (long long)dedupe_before_ms, (long long)delivered_before_ms,
+             (long long)delivered_before_ms);
+    int rc = s_exec(j, sql);
+    if (rc != 0) {
+        pb_journal_rollback(j);
+        return rc;
+    }
+    sqlite3_wal_checkpoint_v2(j->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL,
+                              NULL);
+    return 0;
+}
+
+int64_t
+pb_journal_size(pb_journal_t *j)
+{
+    struct stat st;
+    int64_t total = 0;
+    if (stat(j->path, &st) == 0)
+        total += st.st_size;
+    if (stat(j->wal_path, &st) == 0)
+        total += st.st_size;
+    return total;
+}
+
+const char *
+pb_journal_errmsg(pb_journal_t *j)
+{
+    return sqlite3_errmsg(j->db);
+}

@@ -1,0 +1,107 @@
+/*
+ * journal.h - the durable store of accepted events and of one delivery
+ * record per (route, destination).
+ *
+ * The router is the only user and must not know how the journal stores
+ * things: this interface speaks of events, deliveries and transactions,
+ * never of SQL, so a broker-backed journal can replace it.  The embedded
+ * implementation is a SQLite database in WAL mode at <data_dir>/journal.db
+ * with synchronous=FULL: a commit that returned 0 survives a crash of the
+ * process or the machine.
+ *
+ * Single-threaded: one journal handle is used by one thread (the router).
+ */
+#ifndef PB_JOURNAL_H
+#define PB_JOURNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct pb_journal pb_journal_t;
+
+typedef enum pb_delivery_state {
+    PB_DELIVERY_PENDING = 0,   /* waiting or in flight */
+    PB_DELIVERY_DELIVERED = 1,
+    PB_DELIVERY_DEAD = 2,      /* dead letter, kept until replayed/dropped */
+} pb_delivery_state_t;
+
+/* One (route, destination) an accepted event must reach. */
+typedef struct pb_journal_target {
+    const char *route;
+    const char *destination;
+    int64_t delivery_id; /* out: assigned by pb_journal_append */
+} pb_journal_target_t;
+
+/* One event to accept.  Strings are borrowed for the call. */
+typedef struct pb_journal_event {
+    const char *id;
+    const char *type;
+    const char *source;
+    const char *key;
+    const char *dedupe_id;   /* "" or NULL: no dedupe */
+    int64_t time_ms;
+    const uint8_t *frame;
+    size_t frame_len;
+    pb_journal_target_t *targets;
+    size_t target_count;
+    bool duplicate;          /* out: dedupe id seen before; nothing stored */
+} pb_journal_event_t;
+
+/* A delivery read back at start-up.  Borrowed for the callback only. */
+typedef struct pb_journal_delivery {
+    int64_t delivery_id;
+    const char *route;
+    const char *destination;
+    const char *event_id;
+    const char *key;
+    int attempts;
+    int64_t next_ms;
+    const uint8_t *frame;
+    size_t frame_len;
+} pb_journal_delivery_t;
+
+/*
+ * Open or create the journal in dir (created with mode 0700 if missing).
+ * Returns NULL and writes the reason to err.  Caller owns the result.
+ */
+pb_journal_t *pb_journal_open(const char *dir, char *err, size_t err_len);
+void pb_journal_close(pb_journal_t **j);
+
+/* Group commit: everything between begin and commit is one transaction. */
+int pb_journal_begin(pb_journal_t *j);
+int pb_journal_commit(pb_journal_t *j);
+void pb_journal_rollback(pb_journal_t *j);
+
+/* Inside a transaction: accept one event (or find it a duplicate). */
+int pb_journal_append(pb_journal_t *j, pb_journal_event_t *ev);
+
+/* Inside a transaction: record a delivery's new state.  error may be
+ * NULL.  next_ms is when a pending delivery may be tried next. */
+int pb_journal_update(pb_journal_t *j, int64_t delivery_id,
+                      pb_delivery_state_t state, int attempts,
+                      int64_t next_ms, const char *error);
+
+/*
+ * Every pending delivery, in acceptance order, for restart recovery.  The
+ * callback returns 0 to go on.  Returns 0, or the callback's non-zero
+ * value, or a negative code.
+ */
+typedef int (*pb_journal_each_fn)(void *ctx, const pb_journal_delivery_t *d);
+int pb_journal_pending(pb_journal_t *j, pb_journal_each_fn fn, void *ctx);
+
+/*
+ * Housekeeping, outside a transaction: forget dedupe ids older than
+ * dedupe_before_ms and delivered events accepted before
+ * delivered_before_ms; then checkpoint the WAL.
+ */
+int pb_journal_prune(pb_journal_t *j, int64_t dedupe_before_ms,
+                     int64_t delivered_before_ms);
+
+/* Bytes on disk (database + WAL). */
+int64_t pb_journal_size(pb_journal_t *j);
+
+/* The last error message, for logs. Borrowed. */
+const char *pb_journal_errmsg(pb_journal_t *j);
+
+#endif /* PB_JOURNAL_H */

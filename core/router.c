@@ -1,0 +1,1213 @@
+/*
+ * router.c - route table, group commit, acknowledgements and dispatch.
+ *
+ * Owns, on its thread: the ROUTER socket, the journal handle, and every
+ * pending delivery in memory.  Events are shared between their deliveries
+ * with a reference count.  Each destination keeps its pending deliveries in
+ * acceptance order; dispatch walks that list and skips a delivery whose key
+ * is already in flight or waiting for a retry, which is what keeps per-key
+ * order across retries.
+ */
+#include "router.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "envelope.h"
+#include "error.h"
+#include "hostapi.h"
+#include "log.h"
+#include "retry.h"
+
+#define S_BATCH_MAX 1024        /* messages per group commit */
+#define S_SCAN_MAX 20000        /* deliveries looked at per dispatch pass */
+#define S_KEYSET_SLOTS 65536    /* must exceed 2 * S_SCAN_MAX */
+#define S_DEAD_RETRY_MS 5000    /* dead letter not writable: try later */
+#define S_PRUNE_EVERY_MS 60000
+
+typedef struct s_event {
+    int refs;
+    char *id;
+    char *key;
+    char *type;
+    uint8_t *frame;
+    size_t len;
+} ev_t;
+
+typedef struct s_delivery {
+    int64_t id;
+    ev_t *ev;
+    int route;               /* index into routes, -1 when unknown */
+    int dest;
+    int attempts;            /* attempts made so far */
+    int64_t next_ms;
+    int64_t sent_ms;
+    bool inflight;
+    struct s_delivery *prev, *next; /* destination FIFO */
+    struct s_delivery *hnext;       /* id hash chain */
+} dl_t;
+
+typedef struct s_dest {
+    char *name;
+    bool ready;
+    int inflight;
+    int window;
+    int64_t timeout_ms;
+    dl_t *head, *tail;
+} dest_t;
+
+typedef struct s_route {
+    const pb_route_conf_t *conf;
+    int *to;                 /* destination indexes */
+    size_t to_count;
+    int notify;              /* destination index or -1 */
+} route_t;
+
+typedef struct s_keyslot {
+    const char *key;
+    uint32_t gen;
+} keyslot_t;
+
+/* One state change to write and then apply. */
+typedef struct s_change {
+    dl_t *dl;
+    plugboard_outcome_t outcome;
+    int64_t after_ms;
+    char reason[PLUGBOARD_REASON_MAX];
+    bool dead;               /* computed: becomes a dead letter */
+    int64_t next_ms;         /* computed for retries */
+} change_t;
+
+/* One EMIT in the current batch. */
+typedef struct s_emit {
+    char peer[64];
+    uint64_t token;
+    int status;
+    uint32_t accepted, duplicates, unrouted;
+} emit_t;
+
+/* Deliveries created by the current batch, applied after commit. */
+typedef struct s_newdl {
+    ev_t *ev;
+    int route;
+    int dest;
+    int64_t id;
+} newdl_t;
+
+struct pb_router {
+    void *zctx;
+    void *sock;
+    int wake_fd;
+    pthread_t thread;
+    bool thread_started;
+    atomic_bool stop;
+    atomic_bool draining;
+    const pb_config_t *cfg;
+    pb_journal_t *journal;
+
+    dest_t *dests;
+    size_t dest_count;
+    route_t *routes;
+    size_t route_count;
+
+    dl_t **table;            /* id -> delivery */
+    size_t table_size;       /* power of two */
+    size_t dl_count;
+
+    keyslot_t *keys;
+    uint32_t key_gen;
+
+    /* batch scratch */
+    emit_t *emits;
+    size_t emit_count, emit_cap;
+    change_t *changes;
+    size_t change_count, change_cap;
+    newdl_t *newdls;
+    size_t newdl_count, newdl_cap;
+
+    int64_t last_prune_ms;
+    ev_t *recover_last;
+
+    struct {
+        atomic_uint_fast64_t accepted, duplicates, unrouted, delivered,
+            retried, dead, timeouts, bad_frames, journal_errors, commits,
+            pending, inflight;
+    } stats;
+};
+
+/* ---------------------------------------------------------------- */
+/* small helpers                                                     */
+/* ---------------------------------------------------------------- */
+
+#define S_GROW(r, arr, count, cap)                                      \
+    do {                                                                \
+        if ((r)->count == (r)->cap) {                                   \
+            size_t ncap = (r)->cap ? (r)->cap * 2 : 64;                 \
+            void *n = realloc((r)->arr, ncap * sizeof(*(r)->arr));      \
+            if (!n)                                                     \
+                abort();                                                \
+            (r)->arr = n;                                               \
+            (r)->cap = ncap;                                            \
+        }                                                               \
+    } while (0)
+
+static void
+s_stat_add(atomic_uint_fast64_t *c, int64_t d)
+{
+    atomic_fetch_add(c, (uint_fast64_t)d);
+}
+
+static uint64_t
+s_get_u64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static uint32_t
+s_get_u32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static int
+s_find_dest(const pb_router_t *r, const char *name, size_t len)
+{
+    for (size_t i = 0; i < r->dest_count; i++)
+        if (strlen(r->dests[i].name) == len &&
+            memcmp(r->dests[i].name, name, len) == 0)
+            return (int)i;
+    return -1;
+}
+
+static int
+s_find_route(const pb_router_t *r, const char *name)
+{
+    for (size_t i = 0; i < r->route_count; i++)
+        if (strcmp(r->routes[i].conf->name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+static void
+s_ev_release(ev_t *ev)
+{
+    if (ev && --ev->refs == 0) {
+        free(ev->id);
+        free(ev->key);
+        free(ev->type);
+        free(ev->frame);
+        free(ev);
+    }
+}
+
+static ev_t *
+s_ev_new(const char *id, const char *key, const char *type,
+         const uint8_t *frame, size_t len)
+{
+    ev_t *ev = calloc(1, sizeof *ev);
+    if (!ev)
+        return NULL;
+    ev->refs = 1;
+    ev->id = strdup(id);
+    ev->key = strdup(key);
+    ev->type = strdup(type);
+    ev->frame = malloc(len ? len : 1);
+    if (!ev->id || !ev->key || !ev->type || !ev->frame) {
+        s_ev_release(ev);
+        return NULL;
+    }
+    memcpy(ev->frame, frame, len);
+    ev->len = len;
+    return ev;
+}
+
+/* ---------------------------------------------------------------- */
+/* delivery table and FIFOs                                          */
+/* ---------------------------------------------------------------- */
+
+static void
+s_table_grow(pb_router_t *r)
+{
+    size_t nsize = r->table_size ? r->table_size * 2 : 1024;
+    dl_t **nt = calloc(nsize, sizeof *nt);
+    if (!nt)
+        abort();
+    for (size_t i = 0; i < r->table_size; i++) {
+        dl_t *d = r->table[i];
+        while (d) {
+            dl_t *next = d->hnext;
+            size_t b = (size_t)d->id & (nsize - 1);
+            d->hnext = nt[b];
+            nt[b] = d;
+            d = next;
+        }
+    }
+    free(r->table);
+    r->table = nt;
+    r->table_size = nsize;
+}
+
+static dl_t *
+s_lookup(const pb_router_t *r, int64_t id)
+{
+    if (!r->table_size)
+        return NULL;
+    for (dl_t *d = r->table[(size_t)id & (r->table_size - 1)]; d;
+         d = d->hnext)
+        if (d->id == id)
+            return d;
+    return NULL;
+}
+
+static void
+s_add(pb_router_t *r, ev_t *ev, int route, int dest, int64_t id,
+      int attempts, int64_t next_ms)
+{
+    if (r->dl_count + 1 > r->table_size / 2)
+        s_table_grow(r);
+    dl_t *d = calloc(1, sizeof *d);
+    if (!d)
+        abort();
+    d->id = id;
+    d->ev = ev;
+    ev->refs++;
+    d->route = route;
+    d->dest = dest;
+    d->attempts = attempts;
+    d->next_ms = next_ms;
+    size_t b = (size_t)id & (r->table_size - 1);
+    d->hnext = r->table[b];
+    r->table[b] = d;
+    dest_t *ds = &r->dests[dest];
+    d->prev = ds->tail;
+    if (ds->tail)
+        ds->tail->next = d;
+    else
+        ds->head = d;
+    ds->tail = d;
+    r->dl_count++;
+    s_stat_add(&r->stats.pending, 1);
+}
+
+static void
+s_remove(pb_router_t *r, dl_t *d)
+{
+    dl_t **pp = &r->table[(size_t)d->id & (r->table_size - 1)];
+    while (*pp != d)
+        pp = &(*pp)->hnext;
+    *pp = d->hnext;
+    dest_t *ds = &r->dests[d->dest];
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        ds->head = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+    else
+        ds->tail = d->prev;
+    if (d->inflight) {
+        ds->inflight--;
+        s_stat_add(&r->stats.inflight, -1);
+    }
+    r->dl_count--;
+    s_stat_add(&r->stats.pending, -1);
+    s_ev_release(d->ev);
+    free(d);
+}
+
+static const pb_retry_conf_t s_default_retry = {
+    .attempts = 10, .initial_ms = 1000, .max_ms = 15 * 60 * 1000};
+
+static const pb_retry_conf_t *
+s_policy(const pb_router_t *r, const dl_t *d)
+{
+    return d->route >= 0 ? &r->routes[d->route].conf->retry
+                         : &s_default_retry;
+}
+
+static const char *
+s_route_name(const pb_router_t *r, int route)
+{
+    return route >= 0 ? r->routes[route].conf->name : "(removed)";
+}
+
+/* ---------------------------------------------------------------- */
+/* sending                                                           */
+/* ---------------------------------------------------------------- */
+
+static int
+s_send_parts(pb_router_t *r, const char *peer, const char *cmd,
+             const void *a, size_t alen, const void *b, size_t blen,
+             bool has_b)
+{
+    if (zmq_send(r->sock, peer, strlen(peer), ZMQ_SNDMORE | ZMQ_DONTWAIT) <
+        0)
+        return -1;
+    if (zmq_send(r->sock, cmd, strlen(cmd), ZMQ_SNDMORE) < 0)
+        return -1;
+    if (zmq_send(r->sock, a, alen, has_b ? ZMQ_SNDMORE : 0) < 0)
+        return -1;
+    if (has_b && zmq_send(r->sock, b, blen, 0) < 0)
+        return -1;
+    return 0;
+}
+
+static void
+s_send_ack(pb_router_t *r, const emit_t *e)
+{
+    uint8_t buf[20];
+    int32_t status = e->status;
+    memcpy(buf, &e->token, 8);
+    memcpy(buf + 8, &status, 4);
+    memcpy(buf + 12, &e->accepted, 4);
+    memcpy(buf + 16, &e->duplicates, 4);
+    if (s_send_parts(r, e->peer, PB_MSG_ACK, buf, sizeof buf, NULL, 0,
+                     false) != 0)
+        pb_warn("router", "cannot acknowledge connector=%s: %s", e->peer,
+                zmq_strerror(errno));
+}
+
+static bool
+s_send_delivery(pb_router_t *r, dest_t *ds, dl_t *d, int64_t now)
+{
+    uint8_t hdr[12];
+    uint32_t attempt = (uint32_t)d->attempts + 1;
+    memcpy(hdr, &d->id, 8);
+    memcpy(hdr + 8, &attempt, 4);
+    if (s_send_parts(r, ds->name, PB_MSG_DELIVER, hdr, sizeof hdr,
+                     d->ev->frame, d->ev->len, true) != 0) {
+        if (errno == EHOSTUNREACH)
+            ds->ready = false;
+        return false;
+    }
+    d->inflight = true;
+    d->sent_ms = now;
+    ds->inflight++;
+    s_stat_add(&r->stats.inflight, 1);
+    return true;
+}
+
+/* ---------------------------------------------------------------- */
+/* dispatch                                                          */
+/* ---------------------------------------------------------------- */
+
+static uint32_t
+s_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 16777619u;
+    return h;
+}
+
+/* Mark key as taken in this pass; returns true when it already was. */
+static bool
+s_key_taken(pb_router_t *r, const char *key)
+{
+    uint32_t i = s_hash(key) & (S_KEYSET_SLOTS - 1);
+    for (;;) {
+        keyslot_t *k = &r->keys[i];
+        if (k->gen != r->key_gen) {
+            k->gen = r->key_gen;
+            k->key = key;
+            return false;
+        }
+        if (strcmp(k->key, key) == 0)
+            return true;
+        i = (i + 1) & (S_KEYSET_SLOTS - 1);
+    }
+}
+
+static void
+s_dispatch_dest(pb_router_t *r, dest_t *ds, int64_t now, int64_t *next_due)
+{
+    if (!ds->ready || ds->inflight >= ds->window || !ds->head)
+        return;
+    if (++r->key_gen == 0) {
+        memset(r->keys, 0, S_KEYSET_SLOTS * sizeof *r->keys);
+        r->key_gen = 1;
+    }
+    size_t scanned = 0;
+    for (dl_t *d = ds->head; d && scanned < S_SCAN_MAX; d = d->next) {
+        scanned++;
+        const char *key = d->ev->key;
+        bool keyed = key[0] != '\0';
+        if (d->inflight) {
+            if (keyed)
+                s_key_taken(r, key);
+            continue;
+        }
+        bool taken = keyed && s_key_taken(r, key);
+        if (taken)
+            continue;
+        if (d->next_ms > now) {
+            if (d->next_ms < *next_due)
+                *next_due = d->next_ms;
+            continue;
+        }
+        if (!s_send_delivery(r, ds, d, now))
+            return;
+        if (ds->inflight >= ds->window)
+            return;
+    }
+}
+
+static int64_t
+s_dispatch(pb_router_t *r, int64_t now)
+{
+    int64_t next_due = now + 1000;
+    if (atomic_load(&r->draining))
+        return next_due;
+    for (size_t i = 0; i < r->dest_count; i++)
+        s_dispatch_dest(r, &r->dests[i], now, &next_due);
+    return next_due;
+}
+
+/* ---------------------------------------------------------------- */
+/* dead letters                                                      */
+/* ---------------------------------------------------------------- */
+
+/* Stage a plugboard.delivery.dead notice for d in the open transaction. */
+static void
+s_notify_dead(pb_router_t *r, const dl_t *d, const char *reason,
+              const char *error)
+{
+    if (d->route < 0 || r->routes[d->route].notify < 0 ||
+        strcmp(d->ev->type, PLUGBOARD_EV_DELIVERY_DEAD) == 0)
+        return;
+    const route_t *rt = &r->routes[d->route];
+    const pb_route_conf_t *c = rt->conf;
+    pb_builder_t *b = pb_builder_new("plugboard", PLUGBOARD_EV_DELIVERY_DEAD);
+    if (!b)
+        return;
+    char key[300];
+    snprintf(key, sizeof key, "route:%s", c->name);
+    const char *dest = r->dests[d->dest].name;
+    pb_builder_set_key(b, key);
+    pb_builder_set_causation(b, d->ev->id);
+    pb_builder_set_string(b, "route", c->name, strlen(c->name));
+    pb_builder_set_string(b, "destination", dest, strlen(dest));
+    pb_builder_set_string(b, "why", c->why, strlen(c->why));
+    pb_builder_set_string(b, "owner", c->owner, strlen(c->owner));
+    if (c->on_failure)
+        pb_builder_set_string(b, "on_failure", c->on_failure,
+                              strlen(c->on_failure));
+    pb_builder_set_int(b, "attempts", d->attempts);
+    pb_builder_set_string(b, "last_error", error, strlen(error));
+    pb_builder_set_string(b, "reason", reason, strlen(reason));
+    pb_builder_set_string(b, "event.id", d->ev->id, strlen(d->ev->id));
+    pb_builder_set_string(b, "event.type", d->ev->type,
+                          strlen(d->ev->type));
+    pb_builder_set_string(b, "event.key", d->ev->key, strlen(d->ev->key));
+    pb_builder_set_int(b, "dead_at", pb_now_ms());
+    uint8_t *frame = NULL;
+    size_t len = 0;
+    int rc = pb_builder_encode(b, &frame, &len);
+    pb_builder_destroy(&b);
+    if (rc != 0)
+        return;
+    int err;
+    char why[128];
+    pb_envelope_t *env = pb_envelope_decode(frame, len, NULL, &err, why,
+                                            sizeof why);
+    if (!env) {
+        free(frame);
+        return;
+    }
+    pb_journal_target_t target = {.route = c->name,
+                                  .destination = r->dests[rt->notify].name};
+    pb_journal_event_t je = {
+        .id = pb_envelope_id(env),
+        .type = pb_envelope_type(env),
+        .source = "plugboard",
+        .key = pb_envelope_key(env),
+        .time_ms = pb_envelope_time_ms(env),
+        .frame = frame,
+        .frame_len = len,
+        .targets = &target,
+        .target_count = 1,
+    };
+    if (pb_journal_append(r->journal, &je) == 0) {
+        ev_t *ev = s_ev_new(je.id, je.key, je.type, frame, len);
+        if (ev) {
+            S_GROW(r, newdls, newdl_count, newdl_cap);
+            r->newdls[r->newdl_count++] = (newdl_t){
+                .ev = ev, .route = d->route, .dest = rt->notify,
+                .id = target.delivery_id};
+        }
+    }
+    pb_envelope_destroy(&env);
+    free(frame);
+}
+
+/* ---------------------------------------------------------------- */
+/* handling one batch                                                */
+/* ---------------------------------------------------------------- */
+
+/* Collect targets for an event from connector `source`. */
+static size_t
+s_targets(const pb_router_t *r, const char *source, const char *type,
+          pb_journal_target_t *out, int *route_of, int *dest_of, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < r->route_count; i++) {
+        const route_t *rt = &r->routes[i];
+        if (strcmp(rt->conf->from, source) != 0)
+            continue;
+        bool match = false;
+        for (size_t w = 0; w < rt->conf->when_count && !match; w++)
+            match = pb_type_matches(rt->conf->when[w], type);
+        if (!match)
+            continue;
+        for (size_t t = 0; t < rt->to_count && n < max; t++) {
+            out[n].route = rt->conf->name;
+            out[n].destination = r->dests[rt->to[t]].name;
+            route_of[n] = (int)i;
+            dest_of[n] = rt->to[t];
+            n++;
+        }
+    }
+    return n;
+}
+
+#define S_MAX_TARGETS 64
+
+static int
+s_handle_emit(pb_router_t *r, const char *peer, zmq_msg_t *parts,
+              size_t nparts)
+{
+    S_GROW(r, emits, emit_count, emit_cap);
+    emit_t *e = &r->emits[r->emit_count++];
+    memset(e, 0, sizeof *e);
+    snprintf(e->peer, sizeof e->peer, "%s", peer);
+    if (nparts < 2 || zmq_msg_size(&parts[0]) != 8) {
+        s_stat_add(&r->stats.bad_frames, 1);
+        e->status = PB_EPROTO;
+        return 0;
+    }
+    e->token = s_get_u64(zmq_msg_data(&parts[0]));
+
+    /* decode everything first: a bad frame refuses the whole EMIT */
+    size_t n = nparts - 1;
+    pb_envelope_t **envs = calloc(n, sizeof *envs);
+    if (!envs)
+        abort();
+    for (size_t i = 0; i < n; i++) {
+        int err = 0;
+        char why[256];
+        envs[i] = pb_envelope_decode(zmq_msg_data(&parts[i + 1]),
+                                     zmq_msg_size(&parts[i + 1]), NULL, &err,
+                                     why, sizeof why);
+        if (!envs[i]) {
+            pb_warn("router", "rejected frame from connector=%s: %s", peer,
+                    why);
+            e->status = err ? err : PB_EPROTO;
+        } else if (strcmp(pb_envelope_source(envs[i]), peer) != 0) {
+            pb_warn("router",
+                    "rejected frame from connector=%s: source is '%s'", peer,
+                    pb_envelope_source(envs[i]));
+            e->status = PB_EPROTO;
+        }
+        if (e->status != 0) {
+            s_stat_add(&r->stats.bad_frames, 1);
+            break;
+        }
+    }
+    int rc = 0;
+    for (size_t i = 0; i < n && e->status == 0; i++) {
+        pb_envelope_t *env = envs[i];
+        pb_journal_target_t targets[S_MAX_TARGETS];
+        int route_of[S_MAX_TARGETS], dest_of[S_MAX_TARGETS];
+        size_t tn = s_targets(r, peer, pb_envelope_type(env), targets,
+                              route_of, dest_of, S_MAX_TARGETS);
+        size_t flen;
+        const uint8_t *frame = pb_envelope_frame(env, &flen);
+        pb_journal_event_t je = {
+            .id = pb_envelope_id(env),
+            .type = pb_envelope_type(env),
+            .source = peer,
+            .key = pb_envelope_key(env),
+            .dedupe_id = pb_envelope_dedupe_id(env),
+            .time_ms = pb_envelope_time_ms(env),
+            .frame = frame,
+            .frame_len = flen,
+            .targets = targets,
+            .target_count = tn,
+        };
+        rc = pb_journal_append(r->journal, &je);
+        if (rc != 0) {
+            e->status = rc;
+            break;
+        }
+        if (je.duplicate) {
+            e->duplicates++;
+            continue;
+        }
+        e->accepted++;
+        if (tn == 0) {
+            e->unrouted++;
+            continue;
+        }
+        ev_t *ev = s_ev_new(je.id, je.key, je.type, frame, flen);
+        if (!ev)
+            abort();
+        for (size_t t = 0; t < tn; t++) {
+            S_GROW(r, newdls, newdl_count, newdl_cap);
+            r->newdls[r->newdl_count++] = (newdl_t){
+                .ev = ev, .route = route_of[t], .dest = dest_of[t],
+                .id = targets[t].delivery_id};
+            ev->refs++;
+        }
+        s_ev_release(ev);
+    }
+    for (size_t i = 0; i < n; i++)
+        pb_envelope_destroy(&envs[i]);
+    free(envs);
+    return rc;
+}
+
+static void
+s_handle_result(pb_router_t *r, const char *peer, zmq_msg_t *parts,
+                size_t nparts)
+{
+    if (nparts < 1 || zmq_msg_size(&parts[0]) != 21) {
+        s_stat_add(&r->stats.bad_frames, 1);
+        return;
+    }
+    const uint8_t *p = zmq_msg_data(&parts[0]);
+    int64_t id = (int64_t)s_get_u64(p);
+    uint32_t attempt = s_get_u32(p + 8);
+    uint8_t outcome = p[12];
+    int64_t after = (int64_t)s_get_u64(p + 13);
+    dl_t *d = s_lookup(r, id);
+    if (!d || !d->inflight || (uint32_t)d->attempts + 1 != attempt ||
+        strcmp(r->dests[d->dest].name, peer) != 0) {
+        pb_debug("router", "stale result delivery=%lld from connector=%s",
+                 (long long)id, peer);
+        return;
+    }
+    if (outcome > PLUGBOARD_REJECT) {
+        s_stat_add(&r->stats.bad_frames, 1);
+        outcome = PLUGBOARD_RETRY;
+    }
+    S_GROW(r, changes, change_count, change_cap);
+    change_t *c = &r->changes[r->change_count++];
+    memset(c, 0, sizeof *c);
+    c->dl = d;
+    c->outcome = (plugboard_outcome_t)outcome;
+    c->after_ms = after < 0 ? 0 : after;
+    if (nparts >= 2) {
+        size_t len = zmq_msg_size(&parts[1]);
+        if (len >= sizeof c->reason)
+            len = sizeof c->reason - 1;
+        memcpy(c->reason, zmq_msg_data(&parts[1]), len);
+        c->reason[len] = '\0';
+    }
+    if (c->outcome != PLUGBOARD_OK && !c->reason[0])
+        snprintf(c->reason, sizeof c->reason, "%s without a reason",
+                 c->outcome == PLUGBOARD_RETRY ? "retry" : "reject");
+}
+
+/* Write one change into the open transaction. */
+static int
+s_write_change(pb_router_t *r, change_t *c, int64_t now)
+{
+    dl_t *d = c->dl;
+    int attempts = d->attempts + 1;
+    if (c->outcome == PLUGBOARD_OK)
+        return pb_journal_update(r->journal, d->id, PB_DELIVERY_DELIVERED,
+                                 attempts, 0, NULL);
+    const pb_retry_conf_t *pol = s_policy(r, d);
+    c->dead = c->outcome == PLUGBOARD_REJECT ||
+              pb_retry_exhausted(pol, attempts);
+    if (c->dead) {
+        int rc = pb_journal_update(r->journal, d->id, PB_DELIVERY_DEAD,
+                                   attempts, 0, c->reason);
+        if (rc == 0) {
+            d->attempts = attempts; /* the notice reports them */
+            s_notify_dead(r, d,
+                          c->outcome == PLUGBOARD_REJECT ? "rejected"
+                                                         : "exhausted",
+                          c->reason);
+            d->attempts = attempts - 1;
+        }
+        return rc;
+    }
+    c->next_ms = now + pb_retry_delay_ms(pol, attempts, c->after_ms,
+                                         pb_retry_random());
+    return pb_journal_update(r->journal, d->id, PB_DELIVERY_PENDING,
+                             attempts, pb_now_ms() + (c->next_ms - now),
+                             c->reason);
+}
+
+/* Apply a change in memory once its fate in the journal is known. */
+static void
+s_apply_change(pb_router_t *r, change_t *c, bool committed, int64_t now)
+{
+    dl_t *d = c->dl;
+    dest_t *ds = &r->dests[d->dest];
+    const char *dest = ds->name;
+    if (c->outcome == PLUGBOARD_OK) {
+        s_stat_add(&r->stats.delivered, 1);
+        s_remove(r, d);
+        return;
+    }
+    if (d->inflight) {
+        d->inflight = false;
+        ds->inflight--;
+        s_stat_add(&r->stats.inflight, -1);
+    }
+    d->attempts++;
+    if (c->dead && committed) {
+        pb_warn("router",
+                "dead letter route=%s destination=%s event=%s attempts=%d "
+                "error=\"%s\"",
+                s_route_name(r, d->route), dest, d->ev->id, d->attempts,
+                c->reason);
+        s_stat_add(&r->stats.dead, 1);
+        s_remove(r, d);
+        return;
+    }
+    if (c->dead) {
+        /* the dead letter could not be written: keep it pending */
+        pb_error("router",
+                 "cannot write dead letter route=%s destination=%s event=%s; "
+                 "kept pending",
+                 s_route_name(r, d->route), dest, d->ev->id);
+        d->next_ms = now + S_DEAD_RETRY_MS;
+        return;
+    }
+    s_stat_add(&r->stats.retried, 1);
+    d->next_ms = committed ? c->next_ms : now + S_DEAD_RETRY_MS;
+    pb_info("router",
+            "retry route=%s destination=%s event=%s attempt=%d in_ms=%lld "
+            "error=\"%s\"",
+            s_route_name(r, d->route), dest, d->ev->id, d->attempts,
+            (long long)(d->next_ms - now), c->reason);
+}
+
+static void
+s_batch_reset(pb_router_t *r)
+{
+    r->emit_count = 0;
+    r->change_count = 0;
+    for (size_t i = 0; i < r->newdl_count; i++)
+        s_ev_release(r->newdls[i].ev);
+    r->newdl_count = 0;
+}
+
+/* Write the batch in one transaction, then acknowledge and apply. */
+static void
+s_commit_batch(pb_router_t *r, bool began, int64_t now)
+{
+    bool committed = false;
+    if (began) {
+        for (size_t i = 0; i < r->change_count; i++)
+            if (s_write_change(r, &r->changes[i], now) != 0)
+                goto out_fail;
+        if (pb_journal_commit(r->journal) == 0) {
+            committed = true;
+            s_stat_add(&r->stats.commits, 1);
+        }
+    }
+out_fail:
+    if (!committed) {
+        if (began)
+            pb_journal_rollback(r->journal);
+        s_stat_add(&r->stats.journal_errors, 1);
+        pb_error("router", "journal commit failed: %s",
+                 pb_journal_errmsg(r->journal));
+    }
+    for (size_t i = 0; i < r->emit_count; i++) {
+        emit_t *e = &r->emits[i];
+        if (!committed && e->status == 0)
+            e->status = PB_EJOURNAL;
+        if (e->status == 0) {
+            s_stat_add(&r->stats.accepted, e->accepted);
+            s_stat_add(&r->stats.duplicates, e->duplicates);
+            s_stat_add(&r->stats.unrouted, e->unrouted);
+        }
+        s_send_ack(r, e);
+    }
+    if (committed)
+        for (size_t i = 0; i < r->newdl_count; i++) {
+            newdl_t *n = &r->newdls[i];
+            s_add(r, n->ev, n->route, n->dest, n->id, 0, 0);
+        }
+    for (size_t i = 0; i < r->change_count; i++)
+        s_apply_change(r, &r->changes[i], committed, now);
+    s_batch_reset(r);
+}
+
+/* Read up to S_BATCH_MAX waiting messages and handle them. */
+static void
+s_read_batch(pb_router_t *r, int64_t now)
+{
+    bool began = false;
+    bool journal_ok = true;
+    for (int m = 0; m < S_BATCH_MAX; m++) {
+        zmq_msg_t parts[64];
+        size_t nparts = 0;
+        int more = 1;
+        bool overflow = false;
+        while (more) {
+            zmq_msg_t tmp;
+            zmq_msg_init(&tmp);
+            if (zmq_msg_recv(&tmp, r->sock, nparts == 0 ? ZMQ_DONTWAIT : 0) <
+                0) {
+                zmq_msg_close(&tmp);
+                break;
+            }
+            more = zmq_msg_more(&tmp);
+            if (nparts < 64)
+                parts[nparts++] = tmp;
+            else {
+                overflow = true;
+                zmq_msg_close(&tmp);
+            }
+        }
+        if (nparts == 0)
+            break;
+        char peer[64] = "";
+        size_t plen = zmq_msg_size(&parts[0]);
+        if (plen < sizeof peer) {
+            memcpy(peer, zmq_msg_data(&parts[0]), plen);
+            peer[plen] = '\0';
+        }
+        int dest = s_find_dest(r, peer, strlen(peer));
+        const char *cmd = nparts > 1 ? zmq_msg_data(&parts[1]) : "";
+        size_t clen = nparts > 1 ? zmq_msg_size(&parts[1]) : 0;
+        if (dest < 0 || overflow || nparts < 2) {
+            s_stat_add(&r->stats.bad_frames, 1);
+        } else if (clen == 4 && memcmp(cmd, PB_MSG_HELLO, 4) == 0) {
+            r->dests[dest].ready = true;
+            pb_debug("router", "connector=%s ready", peer);
+        } else if ((clen == 4 && memcmp(cmd, PB_MSG_EMIT, 4) == 0) ||
+                   (clen == 3 && memcmp(cmd, PB_MSG_RESULT, 3) == 0)) {
+            if (!began && journal_ok) {
+                began = pb_journal_begin(r->journal) == 0;
+                journal_ok = began;
+            }
+            if (cmd[0] == 'E') {
+                if (!began) {
+                    S_GROW(r, emits, emit_count, emit_cap);
+                    emit_t *e = &r->emits[r->emit_count++];
+                    memset(e, 0, sizeof *e);
+                    snprintf(e->peer, sizeof e->peer, "%s", peer);
+                    if (nparts > 2 && zmq_msg_size(&parts[2]) == 8)
+                        e->token = s_get_u64(zmq_msg_data(&parts[2]));
+                    e->status = PB_EJOURNAL;
+                } else {
+                    s_handle_emit(r, peer, parts + 2, nparts - 2);
+                }
+            } else {
+                s_handle_result(r, peer, parts + 2, nparts - 2);
+            }
+        } else {
+            s_stat_add(&r->stats.bad_frames, 1);
+        }
+        for (size_t i = 0; i < nparts; i++)
+            zmq_msg_close(&parts[i]);
+    }
+    if (began || r->emit_count || r->change_count)
+        s_commit_batch(r, began, now);
+}
+
+/* Deliveries in flight past their deadline count as transient failures. */
+static void
+s_check_timeouts(pb_router_t *r, int64_t now)
+{
+    bool began = false;
+    for (size_t i = 0; i < r->dest_count; i++) {
+        dest_t *ds = &r->dests[i];
+        if (!ds->inflight)
+            continue;
+        for (dl_t *d = ds->head; d; d = d->next) {
+            if (!d->inflight || now - d->sent_ms < ds->timeout_ms)
+                continue;
+            if (!began)
+                began = pb_journal_begin(r->journal) == 0;
+            S_GROW(r, changes, change_count, change_cap);
+            change_t *c = &r->changes[r->change_count++];
+            memset(c, 0, sizeof *c);
+            c->dl = d;
+            c->outcome = PLUGBOARD_RETRY;
+            snprintf(c->reason, sizeof c->reason,
+                     "no answer within %lld ms", (long long)ds->timeout_ms);
+            s_stat_add(&r->stats.timeouts, 1);
+        }
+    }
+    if (r->change_count)
+        s_commit_batch(r, began, now);
+}
+
+static void
+s_maybe_prune(pb_router_t *r, int64_t now)
+{
+    if (now - r->last_prune_ms < S_PRUNE_EVERY_MS)
+        return;
+    r->last_prune_ms = now;
+    int64_t wall = pb_now_ms();
+    pb_journal_prune(r->journal, wall - r->cfg->dedupe_retention_ms,
+                     wall - r->cfg->delivered_retention_ms);
+}
+
+static void *
+s_thread(void *arg)
+{
+    pb_router_t *r = arg;
+    int64_t next_due = pb_monotonic_ms();
+    while (!atomic_load(&r->stop)) {
+        int64_t now = pb_monotonic_ms();
+        long timeout = (long)(next_due - now);
+        if (timeout < 0)
+            timeout = 0;
+        if (timeout > 100)
+            timeout = 100;
+        zmq_pollitem_t items[] = {
+            {.socket = r->sock, .events = ZMQ_POLLIN},
+            {.fd = r->wake_fd, .events = ZMQ_POLLIN},
+        };
+        if (zmq_poll(items, 2, timeout) < 0 && errno != EINTR)
+            break;
+        if (items[1].revents & ZMQ_POLLIN) {
+            uint64_t v;
+            ssize_t rd = read(r->wake_fd, &v, sizeof v);
+            (void)rd;
+        }
+        now = pb_monotonic_ms();
+        s_read_batch(r, now);
+        s_check_timeouts(r, now);
+        next_due = s_dispatch(r, now);
+        s_maybe_prune(r, now);
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- */
+/* set-up and tear-down                                              */
+/* ---------------------------------------------------------------- */
+
+static int
+s_recover_one(void *ctx, const pb_journal_delivery_t *jd)
+{
+    pb_router_t *r = ctx;
+    int dest = s_find_dest(r, jd->destination, strlen(jd->destination));
+    if (dest < 0) {
+        pb_warn("router",
+                "pending delivery=%lld for connector=%s which is not "
+                "configured; left in the journal",
+                (long long)jd->delivery_id, jd->destination);
+        return 0;
+    }
+    /* deliveries of one event are consecutive; share the event */
+    ev_t *ev = NULL;
+    if (r->recover_last && strcmp(r->recover_last->id, jd->event_id) == 0)
+        ev = r->recover_last;
+    bool fresh = ev == NULL;
+    if (fresh) {
+        int err;
+        char why[128];
+        pb_envelope_t *env = pb_envelope_decode(jd->frame, jd->frame_len,
+                                                NULL, &err, why, sizeof why);
+        if (!env) {
+            pb_error("router", "journal frame of event=%s is invalid: %s",
+                     jd->event_id, why);
+            return 0;
+        }
+        ev = s_ev_new(jd->event_id, jd->key, pb_envelope_type(env),
+                      jd->frame, jd->frame_len);
+        pb_envelope_destroy(&env);
+        if (!ev)
+            return PB_ENOMEM;
+    }
+    /* the journal holds wall-clock times; memory uses the monotonic clock */
+    int64_t wait = jd->next_ms > 0 ? jd->next_ms - pb_now_ms() : 0;
+    s_add(r, ev, s_find_route(r, jd->route), dest, jd->delivery_id,
+          jd->attempts, pb_monotonic_ms() + (wait > 0 ? wait : 0));
+    if (fresh) {
+        if (r->recover_last)
+            s_ev_release(r->recover_last);
+        r->recover_last = ev; /* keeps the reference s_ev_new gave */
+    }
+    return 0;
+}
+
+static int
+s_build_routes(pb_router_t *r, char *err, size_t err_len)
+{
+    const pb_config_t *cfg = r->cfg;
+    r->route_count = cfg->route_count;
+    r->routes = calloc(cfg->route_count ? cfg->route_count : 1,
+                       sizeof *r->routes);
+    if (!r->routes)
+        return PB_ENOMEM;
+    for (size_t i = 0; i < cfg->route_count; i++) {
+        const pb_route_conf_t *c = &cfg->routes[i];
+        route_t *rt = &r->routes[i];
+        rt->conf = c;
+        rt->to = calloc(c->to_count ? c->to_count : 1, sizeof *rt->to);
+        if (!rt->to)
+            return PB_ENOMEM;
+        for (size_t t = 0; t < c->to_count; t++) {
+            rt->to[t] = s_find_dest(r, c->to[t], strlen(c->to[t]));
+            if (rt->to[t] < 0) {
+                snprintf(err, err_len, "route '%s': no connector '%s'",
+                         c->name, c->to[t]);
+                return PB_EINVAL;
+            }
+        }
+        rt->to_count = c->to_count;
+        rt->notify = c->notify ? s_find_dest(r, c->notify, strlen(c->notify))
+                               : -1;
+    }
+    return 0;
+}
+
+pb_router_t *
+pb_router_start(const pb_router_options_t *opt, char *err, size_t err_len)
+{
+    pb_router_t *r = calloc(1, sizeof *r);
+    if (!r) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    r->zctx = opt->zmq_ctx;
+    r->cfg = opt->config;
+    r->journal = opt->journal;
+    r->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    r->keys = calloc(S_KEYSET_SLOTS, sizeof *r->keys);
+    r->dests = calloc(opt->dest_count ? opt->dest_count : 1,
+                      sizeof *r->dests);
+    if (r->wake_fd < 0 || !r->keys || !r->dests) {
+        snprintf(err, err_len, "out of memory");
+        goto out_destroy;
+    }
+    r->dest_count = opt->dest_count;
+    for (size_t i = 0; i < opt->dest_count; i++) {
+        dest_t *ds = &r->dests[i];
+        ds->name = strdup(opt->dests[i].name);
+        ds->window = opt->dests[i].window > 0 ? opt->dests[i].window : 16;
+        ds->timeout_ms =
+            opt->dests[i].timeout_ms > 0 ? opt->dests[i].timeout_ms : 30000;
+        if (!ds->name) {
+            snprintf(err, err_len, "out of memory");
+            goto out_destroy;
+        }
+    }
+    if (s_build_routes(r, err, err_len) != 0)
+        goto out_destroy;
+    s_table_grow(r);
+
+    r->sock = zmq_socket(r->zctx, ZMQ_ROUTER);
+    int one = 1, zero = 0;
+    if (!r->sock ||
+        zmq_setsockopt(r->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one) ||
+        zmq_setsockopt(r->sock, ZMQ_LINGER, &zero, sizeof zero) ||
+        zmq_setsockopt(r->sock, ZMQ_SNDHWM, &zero, sizeof zero) ||
+        zmq_setsockopt(r->sock, ZMQ_RCVHWM, &zero, sizeof zero) ||
+        zmq_bind(r->sock, opt->endpoint) != 0) {
+        snprintf(err, err_len, "cannot bind router to '%s': %s",
+                 opt->endpoint, zmq_strerror(errno));
+        goto out_destroy;
+    }
+    int prc = pb_journal_pending(r->journal, s_recover_one, r);
+    if (r->recover_last)
+        s_ev_release(r->recover_last);
+    r->recover_last = NULL;
+    if (prc < 0) {
+        snprintf(err, err_len, "cannot read pending deliveries: %s",
+                 pb_journal_errmsg(r->journal));
+        goto out_destroy;
+    }
+    if (r->dl_count)
+        pb_info("router", "recovered pending deliveries=%zu", r->dl_count);
+    r->last_prune_ms = pb_monotonic_ms() - S_PRUNE_EVERY_MS + 5000;
+    /* the socket is handed to the router thread; the thread start is the
+     * memory barrier ZeroMQ asks for when a socket changes threads */
+    if (pthread_create(&r->thread, NULL, s_thread, r) != 0) {
+        snprintf(err, err_len, "cannot start router thread");
+        goto out_destroy;
+    }
+    r->thread_started = true;
+    return r;
+
+out_destroy:
+    pb_router_stop(&r);
+    return NULL;
+}
+
+int
+pb_router_drain(pb_router_t *r, int64_t timeout_ms)
+{
+    atomic_store(&r->draining, true);
+    int64_t deadline = pb_monotonic_ms() + timeout_ms;
+    while (atomic_load(&r->stats.inflight) > 0 &&
+           pb_monotonic_ms() < deadline)
+        usleep(10000);
+    return (int)atomic_load(&r->stats.inflight);
+}
+
+void
+pb_router_stop(pb_router_t **rp)
+{
+    if (!rp || !*rp)
+        return;
+    pb_router_t *r = *rp;
+    *rp = NULL;
+    if (r->thread_started) {
+        atomic_store(&r->stop, true);
+        uint64_t one = 1;
+        ssize_t w = write(r->wake_fd, &one, sizeof one);
+        (void)w;
+        pthread_join(r->thread, NULL);
+    }
+    if (r->sock)
+        zmq_close(r->sock);
+    for (size_t i = 0; i < r->dest_count; i++) {
+        while (r->dests[i].head)
+            s_remove(r, r->dests[i].head);
+        free(r->dests[i].name);
+    }
+    s_batch_reset(r);
+    for (size_t i = 0; i < r->route_count; i++)
+        free(r->routes[i].to);
+    free(r->routes);
+    free(r->dests);
+    free(r->table);
+    free(r->keys);
+    free(r->emits);
+    free(r->changes);
+    free(r->newdls);
+    if (r->wake_fd >= 0)
+        close(r->wake_fd);
+    free(r);
+}
+
+void
+pb_router_stats(pb_router_t *r, pb_router_stats_t *out)
+{
+    out->accepted = atomic_load(&r->stats.accepted);
+    out->duplicates = atomic_load(&r->stats.duplicates);
+    out->unrouted = atomic_load(&r->stats.unrouted);
+    out->delivered = atomic_load(&r->stats.delivered);
+    out->retried = atomic_load(&r->stats.retried);
+    out->dead = atomic_load(&r->stats.dead);
+    out->timeouts = atomic_load(&r->stats.timeouts);
+    out->bad_frames = atomic_load(&r->stats.bad_frames);
+    out->journal_errors = atomic_load(&r->stats.journal_errors);
+    out->commits = atomic_load(&r->stats.commits);
+    out->pending = atomic_load(&r->stats.pending);
+    out->inflight = atomic_load(&r->stats.inflight);
+}

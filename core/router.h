@@ -1,0 +1,93 @@
+/*
+ * router.h - the route table, the journal's one user, and dispatch.
+ *
+ * The router runs on its own thread with one ZeroMQ ROUTER socket that
+ * every connector actor's DEALER connects to (routing id = connector
+ * name).  Each turn it reads every waiting message, writes all of them in
+ * one journal transaction (group commit), acknowledges the emitters, and
+ * then dispatches due deliveries: per destination at most `window` in
+ * flight, and never two with the same key at once, so events with the same
+ * key reach a destination in acceptance order, across retries too.
+ *
+ * Messages (multipart; integers little-endian):
+ *   actor -> router   "HELO"
+ *                     "EMIT" token:u64 frame...   (one or more envelopes)
+ *                     "RES"  id:i64 attempt:u32 outcome:u8 after_ms:i64 | reason
+ *   router -> actor   "ACK"  token:u64 status:i32 accepted:u32 duplicates:u32
+ *                     "DLV"  id:i64 attempt:u32 | frame
+ * A frame that fails to decode, an envelope whose source is not the
+ * sender, or a message of unknown shape is rejected and counted; the
+ * sender of a bad EMIT gets an ACK with a negative status and nothing of
+ * that EMIT is stored.
+ */
+#ifndef PB_ROUTER_H
+#define PB_ROUTER_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "journal.h"
+
+typedef struct pb_router pb_router_t;
+
+#define PB_MSG_HELLO "HELO"
+#define PB_MSG_EMIT "EMIT"
+#define PB_MSG_RESULT "RES"
+#define PB_MSG_ACK "ACK"
+#define PB_MSG_DELIVER "DLV"
+
+/* Per-destination limits the router needs from each connector. */
+typedef struct pb_router_dest_options {
+    const char *name;
+    int window;             /* deliveries in flight, default 16 */
+    int64_t timeout_ms;     /* a delivery not answered in time is a
+                               transient failure */
+} pb_router_dest_options_t;
+
+typedef struct pb_router_options {
+    void *zmq_ctx;
+    const char *endpoint;           /* e.g. "inproc://plugboard-router" */
+    const pb_config_t *config;      /* borrowed until stop */
+    const pb_router_dest_options_t *dests;
+    size_t dest_count;
+    pb_journal_t *journal;          /* borrowed; used only by the router
+                                       thread until stop returns */
+} pb_router_options_t;
+
+/*
+ * Bind the socket, load pending deliveries from the journal (restart
+ * recovery) and start the thread.  Returns NULL and writes the reason.
+ */
+pb_router_t *pb_router_start(const pb_router_options_t *opt, char *err,
+                             size_t err_len);
+
+/*
+ * Stop dispatching new deliveries and wait up to timeout_ms for those in
+ * flight to be answered.  Emits are still accepted meanwhile.  Returns the
+ * number still in flight at the end (0 when drained).
+ */
+int pb_router_drain(pb_router_t *r, int64_t timeout_ms);
+
+/* Stop the thread and free everything; pending deliveries stay in the
+ * journal for the next start. */
+void pb_router_stop(pb_router_t **r);
+
+typedef struct pb_router_stats {
+    uint64_t accepted;        /* events journaled */
+    uint64_t duplicates;      /* events refused by dedupe id */
+    uint64_t unrouted;        /* accepted events no route matched */
+    uint64_t delivered;
+    uint64_t retried;
+    uint64_t dead;
+    uint64_t timeouts;
+    uint64_t bad_frames;      /* rejected frames or messages */
+    uint64_t journal_errors;
+    uint64_t commits;
+    uint64_t pending;         /* deliveries not yet delivered or dead */
+    uint64_t inflight;
+} pb_router_stats_t;
+
+/* Thread-safe snapshot. */
+void pb_router_stats(pb_router_t *r, pb_router_stats_t *out);
+
+#endif /* PB_ROUTER_H */
