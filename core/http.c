@@ -30,6 +30,7 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -136,7 +137,7 @@ pb_response_set(plugboard_response_t *resp, int status, const char *body)
             n--;
     }
     if (n > 0)
-        memcpy(resp->body, body, n);
+        memmove(resp->body, body, n);
     resp->body[n] = '\0';
     resp->len = n;
 }
@@ -294,6 +295,7 @@ pb_webhook_complete(pb_webhook_t *w, int status, const char *body)
     struct MHD_Connection *resume = NULL;
 
     pthread_mutex_lock(&http->lock);
+    assert(!w->owner_done); /* completing twice is a programming error */
     w->owner_done = true;
     if (!w->forced) {
         if (status > 0)
@@ -352,14 +354,18 @@ s_queue_text(struct MHD_Connection *conn, unsigned status, const char *text)
     return s_queue(conn, status, text, strlen(text), s_text_type, NULL);
 }
 
-/* Send what the webhook holds; w->state becomes S_DONE. */
+/* Send what the webhook holds, or 503 when stop answered it (its owner
+ * may still be writing w->resp then); w->state becomes S_DONE. */
 static enum MHD_Result
 s_queue_webhook(pb_webhook_t *w)
 {
+    w->state = S_DONE;
+    if (w->forced)
+        return s_queue_text(w->conn, MHD_HTTP_SERVICE_UNAVAILABLE,
+                            "shutting down\n");
     int status = w->resp.status;
     if (status < 100 || status > 599)
         status = MHD_HTTP_INTERNAL_SERVER_ERROR;
-    w->state = S_DONE;
     return s_queue(w->conn, (unsigned)status, w->resp.body, w->resp.len,
                    NULL, NULL);
 }
@@ -717,8 +723,6 @@ s_hook_dispatch(pb_http_t *http, pb_webhook_t *w, const char *url,
     pthread_mutex_lock(&http->lock);
     if (w->state == S_HANDLING && http->stopping) {
         w->forced = true;
-        pb_response_set(&w->resp, MHD_HTTP_SERVICE_UNAVAILABLE,
-                        "shutting down\n");
         w->state = S_ANSWERED;
         http->forced_pending++;
     }
@@ -993,8 +997,6 @@ s_force_parked(pb_http_t *http)
         pb_webhook_t *w = http->parked;
         s_parked_unlink(http, w);
         w->forced = true;
-        pb_response_set(&w->resp, MHD_HTTP_SERVICE_UNAVAILABLE,
-                        "shutting down\n");
         w->state = S_ANSWERED;
         w->refs++; /* ours, until resumed */
         w->stop_next = list;

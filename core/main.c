@@ -1,8 +1,262 @@
-/* main.c - the plugboard command line (being assembled). */
+/*
+ * main.c - the plugboard command line.
+ *
+ *   plugboard run [-c FILE]           start the host
+ *   plugboard check [-c FILE]         validate a config, start nothing
+ *   plugboard describe PLUGIN         print a plugin's documentation
+ *   plugboard version | help
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "error.h"
+#include "loader.h"
+#include "log.h"
+#include "runtime.h"
+
+#define S_DEFAULT_CONFIG "etc/plugboard.cfg"
+
+static const char s_usage[] =
+    "usage: plugboard <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  run [-c FILE]          start the host with FILE (default %s)\n"
+    "  check [-c FILE]        validate FILE completely; exit 0 when valid\n"
+    "  describe PLUGIN [-p DIR]\n"
+    "                         print a connector plugin's settings and events\n"
+    "  version                print the version\n"
+    "  help [COMMAND]         this text\n"
+    "\n"
+    "PLUGIN is a plugin name searched in DIR (default %s) or a path to a\n"
+    ".so file.  The config file's syntax is documented in README.md.\n";
+
+static void
+s_print_usage(FILE *out)
+{
+    fprintf(out, s_usage, S_DEFAULT_CONFIG, pb_runtime_default_plugin_dir());
+}
+
+static void
+s_print_diag(const pb_diag_t *diag)
+{
+    for (size_t i = 0; i < diag->count; i++)
+        fprintf(stderr, "error: %s\n", diag->messages[i]);
+}
+
+/* -c FILE, with PLUGBOARD_CONFIG as the fallback before the default. */
+static const char *
+s_config_arg(int argc, char **argv)
+{
+    const char *path = getenv("PLUGBOARD_CONFIG");
+    if (!path || !*path)
+        path = S_DEFAULT_CONFIG;
+    optind = 1;
+    int opt;
+    while ((opt = getopt(argc, argv, "c:")) != -1) {
+        if (opt == 'c')
+            path = optarg;
+        else
+            return NULL;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "error: unexpected argument '%s'\n", argv[optind]);
+        return NULL;
+    }
+    return path;
+}
+
+static int
+s_cmd_check(int argc, char **argv)
+{
+    const char *path = s_config_arg(argc, argv);
+    if (!path) {
+        s_print_usage(stderr);
+        return 2;
+    }
+    pb_log_set_level(PB_LOG_WARN);
+    pb_diag_t diag;
+    pb_diag_init(&diag);
+    int rc = pb_runtime_check(path, &diag);
+    if (rc != 0) {
+        s_print_diag(&diag);
+        fprintf(stderr, "%s: %zu error%s\n", path, diag.count,
+                diag.count == 1 ? "" : "s");
+    } else {
+        printf("%s: ok\n", path);
+    }
+    pb_diag_release(&diag);
+    return rc == 0 ? 0 : 1;
+}
+
+static int
+s_cmd_run(int argc, char **argv)
+{
+    const char *path = s_config_arg(argc, argv);
+    if (!path) {
+        s_print_usage(stderr);
+        return 2;
+    }
+    /* every thread inherits this mask; signals are taken only here */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    pb_diag_t diag;
+    pb_diag_init(&diag);
+    pb_runtime_t *rt = pb_runtime_start(path, &diag);
+    if (!rt) {
+        s_print_diag(&diag);
+        pb_diag_release(&diag);
+        return 1;
+    }
+    pb_diag_release(&diag);
+    pb_info("main", "plugboard %s running config=%s", PB_VERSION, path);
+
+    for (;;) {
+        int sig = sigwaitinfo(&set, NULL);
+        if (sig < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (sig == SIGHUP) {
+            pb_warn("main", "SIGHUP received; reload is not available in "
+                    "this version, configuration unchanged");
+            continue;
+        }
+        pb_info("main", "signal=%s stopping", sig == SIGINT ? "INT" : "TERM");
+        break;
+    }
+    pb_router_stats_t st;
+    pb_runtime_stats(rt, &st);
+    pb_runtime_stop(&rt);
+    pb_info("main", "stopped accepted=%llu duplicates=%llu delivered=%llu "
+            "retried=%llu dead=%llu pending=%llu",
+            (unsigned long long)st.accepted,
+            (unsigned long long)st.duplicates,
+            (unsigned long long)st.delivered, (unsigned long long)st.retried,
+            (unsigned long long)st.dead, (unsigned long long)st.pending);
+    return 0;
+}
+
+static const char *
+s_type_name(plugboard_setting_type_t t)
+{
+    switch (t) {
+    case PLUGBOARD_SETTING_STRING:
+        return "string";
+    case PLUGBOARD_SETTING_INT:
+        return "integer";
+    case PLUGBOARD_SETTING_BOOL:
+        return "bool";
+    case PLUGBOARD_SETTING_DURATION:
+        return "duration";
+    }
+    return "?";
+}
+
+static void
+s_print_types(const char *title, const char *const *types)
+{
+    printf("%s:", title);
+    if (!types || !types[0])
+        printf(" (none)");
+    for (size_t i = 0; types && types[i]; i++)
+        printf(" %s", types[i]);
+    printf("\n");
+}
+
+static int
+s_cmd_describe(int argc, char **argv)
+{
+    const char *dir = pb_runtime_default_plugin_dir();
+    optind = 1;
+    int opt;
+    while ((opt = getopt(argc, argv, "p:")) != -1) {
+        if (opt == 'p')
+            dir = optarg;
+        else {
+            s_print_usage(stderr);
+            return 2;
+        }
+    }
+    if (optind + 1 != argc) {
+        fprintf(stderr, "usage: plugboard describe PLUGIN [-p DIR]\n");
+        return 2;
+    }
+    char err[512];
+    pb_plugin_t *p = pb_plugin_load(argv[optind], &dir, 1, NULL, err,
+                                    sizeof err);
+    if (!p) {
+        fprintf(stderr, "error: %s\n", err);
+        return 1;
+    }
+    const plugboard_connector_t *d = pb_plugin_descriptor(p);
+    printf("%s %s (ABI %u)\n  %s\n\n", d->name, d->version ? d->version : "?",
+           d->abi_version, d->summary ? d->summary : "");
+    printf("settings:\n");
+    if (!d->settings || !d->settings[0].name)
+        printf("  (none)\n");
+    for (size_t i = 0; d->settings && d->settings[i].name; i++) {
+        const plugboard_setting_spec_t *s = &d->settings[i];
+        printf("  %-22s %-8s %s%s", s->name, s_type_name(s->type),
+               s->required ? "required" : "optional",
+               s->secret ? ", secret (env:NAME or file:PATH)" : "");
+        if (s->default_value)
+            printf(", default %s", s->default_value);
+        if (s->min || s->max)
+            printf(", range [%lld, %lld]", (long long)s->min,
+                   (long long)s->max);
+        printf("\n  %-22s %s\n", "", s->help ? s->help : "");
+    }
+    printf("\n");
+    s_print_types("consumes", d->consumes);
+    s_print_types("emits", d->emits);
+    printf("callbacks:%s%s%s%s\n", " open close",
+           d->deliver ? " deliver" : "", d->webhook ? " webhook" : "",
+           (d->flags & PLUGBOARD_DELIVER_THREAD_SAFE) ? " (thread-safe)"
+                                                       : "");
+    if (d->webhook)
+        printf("webhook path: /hooks/<connector name>\n");
+    pb_plugin_destroy(&p);
+    return 0;
+}
 
 int
-main(void)
+main(int argc, char **argv)
 {
-    return 0;
+    if (argc < 2) {
+        s_print_usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "run") == 0)
+        return s_cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "check") == 0)
+        return s_cmd_check(argc - 1, argv + 1);
+    if (strcmp(cmd, "describe") == 0)
+        return s_cmd_describe(argc - 1, argv + 1);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("plugboard %s (connector ABI %d)\n", PB_VERSION,
+               PLUGBOARD_ABI_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 ||
+        strcmp(cmd, "-h") == 0) {
+        s_print_usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "error: unknown command '%s'\n", cmd);
+    s_print_usage(stderr);
+    return 2;
 }

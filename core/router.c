@@ -149,12 +149,12 @@ struct pb_router {
 #define S_GROW(r, arr, count, cap)                                      \
     do {                                                                \
         if ((r)->count == (r)->cap) {                                   \
-            size_t ncap = (r)->cap ? (r)->cap * 2 : 64;                 \
-            void *n = realloc((r)->arr, ncap * sizeof(*(r)->arr));      \
-            if (!n)                                                     \
+            size_t ncap_ = (r)->cap ? (r)->cap * 2 : 64;                \
+            void *p_ = realloc((r)->arr, ncap_ * sizeof(*(r)->arr));    \
+            if (!p_)                                                    \
                 abort();                                                \
-            (r)->arr = n;                                               \
-            (r)->cap = ncap;                                            \
+            (r)->arr = p_;                                              \
+            (r)->cap = ncap_;                                            \
         }                                                               \
     } while (0)
 

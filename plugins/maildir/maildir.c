@@ -20,6 +20,8 @@
  * a header is rendered with PLUGBOARD_ESCAPE_HEADER, so event data can
  * never add a header or a recipient.
  */
+#define _GNU_SOURCE /* memrchr, memmem */
+
 #include <plugboard/helpers.h>
 #include <plugboard/plugboard.h>
 
@@ -29,6 +31,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -281,13 +284,15 @@ s_encode_words(s_buf_t *out, const char *s, size_t n)
     size_t i = 0;
     while (i < n) {
         size_t end = i + S_WORD_BYTES < n ? i + S_WORD_BYTES : n;
-        size_t back = end;
-        while (back < n && back > i + 1
-               && ((unsigned char)s[back] & 0xC0) == 0x80
-               && end - back < 3)
-            back--;
-        if (back < n && ((unsigned char)s[back] & 0xC0) != 0x80)
-            end = back;
+        /* step back over at most 3 continuation bytes to a character
+         * start; invalid UTF-8 is cut where it falls */
+        size_t cut = end;
+        for (int k = 0; k < 3 && cut < n && cut > i + 1
+                        && ((unsigned char)s[cut] & 0xC0) == 0x80;
+             k++)
+            cut--;
+        if (cut < n && ((unsigned char)s[cut] & 0xC0) != 0x80)
+            end = cut;
         char b64[4 * ((S_WORD_BYTES + 2) / 3) + 1];
         plugboard_base64_encode((const uint8_t *)s + i, end - i, b64);
         if (i > 0)
@@ -515,8 +520,9 @@ s_template_load(s_maildir_t *m, const char *dir, const char *name,
     size_t len = 0;
     int err = s_read_file(api, path, &text, &len);
     if (err) {
-        snprintf(errbuf, PLUGBOARD_ERRBUF_MAX, "cannot read template '%s': %s",
-                 path, err == EFBIG ? "larger than 256 KiB" : strerror(err));
+        snprintf(errbuf, PLUGBOARD_ERRBUF_MAX,
+                 "cannot read template '%s/%s': %s", dir, name,
+                 err == EFBIG ? "larger than 256 KiB" : strerror(err));
         return -1;
     }
     s_template_t *t = &m->templates[m->template_count];
@@ -529,7 +535,7 @@ s_template_load(s_maildir_t *m, const char *dir, const char *name,
     if (why) {
         s_template_release(api, t);
         snprintf(errbuf, PLUGBOARD_ERRBUF_MAX,
-                 "cannot parse template '%s': %s", path, why);
+                 "cannot parse template '%s/%s': %s", dir, name, why);
         return -1;
     }
     m->template_count++;
@@ -778,6 +784,27 @@ s_rfc5322_date(int64_t ms, char *out, size_t out_len)
              tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
+/* "Name: value" CRLF.  value is header-ready (validated or encoded at
+ * open); controls are still blanked so nothing can start a new line. */
+static void
+s_add_header(s_buf_t *out, const char *name, const char *value)
+{
+    s_buf_adds(out, name);
+    s_buf_adds(out, ": ");
+    for (const char *p = value; *p; p++) {
+        bool fold = p[0] == '\r' && p[1] == '\n' && p[2] == ' ';
+        if (fold) {
+            s_buf_add(out, p, 3); /* our own folding between words */
+            p += 2;
+        } else {
+            unsigned char c = (unsigned char)*p;
+            char ch = c < 0x20 || c == 0x7f ? ' ' : (char)c;
+            s_buf_add(out, &ch, 1);
+        }
+    }
+    s_buf_adds(out, "\r\n");
+}
+
 /* Subject value: as is when short plain ASCII, otherwise encoded words. */
 static void
 s_add_subject(s_buf_t *out, const char *subject)
@@ -904,10 +931,10 @@ s_build(const s_maildir_t *m, const plugboard_event_t *ev,
     char date[64];
     s_rfc5322_date(api->now_ms(), date, sizeof date);
     s_buf_printf(msg, "Date: %s\r\n", date);
-    s_buf_printf(msg, "From: %s\r\n", m->from);
-    s_buf_printf(msg, "To: %s\r\n", mail->rcpt);
+    s_add_header(msg, "From", m->from);
+    s_add_header(msg, "To", mail->rcpt);
     if (m->reply_to)
-        s_buf_printf(msg, "Reply-To: %s\r\n", m->reply_to);
+        s_add_header(msg, "Reply-To", m->reply_to);
     s_add_subject(msg, mail->subject[0] ? mail->subject : mail->type);
     s_buf_printf(msg, "Message-ID: <%s.%" PRIu32 "@%s>\r\n", mail->safe_id,
                  api->event_attempt(ev), m->domain);
@@ -916,7 +943,7 @@ s_build(const s_maildir_t *m, const plugboard_event_t *ev,
                     "Content-Transfer-Encoding: quoted-printable\r\n"
                     "Auto-Submitted: auto-generated\r\n");
     s_buf_printf(msg, "X-Plugboard-Event-Id: %s\r\n", mail->safe_id);
-    s_buf_printf(msg, "X-Plugboard-Event-Type: %s\r\n", mail->type);
+    s_add_header(msg, "X-Plugboard-Event-Type", mail->type);
     s_buf_adds(msg, "\r\n");
     s_add_qp_body(msg, mail->body.data ? mail->body.data : "");
 }
@@ -925,12 +952,14 @@ s_build(const s_maildir_t *m, const plugboard_event_t *ev,
 /* Delivering into the Maildir                                         */
 /* ------------------------------------------------------------------ */
 
+/* A transient failure in one of the Maildir's directories. */
 static void
-s_retry(plugboard_result_t *r, const char *what, const char *name, int err)
+s_retry(plugboard_result_t *r, const char *what, const s_maildir_t *m,
+        const char *subdir, int err)
 {
     r->outcome = PLUGBOARD_RETRY;
-    snprintf(r->reason, sizeof r->reason, "cannot %s '%s': %s", what, name,
-             strerror(err));
+    snprintf(r->reason, sizeof r->reason, "cannot %s '%s/%s': %s", what,
+             m->root, subdir, strerror(err));
 }
 
 /* Whether cur/ holds name, with or without ":2,<flags>" (a reader moved
@@ -1032,7 +1061,7 @@ s_store(s_maildir_t *m, const char *name, const s_buf_t *msg,
 
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
-        s_retry(r, "create", "tmp/", errno);
+        s_retry(r, "create a file in", m, "tmp", errno);
         return;
     }
     int err = s_write_all(fd, msg->data, msg->len);
@@ -1042,7 +1071,7 @@ s_store(s_maildir_t *m, const char *name, const s_buf_t *msg,
         err = errno;
     if (err) {
         unlink(tmp);
-        s_retry(r, "write", "tmp/", err);
+        s_retry(r, "write a file in", m, "tmp", err);
         return;
     }
     err = s_publish(tmp, dst);
@@ -1053,12 +1082,12 @@ s_store(s_maildir_t *m, const char *name, const s_buf_t *msg,
         return;
     }
     if (err) {
-        s_retry(r, "deliver into", "new/", err);
+        s_retry(r, "link a message into", m, "new", err);
         return;
     }
     err = s_sync_dir(newdir);
     if (err)
-        s_retry(r, "sync", "new/", err);
+        s_retry(r, "sync", m, "new", err);
 }
 
 /*

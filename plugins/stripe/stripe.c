@@ -18,6 +18,7 @@
 #include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -798,7 +799,7 @@ s_map_subscription_deleted(s_map_t *m)
     s_person_t who = {0};
     s_build_t o;
     int64_t plan_amount;
-    bool have_amount;
+    int64_t when;
 
     if (id == NULL || s_ref(sub, "customer") == NULL) {
         return s_malformed(m, "malformed event: subscription without id "
@@ -813,30 +814,24 @@ s_map_subscription_deleted(s_map_t *m)
     s_set_person(&o, &who);
     s_set_str(&o, "subscription.id", id);
     s_set_str(&o, "subscription.status", s_str(sub, "status"));
-    if (s_at(sub, "canceled_at") != NULL && !json_is_null(s_at(sub,
-                                                   "canceled_at"))) {
-        s_copy_time(&o, "subscription.canceled_at", sub, "canceled_at");
-    } else {
-        s_copy_time(&o, "subscription.canceled_at", sub, "ended_at");
-    }
+    s_copy_time(&o, "subscription.canceled_at", sub,
+                s_int(sub, "canceled_at", &when) ? "canceled_at"
+                                                 : "ended_at");
     s_set_str(&o, "subscription.cancellation_reason",
               s_str(sub, "cancellation_details.reason"));
     /* "plan" is the legacy single-price view; items carry the price on
      * API versions that dropped it. */
     if (json_is_object(plan)) {
-        have_amount = s_int(plan, "amount", &plan_amount);
         s_set_str(&o, "plan.id", s_str(plan, "id"));
         s_set_str(&o, "plan.interval", s_str(plan, "interval"));
-        if (!have_amount || !s_set_money(&o, "plan.amount", "plan.currency",
-                                         plan_amount,
-                                         s_str(plan, "currency"))) {
-            s_set_str(&o, "plan.currency", NULL);
+        if (s_int(plan, "amount", &plan_amount)) {
+            s_set_money(&o, "plan.amount", "plan.currency", plan_amount,
+                        s_str(plan, "currency"));
         }
     } else if (json_is_object(price)) {
-        have_amount = s_int(price, "unit_amount", &plan_amount);
         s_set_str(&o, "plan.id", s_str(price, "id"));
         s_set_str(&o, "plan.interval", s_str(price, "recurring.interval"));
-        if (have_amount) {
+        if (s_int(price, "unit_amount", &plan_amount)) {
             s_set_money(&o, "plan.amount", "plan.currency", plan_amount,
                         s_str(price, "currency"));
         }
@@ -1143,6 +1138,15 @@ s_discard_all(s_map_t *m)
     m->out_count = 0;
 }
 
+/* A v2 "thin" event notification, which carries no object to map. */
+static bool
+s_is_thin_event(json_t *root)
+{
+    const char *object = s_str(root, "object");
+
+    return object != NULL && strcmp(object, "v2.core.event") == 0;
+}
+
 static void
 s_webhook(void *state, const plugboard_request_t *req,
           plugboard_response_t *resp)
@@ -1166,14 +1170,14 @@ s_webhook(void *state, const plugboard_request_t *req,
         s_refuse(st, resp, check.status, check.reason, check.counter);
         return;
     }
-    root = json_loadb((const char *)req->body, req->body_len, 0, &jerr);
+    root = req->body_len > 0 ? json_loadb((const char *)req->body,
+                                          req->body_len, 0, &jerr)
+                             : NULL;
     if (root == NULL) {
         s_refuse(st, resp, 400, "malformed JSON", "malformed_json");
         return;
     }
-    if (json_is_object(root)
-        && strcmp(s_str(root, "object") ? s_str(root, "object") : "",
-                  "v2.core.event") == 0) {
+    if (s_is_thin_event(root)) {
         json_decref(root);
         s_refuse(st, resp, 400, "thin (v2) events are not supported: "
                                 "send snapshot events to this endpoint",

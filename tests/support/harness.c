@@ -2,6 +2,7 @@
  * harness.c - drive one connector in-process: the host's loader, settings
  * binding and API table, without router or journal.
  */
+#define _GNU_SOURCE
 #include "harness.h"
 
 #include <dirent.h>

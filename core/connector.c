@@ -1,0 +1,559 @@
+/*
+ * connector.c - the connector actor: a thread, a DEALER socket, the plugin
+ * instance's state, and the webhooks waiting for their events to be
+ * acknowledged.
+ */
+#include "connector.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "envelope.h"
+#include "error.h"
+#include "hostapi.h"
+#include "log.h"
+#include "router.h"
+
+#define S_MAX_STAGED 1000 /* events one callback may emit */
+
+typedef struct s_parked {
+    uint64_t token;
+    pb_webhook_t *w;
+    int64_t since_ms;
+} parked_t;
+
+struct pb_connector {
+    char name[64];
+    const plugboard_connector_t *desc;
+    const plugboard_settings_t *settings;
+    void *zctx;
+    char endpoint[256];
+    int64_t ack_timeout_ms;
+
+    pthread_t thread;
+    pthread_t self;             /* the actor thread, for emit checks */
+    int wake_fd;
+    atomic_bool stop;
+
+    /* start-up handshake */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int open_state;             /* 0 running open, 1 ok, -1 failed */
+    char open_err[PLUGBOARD_ERRBUF_MAX + 64];
+
+    /* webhook inbox, under lock */
+    pb_webhook_t **inbox;
+    size_t inbox_count, inbox_cap;
+    bool closed;                /* no more submissions */
+
+    /* actor-thread only */
+    void *sock;
+    void *state;
+    plugboard_host_t host;
+    bool in_callback;
+    pb_builder_t **staged;
+    size_t staged_count, staged_cap;
+    parked_t *parked;
+    size_t parked_count, parked_cap;
+    uint64_t next_token;
+};
+
+/* ---------------------------------------------------------------- */
+/* staging emitted events                                            */
+/* ---------------------------------------------------------------- */
+
+static int
+s_stage(void *ctx, pb_builder_t *b)
+{
+    pb_connector_t *c = ctx;
+    if (!pthread_equal(pthread_self(), c->self) || !c->in_callback) {
+        pb_warn("connector", "connector=%s emitted outside a callback; "
+                "event refused", c->name);
+        pb_builder_destroy(&b);
+        return PLUGBOARD_E_INVALID;
+    }
+    if (c->staged_count >= S_MAX_STAGED) {
+        pb_builder_destroy(&b);
+        return PLUGBOARD_E_FULL;
+    }
+    if (c->staged_count == c->staged_cap) {
+        size_t cap = c->staged_cap ? c->staged_cap * 2 : 8;
+        pb_builder_t **n = realloc(c->staged, cap * sizeof *n);
+        if (!n) {
+            pb_builder_destroy(&b);
+            return PLUGBOARD_E_NOMEM;
+        }
+        c->staged = n;
+        c->staged_cap = cap;
+    }
+    c->staged[c->staged_count++] = b;
+    return 0;
+}
+
+static void
+s_unstage(pb_connector_t *c)
+{
+    for (size_t i = 0; i < c->staged_count; i++)
+        pb_builder_destroy(&c->staged[i]);
+    c->staged_count = 0;
+}
+
+static void
+s_count(void *ctx, const char *name, int64_t delta)
+{
+    pb_connector_t *c = ctx;
+    pb_debug("connector", "connector=%s counter=%s delta=%lld", c->name,
+             name, (long long)delta);
+}
+
+/* Send the staged events as one EMIT.  Returns 0 or a negative code; the
+ * staged list is emptied either way. */
+static int
+s_send_staged(pb_connector_t *c, uint64_t token)
+{
+    int rc = 0;
+    if (zmq_send(c->sock, PB_MSG_EMIT, 4, ZMQ_SNDMORE) < 0 ||
+        zmq_send(c->sock, &token, 8, ZMQ_SNDMORE) < 0) {
+        rc = PB_EIO;
+        goto out;
+    }
+    for (size_t i = 0; i < c->staged_count; i++) {
+        uint8_t *frame = NULL;
+        size_t len = 0;
+        rc = pb_builder_encode(c->staged[i], &frame, &len);
+        if (rc != 0) {
+            /* the message must still be terminated: send an empty frame,
+             * which the router rejects, so nothing of it is stored */
+            zmq_send(c->sock, "", 0, 0);
+            goto out;
+        }
+        int flags = i + 1 < c->staged_count ? ZMQ_SNDMORE : 0;
+        int sent = zmq_send(c->sock, frame, len, flags);
+        free(frame);
+        if (sent < 0) {
+            rc = PB_EIO;
+            goto out;
+        }
+    }
+out:
+    s_unstage(c);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- */
+/* webhooks                                                          */
+/* ---------------------------------------------------------------- */
+
+static void
+s_handle_webhook(pb_connector_t *c, pb_webhook_t *w)
+{
+    plugboard_response_t *resp = pb_webhook_response(w);
+    c->in_callback = true;
+    c->desc->webhook(c->state, pb_webhook_request(w), resp);
+    c->in_callback = false;
+    int status = pb_response_status(resp);
+    if (c->staged_count == 0 || status < 200 || status > 299) {
+        s_unstage(c);
+        pb_webhook_complete(w, 0, NULL);
+        return;
+    }
+    uint64_t token = ++c->next_token;
+    int rc = s_send_staged(c, token);
+    if (rc != 0) {
+        pb_error("connector", "connector=%s cannot hand events to the "
+                 "router: %s", c->name, pb_strerror(rc));
+        pb_webhook_complete(w, rc == PB_EIO ? 503 : 500,
+                            "events could not be accepted\n");
+        return;
+    }
+    if (c->parked_count == c->parked_cap) {
+        size_t cap = c->parked_cap ? c->parked_cap * 2 : 16;
+        parked_t *n = realloc(c->parked, cap * sizeof *n);
+        if (!n)
+            abort();
+        c->parked = n;
+        c->parked_cap = cap;
+    }
+    c->parked[c->parked_count++] =
+        (parked_t){.token = token, .w = w, .since_ms = pb_monotonic_ms()};
+}
+
+static void
+s_unpark(pb_connector_t *c, size_t i, int status, const char *body)
+{
+    pb_webhook_t *w = c->parked[i].w;
+    c->parked[i] = c->parked[--c->parked_count];
+    pb_webhook_complete(w, status, body);
+}
+
+static void
+s_handle_ack(pb_connector_t *c, const uint8_t *p, size_t len)
+{
+    if (len != 20)
+        return;
+    uint64_t token;
+    int32_t status;
+    memcpy(&token, p, 8);
+    memcpy(&status, p + 8, 4);
+    if (token == 0) {
+        if (status < 0)
+            pb_error("connector", "connector=%s events emitted during "
+                     "delivery were not accepted: %s", c->name,
+                     pb_strerror(status));
+        return;
+    }
+    for (size_t i = 0; i < c->parked_count; i++) {
+        if (c->parked[i].token != token)
+            continue;
+        if (status < 0) {
+            pb_error("connector", "connector=%s webhook events not "
+                     "accepted: %s", c->name, pb_strerror(status));
+            s_unpark(c, i, 503, "events could not be stored; retry later\n");
+        } else {
+            s_unpark(c, i, 0, NULL);
+        }
+        return;
+    }
+}
+
+static void
+s_expire_parked(pb_connector_t *c, int64_t now)
+{
+    for (size_t i = 0; i < c->parked_count;) {
+        if (now - c->parked[i].since_ms >= c->ack_timeout_ms) {
+            pb_error("connector", "connector=%s no acknowledgement within "
+                     "%lld ms; answering 503", c->name,
+                     (long long)c->ack_timeout_ms);
+            s_unpark(c, i, 503, "events could not be stored; retry later\n");
+        } else {
+            i++;
+        }
+    }
+}
+
+static void
+s_drain_inbox(pb_connector_t *c)
+{
+    for (;;) {
+        pthread_mutex_lock(&c->lock);
+        pb_webhook_t *w = NULL;
+        if (c->inbox_count) {
+            w = c->inbox[0];
+            memmove(c->inbox, c->inbox + 1,
+                    (c->inbox_count - 1) * sizeof *c->inbox);
+            c->inbox_count--;
+        }
+        pthread_mutex_unlock(&c->lock);
+        if (!w)
+            return;
+        s_handle_webhook(c, w);
+    }
+}
+
+/* ---------------------------------------------------------------- */
+/* deliveries                                                        */
+/* ---------------------------------------------------------------- */
+
+static void
+s_send_result(pb_connector_t *c, const uint8_t *hdr,
+              const plugboard_result_t *res)
+{
+    uint8_t buf[21];
+    memcpy(buf, hdr, 12);
+    buf[12] = (uint8_t)res->outcome;
+    int64_t after = res->retry_after_ms;
+    memcpy(buf + 13, &after, 8);
+    size_t rlen = strnlen(res->reason, sizeof res->reason);
+    if (zmq_send(c->sock, PB_MSG_RESULT, 3, ZMQ_SNDMORE) < 0 ||
+        zmq_send(c->sock, buf, sizeof buf, ZMQ_SNDMORE) < 0 ||
+        zmq_send(c->sock, res->reason, rlen, 0) < 0)
+        pb_error("connector", "connector=%s cannot report a result: %s",
+                 c->name, zmq_strerror(errno));
+}
+
+static void
+s_handle_delivery(pb_connector_t *c, const uint8_t *hdr, size_t hlen,
+                  const uint8_t *frame, size_t flen)
+{
+    if (hlen != 12)
+        return;
+    plugboard_result_t res;
+    memset(&res, 0, sizeof res);
+    char why[200];
+    int err = 0;
+    pb_envelope_t *env = pb_envelope_decode(frame, flen, NULL, &err, why,
+                                            sizeof why);
+    if (!env) {
+        res.outcome = PLUGBOARD_REJECT;
+        snprintf(res.reason, sizeof res.reason, "malformed event: %s", why);
+    } else if (!c->desc->deliver) {
+        res.outcome = PLUGBOARD_REJECT;
+        snprintf(res.reason, sizeof res.reason,
+                 "connector '%s' does not deliver events", c->name);
+    } else {
+        uint32_t attempt;
+        memcpy(&attempt, hdr + 8, 4);
+        pb_envelope_set_attempt(env, attempt);
+        c->in_callback = true;
+        c->desc->deliver(c->state, env, &res);
+        c->in_callback = false;
+        if (res.outcome > PLUGBOARD_REJECT) {
+            snprintf(res.reason, sizeof res.reason,
+                     "connector returned unknown outcome %d",
+                     (int)res.outcome);
+            res.outcome = PLUGBOARD_RETRY;
+        }
+        res.reason[sizeof res.reason - 1] = '\0';
+    }
+    pb_envelope_destroy(&env);
+    if (c->staged_count)
+        s_send_staged(c, 0);
+    s_send_result(c, hdr, &res);
+}
+
+static void
+s_handle_message(pb_connector_t *c)
+{
+    zmq_msg_t parts[4];
+    size_t n = 0;
+    int more = 1;
+    while (more) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, c->sock, n == 0 ? ZMQ_DONTWAIT : 0) < 0) {
+            zmq_msg_close(&m);
+            break;
+        }
+        more = zmq_msg_more(&m);
+        if (n < 4)
+            parts[n++] = m;
+        else
+            zmq_msg_close(&m);
+    }
+    if (n >= 2) {
+        const char *cmd = zmq_msg_data(&parts[0]);
+        size_t clen = zmq_msg_size(&parts[0]);
+        if (clen == 3 && memcmp(cmd, PB_MSG_ACK, 3) == 0)
+            s_handle_ack(c, zmq_msg_data(&parts[1]), zmq_msg_size(&parts[1]));
+        else if (clen == 3 && memcmp(cmd, PB_MSG_DELIVER, 3) == 0 && n == 3)
+            s_handle_delivery(c, zmq_msg_data(&parts[1]),
+                              zmq_msg_size(&parts[1]),
+                              zmq_msg_data(&parts[2]),
+                              zmq_msg_size(&parts[2]));
+    }
+    for (size_t i = 0; i < n; i++)
+        zmq_msg_close(&parts[i]);
+}
+
+/* ---------------------------------------------------------------- */
+/* the actor                                                         */
+/* ---------------------------------------------------------------- */
+
+static void
+s_signal_open(pb_connector_t *c, int state)
+{
+    pthread_mutex_lock(&c->lock);
+    c->open_state = state;
+    pthread_cond_signal(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static int
+s_open(pb_connector_t *c)
+{
+    c->sock = zmq_socket(c->zctx, ZMQ_DEALER);
+    int zero = 0;
+    if (!c->sock ||
+        zmq_setsockopt(c->sock, ZMQ_ROUTING_ID, c->name, strlen(c->name)) ||
+        zmq_setsockopt(c->sock, ZMQ_LINGER, &zero, sizeof zero) ||
+        zmq_setsockopt(c->sock, ZMQ_SNDHWM, &zero, sizeof zero) ||
+        zmq_setsockopt(c->sock, ZMQ_RCVHWM, &zero, sizeof zero) ||
+        zmq_connect(c->sock, c->endpoint) != 0) {
+        snprintf(c->open_err, sizeof c->open_err,
+                 "cannot connect to the router: %s", zmq_strerror(errno));
+        return -1;
+    }
+    char errbuf[PLUGBOARD_ERRBUF_MAX] = "";
+    c->in_callback = true;
+    int rc = c->desc->open(pb_host_api(), &c->host, c->settings, &c->state,
+                           errbuf);
+    c->in_callback = false;
+    s_unstage(c); /* nothing emitted during open is kept */
+    if (rc != 0) {
+        errbuf[sizeof errbuf - 1] = '\0';
+        snprintf(c->open_err, sizeof c->open_err, "open failed: %s",
+                 errbuf[0] ? errbuf : "no reason given");
+        return -1;
+    }
+    zmq_send(c->sock, PB_MSG_HELLO, 4, 0);
+    return 0;
+}
+
+static void *
+s_thread(void *arg)
+{
+    pb_connector_t *c = arg;
+    c->self = pthread_self();
+    if (s_open(c) != 0) {
+        if (c->sock)
+            zmq_close(c->sock);
+        c->sock = NULL;
+        s_signal_open(c, -1);
+        return NULL;
+    }
+    s_signal_open(c, 1);
+
+    int64_t stop_deadline = 0;
+    for (;;) {
+        bool stopping = atomic_load(&c->stop);
+        int64_t now = pb_monotonic_ms();
+        if (stopping) {
+            if (!stop_deadline)
+                stop_deadline = now + c->ack_timeout_ms;
+            pthread_mutex_lock(&c->lock);
+            bool inbox_empty = c->inbox_count == 0;
+            pthread_mutex_unlock(&c->lock);
+            if (inbox_empty && (c->parked_count == 0 || now >= stop_deadline))
+                break;
+        }
+        zmq_pollitem_t items[] = {
+            {.socket = c->sock, .events = ZMQ_POLLIN},
+            {.fd = c->wake_fd, .events = ZMQ_POLLIN},
+        };
+        if (zmq_poll(items, 2, 100) < 0 && errno != EINTR)
+            break;
+        if (items[1].revents & ZMQ_POLLIN) {
+            uint64_t v;
+            ssize_t rd = read(c->wake_fd, &v, sizeof v);
+            (void)rd;
+        }
+        s_drain_inbox(c);
+        for (int i = 0; i < 256; i++) {
+            int events = 0;
+            size_t sz = sizeof events;
+            zmq_getsockopt(c->sock, ZMQ_EVENTS, &events, &sz);
+            if (!(events & ZMQ_POLLIN))
+                break;
+            s_handle_message(c);
+        }
+        s_expire_parked(c, pb_monotonic_ms());
+    }
+    while (c->parked_count)
+        s_unpark(c, 0, 503, "shutting down; retry later\n");
+    c->desc->close(c->state);
+    c->state = NULL;
+    zmq_close(c->sock);
+    c->sock = NULL;
+    return NULL;
+}
+
+pb_connector_t *
+pb_connector_start(const pb_connector_options_t *opt, char *err,
+                   size_t err_len)
+{
+    pb_connector_t *c = calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    snprintf(c->name, sizeof c->name, "%s", opt->name);
+    snprintf(c->endpoint, sizeof c->endpoint, "%s", opt->router_endpoint);
+    c->desc = pb_plugin_descriptor(opt->plugin);
+    c->settings = opt->settings;
+    c->zctx = opt->zmq_ctx;
+    c->ack_timeout_ms = opt->ack_timeout_ms > 0 ? opt->ack_timeout_ms : 10000;
+    pb_host_init(&c->host, c->name, s_stage, s_count, c);
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->cond, NULL);
+    c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (c->wake_fd < 0 || pthread_create(&c->thread, NULL, s_thread, c)) {
+        snprintf(err, err_len, "cannot start connector '%s': %s", c->name,
+                 strerror(errno));
+        goto out_free;
+    }
+    pthread_mutex_lock(&c->lock);
+    while (c->open_state == 0)
+        pthread_cond_wait(&c->cond, &c->lock);
+    pthread_mutex_unlock(&c->lock);
+    if (c->open_state < 0) {
+        pthread_join(c->thread, NULL);
+        snprintf(err, err_len, "cannot start connector '%s': %s", c->name,
+                 c->open_err);
+        goto out_free;
+    }
+    return c;
+
+out_free:
+    if (c->wake_fd >= 0)
+        close(c->wake_fd);
+    pthread_mutex_destroy(&c->lock);
+    pthread_cond_destroy(&c->cond);
+    free(c);
+    return NULL;
+}
+
+void
+pb_connector_stop(pb_connector_t **cp)
+{
+    if (!cp || !*cp)
+        return;
+    pb_connector_t *c = *cp;
+    *cp = NULL;
+    pthread_mutex_lock(&c->lock);
+    c->closed = true;
+    pthread_mutex_unlock(&c->lock);
+    atomic_store(&c->stop, true);
+    uint64_t one = 1;
+    ssize_t w = write(c->wake_fd, &one, sizeof one);
+    (void)w;
+    pthread_join(c->thread, NULL);
+    s_unstage(c);
+    free(c->staged);
+    free(c->parked);
+    free(c->inbox);
+    close(c->wake_fd);
+    pthread_mutex_destroy(&c->lock);
+    pthread_cond_destroy(&c->cond);
+    free(c);
+}
+
+int
+pb_connector_submit_webhook(pb_connector_t *c, pb_webhook_t *w)
+{
+    if (!c->desc->webhook)
+        return PB_ENOENT;
+    pthread_mutex_lock(&c->lock);
+    if (c->closed) {
+        pthread_mutex_unlock(&c->lock);
+        return PB_ESTOPPING;
+    }
+    if (c->inbox_count == c->inbox_cap) {
+        size_t cap = c->inbox_cap ? c->inbox_cap * 2 : 16;
+        pb_webhook_t **n = realloc(c->inbox, cap * sizeof *n);
+        if (!n) {
+            pthread_mutex_unlock(&c->lock);
+            return PB_ENOMEM;
+        }
+        c->inbox = n;
+        c->inbox_cap = cap;
+    }
+    c->inbox[c->inbox_count++] = w;
+    pthread_mutex_unlock(&c->lock);
+    uint64_t one = 1;
+    ssize_t wr = write(c->wake_fd, &one, sizeof one);
+    (void)wr;
+    return 0;
+}
+
+const char *
+pb_connector_name(const pb_connector_t *c)
+{
+    return c->name;
+}

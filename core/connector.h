@@ -1,0 +1,57 @@
+/*
+ * connector.h - one running connector instance: an actor thread.
+ *
+ * The actor owns the plugin instance's state and one DEALER socket to the
+ * router (routing id = the connector's name).  open, deliver, webhook and
+ * close all run on the actor's thread, one at a time.  Webhook requests
+ * arrive from the HTTP listener's thread through a locked queue and an
+ * eventfd the actor polls beside its socket; the actor calls the plugin,
+ * sends the staged events to the router and parks the request until the
+ * router's acknowledgement says they are durable, handling other work
+ * meanwhile.
+ */
+#ifndef PB_CONNECTOR_H
+#define PB_CONNECTOR_H
+
+#include <stdint.h>
+
+#include <plugboard/plugboard.h>
+
+#include "http.h"
+#include "loader.h"
+
+typedef struct pb_connector pb_connector_t;
+
+typedef struct pb_connector_options {
+    void *zmq_ctx;
+    const char *router_endpoint;
+    const char *name;                     /* copied */
+    const pb_plugin_t *plugin;            /* borrowed until stop returns */
+    const plugboard_settings_t *settings; /* borrowed until stop returns */
+    int64_t ack_timeout_ms;               /* webhook answered 503 when the
+                                             router does not acknowledge */
+} pb_connector_options_t;
+
+/*
+ * Start the actor and open the plugin on it.  Returns once open has
+ * returned: NULL with open's message in err when it failed.
+ */
+pb_connector_t *pb_connector_start(const pb_connector_options_t *opt,
+                                   char *err, size_t err_len);
+
+/*
+ * Stop: finish queued webhooks, wait (bounded) for their acknowledgements,
+ * close the plugin instance and join the thread.  NULLs *c.
+ */
+void pb_connector_stop(pb_connector_t **c);
+
+/*
+ * Hand a complete webhook request to the actor.  Thread-safe.  Returns 0
+ * (the actor now owns w and will complete it), PB_ENOENT when the plugin
+ * takes no webhooks, or PB_ESTOPPING.
+ */
+int pb_connector_submit_webhook(pb_connector_t *c, pb_webhook_t *w);
+
+const char *pb_connector_name(const pb_connector_t *c);
+
+#endif /* PB_CONNECTOR_H */

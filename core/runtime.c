@@ -1,0 +1,288 @@
+/*
+ * runtime.c - start and stop the host's parts in order.
+ */
+#include "runtime.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zmq.h>
+
+#include "connector.h"
+#include "error.h"
+#include "http.h"
+#include "journal.h"
+#include "loader.h"
+#include "log.h"
+
+#ifndef PB_BUILD_PLUGIN_DIR
+#define PB_BUILD_PLUGIN_DIR "build/plugins"
+#endif
+#ifndef PB_INSTALL_PLUGIN_DIR
+#define PB_INSTALL_PLUGIN_DIR "/usr/local/lib/plugboard/plugins"
+#endif
+
+#define S_ROUTER_ENDPOINT "inproc://plugboard-router"
+
+struct pb_runtime {
+    pb_config_t *cfg;
+    pb_plugin_t **plugins;        /* one per connector */
+    size_t plugin_count;
+    char plugin_copy_dir[4096];
+    void *zctx;
+    pb_journal_t *journal;
+    pb_router_t *router;
+    pb_connector_t **connectors;  /* one per connector, same order */
+    pb_http_t *http;
+};
+
+typedef struct s_loadctx {
+    pb_runtime_t *rt;
+    const char *const *search;
+    size_t search_count;
+} loadctx_t;
+
+const char *
+pb_runtime_default_plugin_dir(void)
+{
+    struct stat st;
+    if (stat(PB_BUILD_PLUGIN_DIR, &st) == 0 && S_ISDIR(st.st_mode))
+        return PB_BUILD_PLUGIN_DIR;
+    return PB_INSTALL_PLUGIN_DIR;
+}
+
+static const plugboard_connector_t *
+s_describe(void *ctx, const pb_connector_conf_t *conn, char *err,
+           size_t err_len)
+{
+    loadctx_t *lc = ctx;
+    pb_runtime_t *rt = lc->rt;
+    size_t i = (size_t)(conn - rt->cfg->connectors);
+    const char *copy = rt->plugin_copy_dir[0] ? rt->plugin_copy_dir : NULL;
+    rt->plugins[i] = pb_plugin_load(conn->plugin, lc->search,
+                                    lc->search_count, copy, err, err_len);
+    return rt->plugins[i] ? pb_plugin_descriptor(rt->plugins[i]) : NULL;
+}
+
+static void
+s_unload(pb_runtime_t *rt)
+{
+    for (size_t i = 0; i < rt->plugin_count; i++)
+        pb_plugin_destroy(&rt->plugins[i]);
+    free(rt->plugins);
+    rt->plugins = NULL;
+    rt->plugin_count = 0;
+}
+
+/* Parse, load plugins, bind.  Leaves rt->cfg and rt->plugins set. */
+static int
+s_prepare(pb_runtime_t *rt, const char *path, bool private_copies,
+          pb_diag_t *diag)
+{
+    rt->cfg = pb_config_load(path, diag);
+    if (!rt->cfg)
+        return PB_ECONFIG;
+    pb_log_level_t level;
+    if (rt->cfg->log_level &&
+        pb_log_parse_level(rt->cfg->log_level, &level) == 0)
+        pb_log_set_level(level);
+    if (private_copies) {
+        if (mkdir(rt->cfg->data_dir, 0700) != 0 && errno != EEXIST) {
+            pb_diag_add(diag, "cannot create data_dir '%s': %s",
+                        rt->cfg->data_dir, strerror(errno));
+            return PB_ECONFIG;
+        }
+        if (mkdir(rt->cfg->run_dir, 0700) != 0 && errno != EEXIST) {
+            pb_diag_add(diag, "cannot create run_dir '%s': %s",
+                        rt->cfg->run_dir, strerror(errno));
+            return PB_ECONFIG;
+        }
+        snprintf(rt->plugin_copy_dir, sizeof rt->plugin_copy_dir,
+                 "%s/plugins", rt->cfg->run_dir);
+    }
+    rt->plugin_count = rt->cfg->connector_count;
+    rt->plugins = calloc(rt->plugin_count ? rt->plugin_count : 1,
+                         sizeof *rt->plugins);
+    if (!rt->plugins)
+        return PB_ENOMEM;
+    const char *fallback = pb_runtime_default_plugin_dir();
+    loadctx_t lc = {.rt = rt};
+    if (rt->cfg->plugin_path_count) {
+        lc.search = (const char *const *)rt->cfg->plugin_path;
+        lc.search_count = rt->cfg->plugin_path_count;
+    } else {
+        lc.search = &fallback;
+        lc.search_count = 1;
+    }
+    return pb_config_bind(rt->cfg, s_describe, &lc, diag);
+}
+
+int
+pb_runtime_check(const char *config_path, pb_diag_t *diag)
+{
+    pb_runtime_t rt;
+    memset(&rt, 0, sizeof rt);
+    int rc = s_prepare(&rt, config_path, false, diag);
+    s_unload(&rt);
+    pb_config_destroy(&rt.cfg);
+    return rc;
+}
+
+static int
+s_on_webhook(void *ctx, pb_webhook_t *w)
+{
+    pb_runtime_t *rt = ctx;
+    const char *name = pb_webhook_connector(w);
+    for (size_t i = 0; i < rt->cfg->connector_count; i++)
+        if (strcmp(rt->cfg->connectors[i].name, name) == 0)
+            return pb_connector_submit_webhook(rt->connectors[i], w);
+    return PB_ENOENT;
+}
+
+static int
+s_start_parts(pb_runtime_t *rt, pb_diag_t *diag)
+{
+    char err[512];
+    const pb_config_t *cfg = rt->cfg;
+    rt->journal = pb_journal_open(cfg->data_dir, err, sizeof err);
+    if (!rt->journal) {
+        pb_diag_add(diag, "%s", err);
+        return PB_EJOURNAL;
+    }
+    rt->zctx = zmq_ctx_new();
+    if (!rt->zctx) {
+        pb_diag_add(diag, "cannot create the messaging context");
+        return PB_ENOMEM;
+    }
+    size_t n = cfg->connector_count;
+    pb_router_dest_options_t *dests = calloc(n ? n : 1, sizeof *dests);
+    rt->connectors = calloc(n ? n : 1, sizeof *rt->connectors);
+    if (!dests || !rt->connectors) {
+        free(dests);
+        return PB_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const plugboard_connector_t *d = pb_plugin_descriptor(rt->plugins[i]);
+        dests[i].name = cfg->connectors[i].name;
+        dests[i].window = 16;
+        dests[i].timeout_ms = cfg->connectors[i].deliver_timeout_ms
+                                  ? cfg->connectors[i].deliver_timeout_ms
+                                  : d->deliver_timeout_ms;
+    }
+    pb_router_options_t ro = {
+        .zmq_ctx = rt->zctx,
+        .endpoint = S_ROUTER_ENDPOINT,
+        .config = cfg,
+        .dests = dests,
+        .dest_count = n,
+        .journal = rt->journal,
+    };
+    rt->router = pb_router_start(&ro, err, sizeof err);
+    free(dests);
+    if (!rt->router) {
+        pb_diag_add(diag, "%s", err);
+        return PB_EIO;
+    }
+    for (size_t i = 0; i < n; i++) {
+        pb_connector_options_t co = {
+            .zmq_ctx = rt->zctx,
+            .router_endpoint = S_ROUTER_ENDPOINT,
+            .name = cfg->connectors[i].name,
+            .plugin = rt->plugins[i],
+            .settings = cfg->connectors[i].bound,
+        };
+        rt->connectors[i] = pb_connector_start(&co, err, sizeof err);
+        if (!rt->connectors[i]) {
+            pb_diag_add(diag, "%s:%d: %s", cfg->path,
+                        cfg->connectors[i].line, err);
+            return PB_EIO;
+        }
+        pb_info("runtime", "connector=%s plugin=%s version=%s started",
+                cfg->connectors[i].name,
+                pb_plugin_descriptor(rt->plugins[i])->name,
+                pb_plugin_descriptor(rt->plugins[i])->version);
+    }
+    if (cfg->listen) {
+        pb_http_options_t ho = {
+            .listen = cfg->listen,
+            .body_limit = (size_t)cfg->body_limit,
+            .idle_timeout_s = (unsigned)((cfg->idle_timeout_ms + 999) / 1000),
+            .max_connections = (unsigned)cfg->max_connections,
+            .on_webhook = s_on_webhook,
+            .ctx = rt,
+        };
+        rt->http = pb_http_start(&ho, err, sizeof err);
+        if (!rt->http) {
+            pb_diag_add(diag, "%s", err);
+            return PB_EIO;
+        }
+        pb_info("runtime", "listening on %s port=%u", cfg->listen,
+                (unsigned)pb_http_port(rt->http));
+    }
+    return 0;
+}
+
+pb_runtime_t *
+pb_runtime_start(const char *config_path, pb_diag_t *diag)
+{
+    pb_runtime_t *rt = calloc(1, sizeof *rt);
+    if (!rt) {
+        pb_diag_add(diag, "out of memory");
+        return NULL;
+    }
+    if (s_prepare(rt, config_path, true, diag) != 0 ||
+        s_start_parts(rt, diag) != 0) {
+        pb_runtime_stop(&rt);
+        return NULL;
+    }
+    return rt;
+}
+
+uint16_t
+pb_runtime_http_port(const pb_runtime_t *rt)
+{
+    return rt->http ? pb_http_port(rt->http) : 0;
+}
+
+void
+pb_runtime_stats(pb_runtime_t *rt, pb_router_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (rt->router)
+        pb_router_stats(rt->router, out);
+}
+
+void
+pb_runtime_stop(pb_runtime_t **rtp)
+{
+    if (!rtp || !*rtp)
+        return;
+    pb_runtime_t *rt = *rtp;
+    *rtp = NULL;
+    size_t n = rt->cfg ? rt->cfg->connector_count : 0;
+    if (rt->http)
+        pb_http_quiesce(rt->http);
+    if (rt->router) {
+        int left = pb_router_drain(rt->router, rt->cfg->drain_timeout_ms);
+        if (left)
+            pb_warn("runtime", "deliveries still in flight=%d after the "
+                    "drain timeout; they stay pending in the journal", left);
+    }
+    /* connectors finish the webhooks they hold while the router can
+     * still acknowledge them */
+    for (size_t i = 0; rt->connectors && i < n; i++)
+        pb_connector_stop(&rt->connectors[i]);
+    pb_http_stop(&rt->http);
+    pb_router_stop(&rt->router);
+    free(rt->connectors);
+    if (rt->zctx)
+        zmq_ctx_term(rt->zctx);
+    pb_journal_close(&rt->journal);
+    for (size_t i = 0; rt->cfg && i < rt->cfg->connector_count; i++)
+        pb_settings_destroy(&rt->cfg->connectors[i].bound);
+    s_unload(rt);
+    pb_config_destroy(&rt->cfg);
+    free(rt);
+}
