@@ -231,8 +231,8 @@ s_list_join(const char *const *list, char *buf, size_t len)
 
     buf[0] = '\0';
     for (size_t i = 0; list && list[i] && used < len; i++) {
-        int n = snprintf(buf + used, len - used, "%s%s", i ? ", " : "",
-                         list[i]);
+        int n =
+            snprintf(buf + used, len - used, "%s%s", i ? ", " : "", list[i]);
         if (n < 0)
             break;
         used += (size_t)n;
@@ -307,6 +307,14 @@ s_starts_with(const char *s, const char *prefix)
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+static void
+s_fclose_keep_errno(FILE *f)
+{
+    int saved = errno;
+    fclose(f);
+    errno = saved;
+}
+
 /*
  * Reads a whole file into a NUL-terminated heap string; NULL with errno
  * set on failure (EFBIG past max bytes).  Caller owns the result.
@@ -355,11 +363,8 @@ s_read_file(const char *path, size_t max, size_t *len_out)
 
 out_free:
     free(buf);
-out_close: {
-    int saved = errno;
-    fclose(f);
-    errno = saved;
-}
+out_close:
+    s_fclose_keep_errno(f);
     return NULL;
 }
 
@@ -542,9 +547,9 @@ s_label(char *buf, size_t len, const char *path, const char *name)
 typedef struct pb_int_literal {
     const char *text; /* as written, without the L suffix */
     int len;
-    bool suffixed;    /* L or LL: libconfig reads it as 64-bit */
+    bool suffixed; /* L or LL: libconfig reads it as 64-bit */
     bool fits64;
-    int64_t value;    /* when fits64 */
+    int64_t value; /* when fits64 */
 } pb_int_literal_t;
 
 static bool
@@ -596,8 +601,7 @@ s_parse_literal(const char *p, pb_int_literal_t *lit)
         lit->fits64 = false;
     } else if (neg) {
         lit->fits64 = mag <= (uint64_t)INT64_MAX + 1;
-        lit->value = mag == (uint64_t)INT64_MAX + 1 ? INT64_MIN
-                                                    : -(int64_t)mag;
+        lit->value = mag == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)mag;
     } else {
         lit->fits64 = mag <= (uint64_t)INT64_MAX;
         lit->value = (int64_t)mag;
@@ -654,8 +658,8 @@ s_literal_ok(pb_cfg_reader_t *r, const config_setting_t *s, const char *path,
  * comments on the line are skipped.  A literal we cannot find is trusted.
  */
 static bool
-s_literal_check(pb_cfg_reader_t *r, const config_setting_t *s,
-                const char *path, int64_t got)
+s_literal_check(pb_cfg_reader_t *r, const config_setting_t *s, const char *path,
+                int64_t got)
 {
     pb_cfg_text_t *src = s_source(r, s);
     const char *name = config_setting_name(s);
@@ -821,8 +825,8 @@ s_int(pb_cfg_reader_t *r, const config_setting_t *g, const char *gp,
     s_path(path, sizeof path, gp, key);
     if (!s_is_int(s)) {
         s_err(r, s, path,
-              "expected an integer in [%" PRId64 ", %" PRId64 "], got %s",
-              min, max, s_kind(s));
+              "expected an integer in [%" PRId64 ", %" PRId64 "], got %s", min,
+              max, s_kind(s));
         return -1;
     }
     if (!s_int_value(r, s, path, &v))
@@ -881,8 +885,7 @@ s_free_strings(char **v, size_t n)
 
 /* Element i of a string-or-list setting, and its path. */
 static config_setting_t *
-s_elem(config_setting_t *s, size_t i, const char *path, char *buf,
-       size_t len)
+s_elem(config_setting_t *s, size_t i, const char *path, char *buf, size_t len)
 {
     if (config_setting_type(s) == CONFIG_TYPE_STRING) {
         snprintf(buf, len, "%s", path);
@@ -914,8 +917,8 @@ s_strings(pb_cfg_reader_t *r, const config_setting_t *g, const char *gp,
               s_kind(s));
         return -1;
     }
-    size_t n = type == CONFIG_TYPE_STRING ? 1
-                                          : (size_t)config_setting_length(s);
+    size_t n =
+        type == CONFIG_TYPE_STRING ? 1 : (size_t)config_setting_length(s);
     char **v = calloc(n ? n : 1, sizeof *v);
     if (!v) {
         s_oom(r);
@@ -953,20 +956,18 @@ s_strings(pb_cfg_reader_t *r, const config_setting_t *g, const char *gp,
 static const char *const s_top_keys[] = {"plugboard", "connectors", "routes",
                                          NULL};
 static const char *const s_plugboard_keys[] = {
-    "data_dir",      "run_dir",          "log_level",
-    "plugin_path",   "http",             "drain_timeout",
-    "dedupe_retention", "delivered_retention", NULL};
-static const char *const s_http_keys[] = {"listen", "body_limit",
-                                          "idle_timeout", "max_connections",
-                                          NULL};
+    "data_dir", "run_dir",       "log_level",        "plugin_path",
+    "http",     "drain_timeout", "dedupe_retention", "delivered_retention",
+    NULL};
+static const char *const s_http_keys[] = {
+    "listen", "body_limit", "idle_timeout", "max_connections", NULL};
 static const char *const s_connector_keys[] = {
-    "name",        "plugin",          "isolation", "concurrency",
-    "deliver_timeout", "settings", NULL};
+    "name",     "plugin", "isolation", "concurrency", "deliver_timeout",
+    "settings", NULL};
 static const char *const s_route_keys[] = {
-    "name", "from",       "when",  "to",     "why",
+    "name",       "from",  "when",   "to",    "why",
     "on_failure", "owner", "notify", "retry", NULL};
-static const char *const s_retry_keys[] = {"attempts", "initial", "max",
-                                           NULL};
+static const char *const s_retry_keys[] = {"attempts", "initial", "max", NULL};
 
 #define PB_DEFAULT_LISTEN "127.0.0.1:8787"
 #define PB_BODY_LIMIT_MIN INT64_C(1024)
@@ -1126,8 +1127,8 @@ s_load_connector(pb_cfg_reader_t *r, pb_config_t *cfg, config_setting_t *c,
             strcmp(cfg->connectors[j].name, conn->name) == 0)
             s_err(r, s_member(c, "name"),
                   s_path(label, sizeof label, path, "name"),
-                  "connector name '%s' is already used at line %d",
-                  conn->name, cfg->connectors[j].line);
+                  "connector name '%s' is already used at line %d", conn->name,
+                  cfg->connectors[j].line);
     }
     s_label(label, sizeof label, path, conn->name);
     if (s_string(r, c, path, "plugin", true, &conn->plugin) == 0)
@@ -1140,8 +1141,8 @@ s_load_connector(pb_cfg_reader_t *r, pb_config_t *cfg, config_setting_t *c,
         s_err(r, s_member(c, "isolation"),
               s_path(label, sizeof label, path, "isolation"),
               "expected \"thread\" or \"process\", got '%s'", conn->isolation);
-    if (s_int(r, c, path, "concurrency", 1, PB_CONCURRENCY_MAX,
-              &concurrency) > 0)
+    if (s_int(r, c, path, "concurrency", 1, PB_CONCURRENCY_MAX, &concurrency) >
+        0)
         conn->concurrency = (int)concurrency;
     s_duration(r, c, path, "deliver_timeout", 1, PB_MS_HOUR,
                &conn->deliver_timeout_ms);
@@ -1151,8 +1152,7 @@ s_load_connector(pb_cfg_reader_t *r, pb_config_t *cfg, config_setting_t *c,
 }
 
 static void
-s_load_connectors(pb_cfg_reader_t *r, pb_config_t *cfg,
-                  config_setting_t *list)
+s_load_connectors(pb_cfg_reader_t *r, pb_config_t *cfg, config_setting_t *list)
 {
     if (!config_setting_is_list(list) &&
         !(config_setting_is_array(list) && config_setting_length(list) == 0)) {
@@ -1170,23 +1170,24 @@ s_load_connectors(pb_cfg_reader_t *r, pb_config_t *cfg,
     }
     cfg->connector_count = n;
     for (size_t i = 0; i < n; i++)
-        s_load_connector(r, cfg, config_setting_get_elem(list, (unsigned)i),
-                         i);
+        s_load_connector(r, cfg, config_setting_get_elem(list, (unsigned)i), i);
 }
 
 /* "(connectors: a, b)" for messages about a name that matches none. */
 static const char *
 s_connector_names(const pb_config_t *cfg, char *buf, size_t len)
 {
-    size_t used = 0;
+    const char *sep = " ";
     int n = snprintf(buf, len, "connectors:");
-    used = n > 0 ? (size_t)n : 0;
+    size_t used = n > 0 ? (size_t)n : 0;
+
     for (size_t i = 0; i < cfg->connector_count && used < len; i++) {
         if (!cfg->connectors[i].name)
             continue;
-        n = snprintf(buf + used, len - used, "%s %s", i ? "," : "",
+        n = snprintf(buf + used, len - used, "%s%s", sep,
                      cfg->connectors[i].name);
         used += n > 0 ? (size_t)n : 0;
+        sep = ", ";
     }
     if (cfg->connector_count == 0)
         snprintf(buf, len, "no connectors are defined");
@@ -1218,8 +1219,7 @@ s_load_retry(pb_cfg_reader_t *r, pb_route_conf_t *route,
         route->retry.attempts = (int)attempts;
     int a = s_duration(r, g, gp, "initial", 1, PB_RETRY_MAX,
                        &route->retry.initial_ms);
-    int b = s_duration(r, g, gp, "max", 1, PB_RETRY_MAX,
-                       &route->retry.max_ms);
+    int b = s_duration(r, g, gp, "max", 1, PB_RETRY_MAX, &route->retry.max_ms);
     if (a >= 0 && b >= 0 && (a > 0 || b > 0) &&
         route->retry.initial_ms > route->retry.max_ms) {
         char path[PB_PATH_MAX];
@@ -1238,8 +1238,8 @@ s_load_when(pb_cfg_reader_t *r, pb_route_conf_t *route, config_setting_t *c,
 {
     char epath[PB_PATH_MAX];
     config_setting_t *s = NULL;
-    int got = s_strings(r, c, path, "when", &route->when, &route->when_count,
-                        &s);
+    int got =
+        s_strings(r, c, path, "when", &route->when, &route->when_count, &s);
 
     if (got == 0)
         s_err(r, c, label,
@@ -1292,9 +1292,9 @@ s_load_to(pb_cfg_reader_t *r, const pb_config_t *cfg, pb_route_conf_t *route,
 
 /* A required, non-blank text field of a route (why, owner). */
 static void
-s_load_required_text(pb_cfg_reader_t *r, config_setting_t *c,
-                     const char *path, const char *label, const char *key,
-                     const char *hint, char **out)
+s_load_required_text(pb_cfg_reader_t *r, config_setting_t *c, const char *path,
+                     const char *label, const char *key, const char *hint,
+                     char **out)
 {
     int got = s_string(r, c, path, key, true, out);
     if (got == 0)
@@ -1333,7 +1333,8 @@ s_load_route(pb_cfg_reader_t *r, pb_config_t *cfg, config_setting_t *c,
               "and '-')",
               route->name);
     for (size_t j = 0; got > 0 && j < idx; j++)
-        if (cfg->routes[j].name && strcmp(cfg->routes[j].name, route->name) == 0)
+        if (cfg->routes[j].name &&
+            strcmp(cfg->routes[j].name, route->name) == 0)
             s_err(r, s_member(c, "name"), sub,
                   "route name '%s' is already used at line %d", route->name,
                   cfg->routes[j].line);
@@ -1761,8 +1762,8 @@ s_bind_duration(pb_bind_t *b, const plugboard_setting_spec_t *spec,
                        "expected a duration in [%s, %s], got '%s'", lo, hi,
                        text);
         else
-            s_bind_err(b, line, spec->name,
-                       "expected a duration in [%s, %s]", lo, hi);
+            s_bind_err(b, line, spec->name, "expected a duration in [%s, %s]",
+                       lo, hi);
         return;
     }
     v->i = ms;
@@ -1790,8 +1791,8 @@ s_bind_text(pb_bind_t *b, const plugboard_setting_spec_t *spec,
         long long n = strtoll(*text, &end, 10);
         if (!**text || *end || errno) {
             if (show)
-                s_bind_err(b, line, spec->name,
-                           "expected an integer, got '%s'", *text);
+                s_bind_err(b, line, spec->name, "expected an integer, got '%s'",
+                           *text);
             else
                 s_bind_err(b, line, spec->name, "expected an integer");
             break;
@@ -1804,8 +1805,8 @@ s_bind_text(pb_bind_t *b, const plugboard_setting_spec_t *spec,
             v->b = strcmp(*text, "true") == 0;
             v->set = true;
         } else if (show) {
-            s_bind_err(b, line, spec->name,
-                       "expected true or false, got '%s'", *text);
+            s_bind_err(b, line, spec->name, "expected true or false, got '%s'",
+                       *text);
         } else {
             s_bind_err(b, line, spec->name, "expected true or false");
         }
@@ -1861,8 +1862,8 @@ s_resolve_secret(pb_bind_t *b, const char *name, const char *ref, int line)
         }
         const char *value = getenv(var);
         if (!value) {
-            s_bind_err(b, line, name,
-                       "environment variable '%s' is not set", var);
+            s_bind_err(b, line, name, "environment variable '%s' is not set",
+                       var);
             return NULL;
         }
         if (!*value) {
@@ -1941,8 +1942,7 @@ s_bind_raw(pb_bind_t *b, const plugboard_setting_spec_t *spec,
     case PLUGBOARD_SETTING_BOOL:
         if (raw->kind != PB_RAW_BOOL) {
             s_bind_err(b, raw->line, spec->name,
-                       "expected true or false, got %s",
-                       s_raw_kind(raw->kind));
+                       "expected true or false, got %s", s_raw_kind(raw->kind));
             break;
         }
         v->b = raw->b;
@@ -2103,8 +2103,8 @@ s_check_flow(const pb_config_t *cfg, size_t ri,
                     "%s:%d: routes.[%zu] ('%s'): %s '%s' (plugin '%s') does "
                     "not %s '%s'; it %s: %s",
                     cfg->path, route->line, ri, route->name, role, conn->name,
-                    conn->plugin, consumes ? "consume" : "emit",
-                    route->when[w], consumes ? "consumes" : "emits",
+                    conn->plugin, consumes ? "consume" : "emit", route->when[w],
+                    consumes ? "consumes" : "emits",
                     s_list_join(list, have, sizeof have));
         ok = false;
     }
@@ -2168,13 +2168,13 @@ pb_config_bind(pb_config_t *cfg, pb_descriptor_fn describe, void *ctx,
             ok = false;
             continue;
         }
-        pb_bind_t b = {.where = cfg->path,
-                       .prefix = s_path(prefix, sizeof prefix,
-                                        s_index_path(elem, sizeof elem,
-                                                     "connectors", i),
-                                        "settings"),
-                       .line = conn->line,
-                       .diag = diag};
+        pb_bind_t b = {
+            .where = cfg->path,
+            .prefix = s_path(prefix, sizeof prefix,
+                             s_index_path(elem, sizeof elem, "connectors", i),
+                             "settings"),
+            .line = conn->line,
+            .diag = diag};
         pb_settings_destroy(&conn->bound);
         conn->bound = s_settings_bind(&b, descs[i]->settings, conn->settings,
                                       conn->settings_count);

@@ -217,7 +217,17 @@ s_handle_ack(pb_connector_t *c, const uint8_t *p, size_t len)
                      "accepted: %s", c->name, pb_strerror(status));
             s_unpark(c, i, 503, "events could not be stored; retry later\n");
         } else {
-            s_unpark(c, i, 0, NULL);
+            /* tell the sender what became of its events */
+            uint32_t accepted, duplicates;
+            memcpy(&accepted, p + 12, 4);
+            memcpy(&duplicates, p + 16, 4);
+            char body[96];
+            snprintf(body, sizeof body,
+                     "{\"received\":true,\"accepted\":%u,"
+                     "\"duplicates\":%u}\n",
+                     accepted, duplicates);
+            int st = pb_response_status(pb_webhook_response(c->parked[i].w));
+            s_unpark(c, i, st, body);
         }
         return;
     }

@@ -75,21 +75,21 @@ static const bool s_field_required[F_COUNT] = {
 };
 
 struct plugboard_event {
-    uint8_t *frame;        /* owned copy of the validated frame        */
+    uint8_t *frame; /* owned copy of the validated frame        */
     size_t len;
-    char *text[F_COUNT];   /* owned; string fields only, NULL = absent */
+    char *text[F_COUNT]; /* owned; string fields only, NULL = absent */
     int64_t time_ms;
     uint32_t attempt;
-    size_t data_off;       /* offset of the data map in frame          */
+    size_t data_off; /* offset of the data map in frame          */
 };
 
 struct plugboard_builder {
-    char *source;          /* owned */
+    char *source; /* owned */
     char type[S_TYPE_MAX + 1];
-    char *text[F_COUNT];   /* owned; key, correlation, causation, dedupe */
+    char *text[F_COUNT]; /* owned; key, correlation, causation, dedupe */
     int64_t time_ms;
     bool has_time;
-    json_t *data;          /* owned; always an object */
+    json_t *data; /* owned; always an object */
 };
 
 /* ------------------------------------------------------------------ */
@@ -97,8 +97,7 @@ struct plugboard_builder {
 /* ------------------------------------------------------------------ */
 
 /* Write a reason to why (may be NULL) and return PB_EPROTO. */
-static int
-s_fail(char *why, size_t why_len, const char *fmt, ...)
+static int s_fail(char *why, size_t why_len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static int
@@ -247,11 +246,10 @@ enum s_kind {
 
 /* How a value reads in a message: "field 'time' is a string, ..." */
 static const char *const s_kind_phrase[] = {
-    [K_NIL] = "nil",         [K_BOOL] = "a boolean",
-    [K_UINT] = "an integer", [K_INT] = "an integer",
-    [K_FLOAT] = "a float",   [K_STR] = "a string",
-    [K_BIN] = "binary data", [K_EXT] = "an extension",
-    [K_ARRAY] = "an array",  [K_MAP] = "a map",
+    [K_NIL] = "nil",         [K_BOOL] = "a boolean",   [K_UINT] = "an integer",
+    [K_INT] = "an integer",  [K_FLOAT] = "a float",    [K_STR] = "a string",
+    [K_BIN] = "binary data", [K_EXT] = "an extension", [K_ARRAY] = "an array",
+    [K_MAP] = "a map",
 };
 
 /* One decoded header.  Fixed-size scalars are wholly inside hlen; str,
@@ -261,10 +259,10 @@ struct s_item {
     enum s_kind kind;
     size_t hlen;
     uint64_t n;
-    uint64_t u;    /* K_BOOL, K_UINT */
-    int64_t i;     /* K_INT */
-    double f;      /* K_FLOAT */
-    int8_t ext;    /* K_EXT type */
+    uint64_t u; /* K_BOOL, K_UINT */
+    int64_t i;  /* K_INT */
+    double f;   /* K_FLOAT */
+    int8_t ext; /* K_EXT type */
 };
 
 /* The formats 0xc0..0xdf: kind, bytes of length/value after the type
@@ -275,22 +273,22 @@ static const struct s_format {
     uint8_t fixed;
     const char *name;
 } s_formats[0x20] = {
-    {K_NIL, 0, 0, "nil"},         {K_BAD, 0, 0, "reserved"},
-    {K_BOOL, 0, 0, "false"},      {K_BOOL, 0, 0, "true"},
-    {K_BIN, 1, 0, "bin8"},        {K_BIN, 2, 0, "bin16"},
-    {K_BIN, 4, 0, "bin32"},       {K_EXT, 1, 0, "ext8"},
-    {K_EXT, 2, 0, "ext16"},       {K_EXT, 4, 0, "ext32"},
-    {K_FLOAT, 4, 0, "float32"},   {K_FLOAT, 8, 0, "float64"},
-    {K_UINT, 1, 0, "uint8"},      {K_UINT, 2, 0, "uint16"},
-    {K_UINT, 4, 0, "uint32"},     {K_UINT, 8, 0, "uint64"},
-    {K_INT, 1, 0, "int8"},        {K_INT, 2, 0, "int16"},
-    {K_INT, 4, 0, "int32"},       {K_INT, 8, 0, "int64"},
-    {K_EXT, 0, 1, "fixext1"},     {K_EXT, 0, 2, "fixext2"},
-    {K_EXT, 0, 4, "fixext4"},     {K_EXT, 0, 8, "fixext8"},
-    {K_EXT, 0, 16, "fixext16"},   {K_STR, 1, 0, "str8"},
-    {K_STR, 2, 0, "str16"},       {K_STR, 4, 0, "str32"},
-    {K_ARRAY, 2, 0, "array16"},   {K_ARRAY, 4, 0, "array32"},
-    {K_MAP, 2, 0, "map16"},       {K_MAP, 4, 0, "map32"},
+    {K_NIL, 0, 0, "nil"},       {K_BAD, 0, 0, "reserved"},
+    {K_BOOL, 0, 0, "false"},    {K_BOOL, 0, 0, "true"},
+    {K_BIN, 1, 0, "bin8"},      {K_BIN, 2, 0, "bin16"},
+    {K_BIN, 4, 0, "bin32"},     {K_EXT, 1, 0, "ext8"},
+    {K_EXT, 2, 0, "ext16"},     {K_EXT, 4, 0, "ext32"},
+    {K_FLOAT, 4, 0, "float32"}, {K_FLOAT, 8, 0, "float64"},
+    {K_UINT, 1, 0, "uint8"},    {K_UINT, 2, 0, "uint16"},
+    {K_UINT, 4, 0, "uint32"},   {K_UINT, 8, 0, "uint64"},
+    {K_INT, 1, 0, "int8"},      {K_INT, 2, 0, "int16"},
+    {K_INT, 4, 0, "int32"},     {K_INT, 8, 0, "int64"},
+    {K_EXT, 0, 1, "fixext1"},   {K_EXT, 0, 2, "fixext2"},
+    {K_EXT, 0, 4, "fixext4"},   {K_EXT, 0, 8, "fixext8"},
+    {K_EXT, 0, 16, "fixext16"}, {K_STR, 1, 0, "str8"},
+    {K_STR, 2, 0, "str16"},     {K_STR, 4, 0, "str32"},
+    {K_ARRAY, 2, 0, "array16"}, {K_ARRAY, 4, 0, "array32"},
+    {K_MAP, 2, 0, "map16"},     {K_MAP, 4, 0, "map32"},
 };
 
 /* The one-byte forms: fixint, fixmap, fixarray, fixstr, negative fixint. */
@@ -323,12 +321,12 @@ s_head_long(const uint8_t *buf, size_t len, size_t pos, struct s_item *it,
     uint64_t v;
 
     if (fmt->kind == K_BAD)
-        return s_fail(why, why_len, "invalid type byte 0x%02x at offset %zu",
-                      b, pos);
+        return s_fail(why, why_len, "invalid type byte 0x%02x at offset %zu", b,
+                      pos);
     if (len - pos - 1 < need)
         return s_fail(why, why_len,
-                      "frame ends inside a %s header at offset %zu",
-                      fmt->name, pos);
+                      "frame ends inside a %s header at offset %zu", fmt->name,
+                      pos);
     it->kind = fmt->kind;
     it->hlen = 1 + need;
     v = s_be(p, fmt->width);
@@ -459,8 +457,8 @@ s_skip(const uint8_t *buf, size_t len, size_t pos)
  * nothing here grows with what the frame declares.
  */
 static int
-s_walk(const uint8_t *buf, size_t len, int max_depth, uint64_t *left,
-       char *why, size_t why_len)
+s_walk(const uint8_t *buf, size_t len, int max_depth, uint64_t *left, char *why,
+       size_t why_len)
 {
     size_t pos = 0;
     int level = 0;
@@ -482,11 +480,10 @@ s_walk(const uint8_t *buf, size_t len, int max_depth, uint64_t *left,
         if (it.kind == K_ARRAY || it.kind == K_MAP) {
             if (level + 1 > max_depth)
                 return s_fail(why, why_len,
-                              "nesting deeper than %d at offset %zu",
-                              max_depth, pos - it.hlen);
+                              "nesting deeper than %d at offset %zu", max_depth,
+                              pos - it.hlen);
             left[++level] = it.kind == K_MAP ? it.n * 2 : it.n;
-        } else if (it.kind == K_STR || it.kind == K_BIN ||
-                   it.kind == K_EXT) {
+        } else if (it.kind == K_STR || it.kind == K_BIN || it.kind == K_EXT) {
             pos += it.n;
         }
     }
@@ -546,8 +543,8 @@ s_read_text(pb_envelope_t *env, enum s_field f, size_t pos,
         return 0;
     if (v->kind != K_STR)
         return s_fail(why, why_len,
-                      "field '%s' at offset %zu is %s, not a string", name,
-                      pos, s_kind_phrase[v->kind]);
+                      "field '%s' at offset %zu is %s, not a string", name, pos,
+                      s_kind_phrase[v->kind]);
     if (v->n > max)
         return s_fail(why, why_len,
                       "field '%s' at offset %zu is %" PRIu64
@@ -562,15 +559,14 @@ s_read_text(pb_envelope_t *env, enum s_field f, size_t pos,
                       "field 'type' at offset %zu is not a valid event type",
                       pos);
     if (f == F_ID && v->n == 0)
-        return s_fail(why, why_len, "field 'id' at offset %zu is empty",
-                      pos);
+        return s_fail(why, why_len, "field 'id' at offset %zu is empty", pos);
     env->text[f] = strndup((const char *)s, v->n);
     return env->text[f] ? 0 : PB_ENOMEM;
 }
 
 static int
-s_read_time(pb_envelope_t *env, size_t pos, const struct s_item *v,
-            char *why, size_t why_len)
+s_read_time(pb_envelope_t *env, size_t pos, const struct s_item *v, char *why,
+            size_t why_len)
 {
     if (v->kind == K_INT) {
         env->time_ms = v->i;
@@ -601,8 +597,8 @@ s_read_attempt(pb_envelope_t *env, size_t pos, const struct s_item *v,
         return s_fail(why, why_len,
                       "field 'attempt' at offset %zu is %s, not an unsigned "
                       "integer",
-                      pos, v->kind == K_INT ? "negative"
-                                            : s_kind_phrase[v->kind]);
+                      pos,
+                      v->kind == K_INT ? "negative" : s_kind_phrase[v->kind]);
     if (a > UINT32_MAX)
         return s_fail(why, why_len,
                       "field 'attempt' at offset %zu is out of range", pos);
@@ -661,8 +657,8 @@ s_read_fields(pb_envelope_t *env, char *why, size_t why_len)
             return rc;
         if (k.kind != K_STR)
             return s_fail(why, why_len,
-                          "envelope key at offset %zu is %s, not a string",
-                          pos, s_kind_phrase[k.kind]);
+                          "envelope key at offset %zu is %s, not a string", pos,
+                          s_kind_phrase[k.kind]);
         vpos = pos + k.hlen + k.n;
         f = s_field_find(env->frame + pos + k.hlen, k.n);
         if (f >= 0) {
@@ -709,8 +705,8 @@ pb_envelope_decode(const void *frame, size_t len,
         max_depth = limits->max_depth;
 
     if (len > max_frame) {
-        s_fail(why, why_len, "frame of %zu bytes exceeds the limit of %zu",
-               len, max_frame);
+        s_fail(why, why_len, "frame of %zu bytes exceeds the limit of %zu", len,
+               max_frame);
         *err = PB_ETOOBIG;
         return NULL;
     }
@@ -957,14 +953,13 @@ pb_event_kind(const plugboard_event_t *ev, const char *path)
 }
 
 bool
-pb_event_string(const plugboard_event_t *ev, const char *path,
-                const char **out, size_t *len)
+pb_event_string(const plugboard_event_t *ev, const char *path, const char **out,
+                size_t *len)
 {
     struct s_item it;
     size_t at;
 
-    if (!s_lookup(ev, path, &it, &at) ||
-        (it.kind != K_STR && it.kind != K_BIN))
+    if (!s_lookup(ev, path, &it, &at) || (it.kind != K_STR && it.kind != K_BIN))
         return false;
     if (out)
         *out = (const char *)ev->frame + at + it.hlen;
@@ -1168,8 +1163,7 @@ s_json_value(const uint8_t *buf, size_t len, size_t *pos, int depth)
     struct s_item it;
     const uint8_t *payload;
 
-    if (depth > S_JSON_DEPTH ||
-        s_head_read(buf, len, *pos, &it, NULL, 0) != 0)
+    if (depth > S_JSON_DEPTH || s_head_read(buf, len, *pos, &it, NULL, 0) != 0)
         return NULL;
     payload = buf + *pos + it.hlen;
     *pos += it.hlen;
@@ -1217,8 +1211,7 @@ s_json_put_text(json_t *obj, const char *key, const char *text, bool always)
     if (!*text && !always)
         return true;
     return json_object_set_new(
-               obj, key, s_json_text((const uint8_t *)text, strlen(text))) ==
-           0;
+               obj, key, s_json_text((const uint8_t *)text, strlen(text))) == 0;
 }
 
 /* Serialise with malloc (not jansson's allocator, which a process may
@@ -1262,10 +1255,8 @@ pb_event_to_json(const plugboard_event_t *ev)
          s_json_put_text(root, "source", ev->text[F_SOURCE], true) &&
          s_json_put_text(root, "key", ev->text[F_KEY], true) &&
          json_object_set_new(root, "time", json_integer(ev->time_ms)) == 0 &&
-         json_object_set_new(root, "attempt", json_integer(ev->attempt)) ==
-             0 &&
-         s_json_put_text(root, "correlation", ev->text[F_CORRELATION],
-                         false) &&
+         json_object_set_new(root, "attempt", json_integer(ev->attempt)) == 0 &&
+         s_json_put_text(root, "correlation", ev->text[F_CORRELATION], false) &&
          s_json_put_text(root, "causation", ev->text[F_CAUSATION], false) &&
          s_json_put_text(root, "dedupe", ev->text[F_DEDUPE], false) &&
          json_object_set_new(root, "data",
@@ -1303,8 +1294,7 @@ s_random(uint8_t *buf, size_t n)
     for (; got < n; got++) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint64_t z = (fallback += 0x9e3779b97f4a7c15ull) ^
-                     (uint64_t)ts.tv_nsec;
+        uint64_t z = (fallback += 0x9e3779b97f4a7c15ull) ^ (uint64_t)ts.tv_nsec;
         z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
         z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
         buf[got] = (uint8_t)(z ^ (z >> 31));
@@ -1565,7 +1555,8 @@ pb_builder_set_string(pb_builder_t *b, const char *path, const char *value,
         return PB_ETOOBIG;
     if (!s_utf8_valid(value, len))
         return PB_EINVAL;
-    return s_builder_put(b, path, json_stringn_nocheck(value ? value : "", len));
+    return s_builder_put(b, path,
+                         json_stringn_nocheck(value ? value : "", len));
 }
 
 int
@@ -1597,8 +1588,8 @@ pb_builder_set_json(pb_builder_t *b, const char *path, const char *json,
         return PB_EINVAL;
     if (len > PB_ENVELOPE_DEFAULT_MAX_FRAME)
         return PB_ETOOBIG;
-    value = json_loadb(json ? json : "", len,
-                       JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    value = json_loadb(json ? json : "", len, JSON_DECODE_ANY | JSON_ALLOW_NUL,
+                       &jerr);
     if (!value)
         return PB_EINVAL;
     return s_builder_put(b, path, value);
@@ -1701,8 +1692,8 @@ s_pack_envelope(msgpack_packer *pk, const pb_builder_t *b, const char *id)
 {
     const char *corr = b->text[F_CORRELATION] ? b->text[F_CORRELATION] : id;
     int64_t time_ms = b->has_time ? b->time_ms : s_now_ms();
-    size_t fields = 8 + (b->text[F_CAUSATION] ? 1 : 0) +
-                    (b->text[F_DEDUPE] ? 1 : 0);
+    size_t fields =
+        8 + (b->text[F_CAUSATION] ? 1 : 0) + (b->text[F_DEDUPE] ? 1 : 0);
     int rc;
 
     if (msgpack_pack_map(pk, fields) != 0)
@@ -1710,8 +1701,8 @@ s_pack_envelope(msgpack_packer *pk, const pb_builder_t *b, const char *id)
     rc = s_pack_key_text(pk, "id", id);
     rc = rc ? rc : s_pack_key_text(pk, "type", b->type);
     rc = rc ? rc : s_pack_key_text(pk, "source", b->source);
-    rc = rc ? rc : s_pack_key_text(pk, "key",
-                                   b->text[F_KEY] ? b->text[F_KEY] : "");
+    rc = rc ? rc
+            : s_pack_key_text(pk, "key", b->text[F_KEY] ? b->text[F_KEY] : "");
     rc = rc ? rc : s_pack_text(pk, "time", 4);
     if (!rc && msgpack_pack_int64(pk, time_ms) != 0)
         rc = PB_ENOMEM;

@@ -23,8 +23,25 @@
  * suspending.  pb_http_stop answers every parked webhook with 503 itself
  * and marks it forced; the owner's later pb_webhook_complete is then a
  * no-op that only drops its reference.  MHD_resume_connection is never
- * called with the lock held (libmicrohttpd takes its own locks there),
- * and stop waits for resumes in progress before stopping the daemon.
+ * called with the lock held (libmicrohttpd takes its own locks there, and
+ * only the listener thread nests them inside ours, when it suspends), and
+ * stop waits for resumes in progress, then (up to 2 s) for the forced
+ * 503s to be sent, before stopping the daemon.
+ *
+ * Choices the header leaves open:
+ *   - Answers decided before the body (400, 404, 405, 413) close the
+ *     connection: the unread body must not be taken for the next request.
+ *     A chunked body that outgrows the limit is read and dropped up to
+ *     8 MiB more, then answered 413; past that the connection is cut.
+ *   - Transfer-Encoding other than exactly "chunked" is refused with 400.
+ *   - /readyz without an on_page callback answers 200 "ready"; /metrics
+ *     without one is 404.
+ *   - on_webhook results: PB_ENOENT 404, PB_ESTOPPING, PB_EFULL and
+ *     PB_EBUSY 503 with Retry-After, anything else 500.  Every 503 this
+ *     listener sends carries Retry-After: 5.
+ *   - body_limit 0 means the default, 1 MiB.
+ *   - query is the raw query string from the request line (escapes kept),
+ *     so signatures over the URL can be checked.
  */
 #define _GNU_SOURCE
 #include "http.h"
@@ -60,6 +77,9 @@
 
 static const char s_json_type[] = "application/json";
 static const char s_text_type[] = "text/plain; charset=utf-8";
+
+/* con_cls of a GET page between its first and final call */
+static char s_page_marker;
 
 struct plugboard_response {
     int status;
@@ -402,6 +422,24 @@ s_serve_page(pb_http_t *http, struct MHD_Connection *conn, const char *url)
                                   type ? type : s_text_type, NULL);
     free(body);
     return ret;
+}
+
+static bool
+s_is_page(const char *url, const char *method)
+{
+    return s_is_get(method) &&
+           (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0 ||
+            strcmp(url, "/metrics") == 0);
+}
+
+static bool
+s_has_body(struct MHD_Connection *conn)
+{
+    const char *cl = MHD_lookup_connection_value(
+        conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    return (cl && strcmp(cl, "0") != 0) ||
+           MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                       MHD_HTTP_HEADER_TRANSFER_ENCODING);
 }
 
 static enum MHD_Result
@@ -755,6 +793,21 @@ s_uri_cb(void *cls, const char *uri, struct MHD_Connection *conn)
     return w;
 }
 
+/* A /hooks request the URI callback did not see as one (the raw path
+ * spelled the prefix with escapes) or could not allocate for. */
+static enum MHD_Result
+s_hook_escaped(pb_http_t *http, struct MHD_Connection *conn, void **con_cls,
+               const char *url, const char *method)
+{
+    pb_webhook_t *w = s_webhook_new(http, NULL);
+    if (w == NULL)
+        return s_queue_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                            "internal error\n");
+    w->conn = conn;
+    *con_cls = w;
+    return s_hook_begin(http, w, url, method);
+}
+
 static enum MHD_Result
 s_access_cb(void *cls, struct MHD_Connection *conn, const char *url,
             const char *method, const char *version,
@@ -765,17 +818,21 @@ s_access_cb(void *cls, struct MHD_Connection *conn, const char *url,
     pb_webhook_t *w = *con_cls;
     bool hooks = strncmp(url, PB_HOOKS_PREFIX, PB_HOOKS_PREFIX_LEN) == 0;
 
+    if (w == (pb_webhook_t *)&s_page_marker) {
+        *upload_data_size = 0; /* s_has_body said there is none */
+        return s_serve_other(http, conn, url, method);
+    }
     if (w == NULL) {
         atomic_fetch_add(&http->requests, 1);
-        if (!hooks)
-            return s_serve_other(http, conn, url, method);
-        /* the raw path spelled the prefix with escapes, or no memory */
-        if ((w = s_webhook_new(http, NULL)) == NULL)
-            return s_queue_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
-                                "internal error\n");
-        w->conn = conn;
-        *con_cls = w;
-        return s_hook_begin(http, w, url, method);
+        if (hooks)
+            return s_hook_escaped(http, conn, con_cls, url, method);
+        if (s_is_page(url, method) && !s_has_body(conn)) {
+            /* answer on the final call: an answer queued before the
+             * (empty) body makes libmicrohttpd close the connection */
+            *con_cls = &s_page_marker;
+            return MHD_YES;
+        }
+        return s_serve_other(http, conn, url, method);
     }
     switch (w->state) {
     case S_NEW:
@@ -806,14 +863,13 @@ s_completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
     pb_http_t *http = cls;
     pb_webhook_t *w = *con_cls;
-    if (w == NULL)
-        return;
     *con_cls = NULL;
+    if (w == NULL || w == (pb_webhook_t *)&s_page_marker)
+        return;
+    bool aborted = false;
     pthread_mutex_lock(&http->lock);
     if (w->state == S_RECEIVING) {
-        atomic_fetch_add(&http->aborted, 1);
-        pb_info("http", "webhook for '%s' aborted before its body was "
-                "complete (%zu bytes received)", w->connector, w->body_len);
+        aborted = true;
     } else if (w->state == S_PARKED) {
         /* cannot happen while the daemon runs; be safe regardless */
         s_parked_unlink(http, w);
@@ -824,6 +880,11 @@ s_completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
         pthread_cond_broadcast(&http->cond);
     w->state = S_DONE;
     pthread_mutex_unlock(&http->lock);
+    if (aborted) {
+        atomic_fetch_add(&http->aborted, 1);
+        pb_info("http", "webhook for '%s' aborted before its body was "
+                "complete (%zu bytes received)", w->connector, w->body_len);
+    }
     s_webhook_unref(w);
 }
 

@@ -5,15 +5,15 @@
  * upgrading a webhook connector never closes the port.  It serves:
  *   POST /hooks/<connector>  - handed to the on_webhook callback
  *   GET  /healthz            - 200 "ok" while the listener runs
- *   GET  /readyz, /metrics   - through the on_page callback (503/404 when
- *                              it is NULL)
+ *   GET  /readyz, /metrics   - through the on_page callback (without one:
+ *                              /readyz 200 "ready", /metrics 404)
  * Request bodies are assembled from every piece libmicrohttpd hands over
  * (chunked and Expect: 100-continue included) and handed on only when
  * complete.  A Content-Length above body_limit gets 413 before the body is
  * read; a chunked body that grows past it gets 413 too.  Both
  * Content-Length and Transfer-Encoding, or two different Content-Lengths,
  * get 400.  A body that ends early (the client hangs up) is never handed
- * on.  Idle keep-alive connections close after idle_timeout_ms.  Polling
+ * on.  Idle keep-alive connections close after idle_timeout_s.  Polling
  * uses epoll, so descriptors above 1024 work.
  *
  * A webhook is answered asynchronously: on_webhook takes the request and
@@ -59,6 +59,9 @@ const char *pb_request_header(const plugboard_request_t *req,
  * Answer the request and release it.  Thread-safe.  status and body
  * override what the response holds when status > 0; pass 0 and NULL to
  * send the response as the connector left it.  After this call w is gone.
+ * Safe after pb_http_stop: then it is a no-op that only releases w (stop
+ * has already answered 503).  When on_webhook returns non-zero, the callee
+ * must not have called this.
  */
 void pb_webhook_complete(pb_webhook_t *w, int status, const char *body);
 

@@ -24,9 +24,9 @@
 typedef struct s_file {
     const plugboard_host_api_t *api;
     plugboard_host_t *host;
-    char *path;  /* owned, api->alloc */
+    char *path; /* owned, api->alloc */
     int fd;
-    dev_t dev;   /* identity of the file fd refers to */
+    dev_t dev; /* identity of the file fd refers to */
     ino_t ino;
     bool fsync;
 } s_file_t;
@@ -56,8 +56,8 @@ static const char *const s_consumes[] = {PLUGBOARD_EV_ANY, NULL};
 static int
 s_file_open_fd(s_file_t *f)
 {
-    int fd = open(f->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
-                  S_FILE_MODE);
+    int fd =
+        open(f->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, S_FILE_MODE);
     if (fd < 0)
         return errno;
     struct stat st;
@@ -84,8 +84,7 @@ static int
 s_file_follow(s_file_t *f)
 {
     struct stat st;
-    if (stat(f->path, &st) == 0 && st.st_dev == f->dev
-        && st.st_ino == f->ino)
+    if (stat(f->path, &st) == 0 && st.st_dev == f->dev && st.st_ino == f->ino)
         return 0;
     int err = s_file_open_fd(f);
     if (err == 0)
@@ -119,8 +118,8 @@ s_open(const plugboard_host_api_t *api, plugboard_host_t *host,
 
     int err = s_file_open_fd(f);
     if (err != 0) {
-        snprintf(errbuf, PLUGBOARD_ERRBUF_MAX, "cannot open '%s': %s",
-                 path, strerror(err));
+        snprintf(errbuf, PLUGBOARD_ERRBUF_MAX, "cannot open '%s': %s", path,
+                 strerror(err));
         api->free(f->path);
         api->free(f);
         return -1;
@@ -148,12 +147,11 @@ s_close(void *state)
 }
 
 static void
-s_retry(plugboard_result_t *result, const char *what, const char *path,
-        int err)
+s_retry(plugboard_result_t *result, const char *what, const char *path, int err)
 {
     result->outcome = PLUGBOARD_RETRY;
-    snprintf(result->reason, sizeof result->reason, "cannot %s '%s': %s",
-             what, path, strerror(err));
+    snprintf(result->reason, sizeof result->reason, "cannot %s '%s': %s", what,
+             path, strerror(err));
 }
 
 /*
@@ -166,18 +164,15 @@ s_undo_fragment(s_file_t *f, size_t written)
 {
     off_t end = lseek(f->fd, 0, SEEK_CUR);
     struct stat st;
-    if (end >= (off_t)written && fstat(f->fd, &st) == 0
-        && st.st_size == end
-        && ftruncate(f->fd, end - (off_t)written) == 0)
+    if (end >= (off_t)written && fstat(f->fd, &st) == 0 && st.st_size == end &&
+        ftruncate(f->fd, end - (off_t)written) == 0)
         return;
     f->api->log(f->host, PLUGBOARD_LOG_WARN,
-                "partial line left in path='%s' after a short write",
-                f->path);
+                "partial line left in path='%s' after a short write", f->path);
 }
 
 static void
-s_deliver(void *state, const plugboard_event_t *ev,
-          plugboard_result_t *result)
+s_deliver(void *state, const plugboard_event_t *ev, plugboard_result_t *result)
 {
     s_file_t *f = state;
     const plugboard_host_api_t *api = f->api;
@@ -220,13 +215,12 @@ s_deliver(void *state, const plugboard_event_t *ev,
         s_undo_fragment(f, (size_t)n);
         result->outcome = PLUGBOARD_RETRY;
         snprintf(result->reason, sizeof result->reason,
-                 "short write to '%s': %zd of %zu bytes (disk full?)",
-                 f->path, n, len + 1);
+                 "short write to '%s': %zd of %zu bytes (disk full?)", f->path,
+                 n, len + 1);
         return;
     }
     /* EINVAL/EROFS: the target (a pipe, /dev/stdout) cannot be synced */
-    if (f->fsync && fdatasync(f->fd) != 0 && errno != EINVAL
-        && errno != EROFS)
+    if (f->fsync && fdatasync(f->fd) != 0 && errno != EINVAL && errno != EROFS)
         s_retry(result, "sync", f->path, errno);
 }
 

@@ -102,8 +102,7 @@ s_buf_adds(s_buf_t *b, const char *s)
     s_buf_add(b, s, strlen(s));
 }
 
-static void
-s_buf_printf(s_buf_t *b, const char *fmt, ...)
+static void s_buf_printf(s_buf_t *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 static void
@@ -153,11 +152,11 @@ typedef struct s_template {
 typedef struct s_maildir {
     const plugboard_host_api_t *api;
     plugboard_host_t *host;
-    char *root;         /* the Maildir */
-    char *from;         /* formatted header value */
-    char *to;           /* formatted fixed recipient, or NULL */
-    char *reply_to;     /* formatted header value, or NULL */
-    char *to_field;     /* event field holding the recipient */
+    char *root;     /* the Maildir */
+    char *from;     /* formatted header value */
+    char *to;       /* formatted fixed recipient, or NULL */
+    char *reply_to; /* formatted header value, or NULL */
+    char *to_field; /* event field holding the recipient */
     s_template_t *templates;
     size_t template_count;
     char host_name[128]; /* for tmp/ names, '/' and ':' escaped */
@@ -207,18 +206,12 @@ static const plugboard_setting_spec_t s_settings[] = {
 };
 
 static const char *const s_consumes[] = {
-    PLUGBOARD_EV_PAYMENT_SUCCEEDED,
-    PLUGBOARD_EV_PAYMENT_FAILED,
-    PLUGBOARD_EV_PAYMENT_REFUNDED,
-    PLUGBOARD_EV_SUBSCRIPTION_CANCELED,
-    PLUGBOARD_EV_DISPUTE_OPENED,
-    PLUGBOARD_EV_CONTACT_UPSERTED,
-    PLUGBOARD_EV_TICKET_CREATED,
-    PLUGBOARD_EV_TICKET_UPDATED,
-    PLUGBOARD_EV_TICKET_SOLVED,
-    PLUGBOARD_EV_EMAIL_BOUNCED,
-    PLUGBOARD_EV_DELIVERY_DEAD,
-    NULL,
+    PLUGBOARD_EV_PAYMENT_SUCCEEDED, PLUGBOARD_EV_PAYMENT_FAILED,
+    PLUGBOARD_EV_PAYMENT_REFUNDED,  PLUGBOARD_EV_SUBSCRIPTION_CANCELED,
+    PLUGBOARD_EV_DISPUTE_OPENED,    PLUGBOARD_EV_CONTACT_UPSERTED,
+    PLUGBOARD_EV_TICKET_CREATED,    PLUGBOARD_EV_TICKET_UPDATED,
+    PLUGBOARD_EV_TICKET_SOLVED,     PLUGBOARD_EV_EMAIL_BOUNCED,
+    PLUGBOARD_EV_DELIVERY_DEAD,     NULL,
 };
 
 static const char s_generic_subject[] = "{{$type}} for {{$key}}";
@@ -237,8 +230,7 @@ static const char s_generic_body[] =
 static bool
 s_is_atext(unsigned char c)
 {
-    return isalnum(c) || strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL
-           || c >= 0x80;
+    return isalnum(c) || strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL || c >= 0x80;
 }
 
 /*
@@ -269,26 +261,34 @@ s_address_ok(const char *s, size_t n)
                 return false;
             continue;
         }
-        if (i < local ? !s_is_atext(c)
-                      : !(isalnum(c) || c == '-' || c >= 0x80))
+        if (i < local ? !s_is_atext(c) : !(isalnum(c) || c == '-' || c >= 0x80))
             return false;
     }
     return true;
 }
 
-/* Append RFC 2047 encoded words for s, folded with CRLF SP between words.
- * Words end on UTF-8 character boundaries (RFC 2047 section 5). */
+/*
+ * Append RFC 2047 encoded words for s, folded with CRLF SP between words
+ * so each line stays within 78 characters; col is where the first word
+ * starts on its line.  Words end on UTF-8 character boundaries (RFC 2047
+ * section 5) and are at most 75 characters.
+ */
 static void
-s_encode_words(s_buf_t *out, const char *s, size_t n)
+s_encode_words(s_buf_t *out, const char *s, size_t n, size_t col)
 {
     size_t i = 0;
     while (i < n) {
-        size_t end = i + S_WORD_BYTES < n ? i + S_WORD_BYTES : n;
+        /* "=?UTF-8?B?" + base64 + "?=": 12 characters of overhead */
+        size_t room = col + 75 <= 78 ? 75 : 78 - col;
+        size_t max = room > 12 + 4 ? (room - 12) / 4 * 3 : 3;
+        if (max > S_WORD_BYTES)
+            max = S_WORD_BYTES;
+        size_t end = i + max < n ? i + max : n;
         /* step back over at most 3 continuation bytes to a character
          * start; invalid UTF-8 is cut where it falls */
         size_t cut = end;
-        for (int k = 0; k < 3 && cut < n && cut > i + 1
-                        && ((unsigned char)s[cut] & 0xC0) == 0x80;
+        for (int k = 0; k < 3 && cut < n && cut > i + 1 &&
+                        ((unsigned char)s[cut] & 0xC0) == 0x80;
              k++)
             cut--;
         if (cut < n && ((unsigned char)s[cut] & 0xC0) != 0x80)
@@ -301,6 +301,7 @@ s_encode_words(s_buf_t *out, const char *s, size_t n)
         s_buf_adds(out, b64);
         s_buf_adds(out, "?=");
         i = end;
+        col = 1;
     }
 }
 
@@ -313,8 +314,8 @@ s_is_ascii(const char *s, size_t n)
     return true;
 }
 
-/* A display name safe as a phrase as is: atext, spaces and dots only...
- * dots are specials, so anything but atext and spaces is quoted. */
+/* Whether an ASCII display name must be a quoted-string: anything but
+ * atext and spaces (a '.', ',' or '"', say) is special in a phrase. */
 static bool
 s_phrase_needs_quotes(const char *s, size_t n)
 {
@@ -326,12 +327,14 @@ s_phrase_needs_quotes(const char *s, size_t n)
 
 /*
  * Parse "addr" or "Display Name <addr>" from a setting into a header-ready
- * value in out (caller owns, api->free).  Returns NULL and fills errbuf
- * when the text is not that.
+ * value: a non-ASCII name becomes encoded words (the first starting at
+ * column col, after the header's name), a name with specials is quoted.
+ * Returns the value (caller owns, api->free), or NULL and fills errbuf
+ * when the text is not such an address.
  */
 static char *
 s_mailbox_format(const plugboard_host_api_t *api, const char *setting,
-                 const char *text, char *errbuf)
+                 const char *text, size_t col, char *errbuf)
 {
     size_t n = strlen(text);
     while (n > 0 && isspace((unsigned char)text[n - 1]))
@@ -364,15 +367,13 @@ s_mailbox_format(const plugboard_host_api_t *api, const char *setting,
     if (name_len == 0) {
         s_buf_add(&b, addr, addr_len);
     } else {
-        bool quoted = name_len >= 2 && name[0] == '"'
-                      && name[name_len - 1] == '"';
+        if (name_len >= 2 && name[0] == '"' && name[name_len - 1] == '"') {
+            name++; /* quoted by the admin: quoted again below if needed */
+            name_len -= 2;
+        }
         if (!s_is_ascii(name, name_len)) {
-            if (quoted) {
-                name++;
-                name_len -= 2;
-            }
-            s_encode_words(&b, name, name_len);
-        } else if (!quoted && s_phrase_needs_quotes(name, name_len)) {
+            s_encode_words(&b, name, name_len, col);
+        } else if (s_phrase_needs_quotes(name, name_len)) {
             s_buf_adds(&b, "\"");
             for (size_t i = 0; i < name_len; i++) {
                 if (name[i] == '"' || name[i] == '\\')
@@ -451,8 +452,8 @@ s_read_file(const plugboard_host_api_t *api, const char *path, char **out,
 /* Split template text into subject and body.  Returns NULL on success or
  * what is wrong with it. */
 static const char *
-s_template_parse(const plugboard_host_api_t *api, const char *text,
-                 size_t len, s_template_t *t)
+s_template_parse(const plugboard_host_api_t *api, const char *text, size_t len,
+                 s_template_t *t)
 {
     if (memchr(text, '\0', len))
         return "contains a NUL byte";
@@ -505,15 +506,14 @@ s_is_template_name(const char *name)
 
 /* Load one template file into m->templates (which has room). */
 static int
-s_template_load(s_maildir_t *m, const char *dir, const char *name,
-                char *errbuf)
+s_template_load(s_maildir_t *m, const char *dir, const char *name, char *errbuf)
 {
     const plugboard_host_api_t *api = m->api;
     char path[PATH_MAX];
-    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name)
-        >= sizeof path) {
-        snprintf(errbuf, PLUGBOARD_ERRBUF_MAX,
-                 "template path too long in '%s'", dir);
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >=
+        sizeof path) {
+        snprintf(errbuf, PLUGBOARD_ERRBUF_MAX, "template path too long in '%s'",
+                 dir);
         return -1;
     }
     char *text = NULL;
@@ -647,8 +647,7 @@ s_hostname_init(s_maildir_t *m)
     m->host_name[o] = '\0';
     if (o == 0)
         snprintf(m->host_name, sizeof m->host_name, "plugboard");
-    snprintf(m->domain, sizeof m->domain, "%s",
-             domain_ok ? name : "plugboard");
+    snprintf(m->domain, sizeof m->domain, "%s", domain_ok ? name : "plugboard");
 }
 
 static void
@@ -678,14 +677,15 @@ s_open_addresses(s_maildir_t *m, const plugboard_settings_t *settings,
     const char *from = api->setting_string(settings, "from");
     const char *to = api->setting_string(settings, "to");
     const char *reply_to = api->setting_string(settings, "reply_to");
-    m->from = s_mailbox_format(api, "from", from ? from : "", errbuf);
+    /* col: where the value starts, after "From: ", "To: ", "Reply-To: " */
+    m->from = s_mailbox_format(api, "from", from ? from : "", 6, errbuf);
     if (!m->from)
         return -1;
-    if (to && *to && !(m->to = s_mailbox_format(api, "to", to, errbuf)))
+    if (to && *to && !(m->to = s_mailbox_format(api, "to", to, 4, errbuf)))
         return -1;
-    if (reply_to && *reply_to
-        && !(m->reply_to = s_mailbox_format(api, "reply_to", reply_to,
-                                            errbuf)))
+    if (reply_to && *reply_to &&
+        !(m->reply_to =
+              s_mailbox_format(api, "reply_to", reply_to, 10, errbuf)))
         return -1;
     return 0;
 }
@@ -719,13 +719,13 @@ s_open(const plugboard_host_api_t *api, plugboard_host_t *host,
         snprintf(errbuf, PLUGBOARD_ERRBUF_MAX, "out of memory");
         goto out_close;
     }
-    if (s_open_addresses(m, settings, errbuf) != 0
-        || s_maildir_prepare(root, errbuf) != 0
-        || s_templates_load(m, templates, errbuf) != 0)
+    if (s_open_addresses(m, settings, errbuf) != 0 ||
+        s_maildir_prepare(root, errbuf) != 0 ||
+        s_templates_load(m, templates, errbuf) != 0)
         goto out_close;
     s_hostname_init(m);
     api->log(host, PLUGBOARD_LOG_INFO,
-             "maildir='%s' templates=%zu from '%s'", root,
+             "opened maildir='%s' templates=%zu template_dir='%s'", root,
              m->template_count, templates);
     *state = m;
     return 0;
@@ -780,8 +780,8 @@ s_rfc5322_date(int64_t ms, char *out, size_t out_len)
         gmtime_r(&secs, &tm);
     }
     snprintf(out, out_len, "%s, %02d %s %04d %02d:%02d:%02d +0000",
-             days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon],
-             tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+             days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900,
+             tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
 /* "Name: value" CRLF.  value is header-ready (validated or encoded at
@@ -805,7 +805,45 @@ s_add_header(s_buf_t *out, const char *name, const char *value)
     s_buf_adds(out, "\r\n");
 }
 
-/* Subject value: as is when short plain ASCII, otherwise encoded words. */
+/*
+ * Plain ASCII text folded at spaces (RFC 5322 section 2.2.3) so lines stay
+ * within 78 characters where a space allows it.  Folding inserts CRLF
+ * before a space that precedes a word, so unfolding gives the text back
+ * and no line is only whitespace.
+ */
+static void
+s_add_folded(s_buf_t *out, const char *s, size_t n, size_t col)
+{
+    size_t i = 0;
+    while (i < n) {
+        /* the next segment: this character up to the next foldable space */
+        size_t j = i + 1;
+        while (j < n && !(s[j] == ' ' && j + 1 < n && s[j + 1] != ' '))
+            j++;
+        if (col + (j - i) > 78 && s[i] == ' ' && col > 1) {
+            s_buf_adds(out, "\r\n");
+            col = 0;
+        }
+        s_buf_add(out, s + i, j - i);
+        col += j - i;
+        i = j;
+    }
+}
+
+/* The longest run of characters without a space. */
+static size_t
+s_longest_word(const char *s, size_t n)
+{
+    size_t best = 0, run = 0;
+    for (size_t i = 0; i < n; i++) {
+        run = s[i] == ' ' ? 0 : run + 1;
+        best = run > best ? run : best;
+    }
+    return best;
+}
+
+/* Subject: plain ASCII folded at spaces, or else encoded words (also for
+ * text that could be mistaken for encoded words, or cannot be folded). */
 static void
 s_add_subject(s_buf_t *out, const char *subject)
 {
@@ -817,12 +855,12 @@ s_add_subject(s_buf_t *out, const char *subject)
         n--;
     }
     s_buf_adds(out, "Subject: ");
-    bool plain = s_is_ascii(subject, n) && n <= 78 - 9
-                 && !memmem(subject, n, "=?", 2);
+    bool plain = s_is_ascii(subject, n) && !memmem(subject, n, "=?", 2) &&
+                 s_longest_word(subject, n) <= 78 - 9;
     if (plain)
-        s_buf_add(out, subject, n);
+        s_add_folded(out, subject, n, 9);
     else
-        s_encode_words(out, subject, n);
+        s_encode_words(out, subject, n, 9);
     s_buf_adds(out, "\r\n");
 }
 
@@ -846,10 +884,10 @@ s_add_qp_body(s_buf_t *out, const char *body)
         for (size_t i = 0; i < n; i++) {
             unsigned char c = (unsigned char)p[i];
             bool last = i + 1 == n;
-            bool literal = (c >= 33 && c <= 126 && c != '=')
-                           || ((c == ' ' || c == '\t') && !last);
-            if (col == 0 && c == 'F' && n - i >= 5
-                && strncmp(p + i, "From ", 5) == 0)
+            bool literal = (c >= 33 && c <= 126 && c != '=') ||
+                           ((c == ' ' || c == '\t') && !last);
+            if (col == 0 && c == 'F' && n - i >= 5 &&
+                strncmp(p + i, "From ", 5) == 0)
                 literal = false;
             size_t width = literal ? 1 : 3;
             if (col + width > (last ? 76u : 75u)) {
@@ -882,8 +920,8 @@ s_add_event_json(s_buf_t *body, const plugboard_host_api_t *api,
         return;
     }
     json_t *doc = json_loads(line, 0, NULL);
-    char *pretty = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER)
-                       : NULL;
+    char *pretty =
+        doc ? json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
     s_buf_adds(body, pretty ? pretty : line);
     s_buf_adds(body, "\n");
     free(pretty); /* jansson's allocator */
@@ -892,11 +930,11 @@ s_add_event_json(s_buf_t *body, const plugboard_host_api_t *api,
 }
 
 typedef struct s_mail {
-    const char *rcpt;     /* formatted To value */
+    const char *rcpt; /* formatted To value */
     const char *type;
     const char *safe_id;
-    char *subject;        /* rendered, api->alloc */
-    s_buf_t body;         /* rendered text, before QP */
+    char *subject; /* rendered, api->alloc */
+    s_buf_t body;  /* rendered text, before QP */
 } s_mail_t;
 
 /* Render subject and body for ev.  Returns false when out of memory. */
@@ -907,10 +945,10 @@ s_render(const s_maildir_t *m, const plugboard_event_t *ev, s_mail_t *mail)
     const s_template_t *t = s_template_find(m, mail->type);
     const char *subj_t = t ? t->subject : s_generic_subject;
     const char *body_t = t ? t->body : s_generic_body;
-    mail->subject = plugboard_template_render(api, ev, subj_t,
-                                              PLUGBOARD_ESCAPE_HEADER);
-    char *body = plugboard_template_render(api, ev, body_t,
-                                           PLUGBOARD_ESCAPE_NONE);
+    mail->subject =
+        plugboard_template_render(api, ev, subj_t, PLUGBOARD_ESCAPE_HEADER);
+    char *body =
+        plugboard_template_render(api, ev, body_t, PLUGBOARD_ESCAPE_NONE);
     mail->body.api = api;
     if (body) {
         s_buf_adds(&mail->body, body);
@@ -924,8 +962,8 @@ s_render(const s_maildir_t *m, const plugboard_event_t *ev, s_mail_t *mail)
 }
 
 static void
-s_build(const s_maildir_t *m, const plugboard_event_t *ev,
-        const s_mail_t *mail, s_buf_t *msg)
+s_build(const s_maildir_t *m, const plugboard_event_t *ev, const s_mail_t *mail,
+        s_buf_t *msg)
 {
     const plugboard_host_api_t *api = m->api;
     char date[64];
@@ -977,9 +1015,9 @@ s_seen_in_cur(const s_maildir_t *m, const char *name)
     bool found = false;
     struct dirent *e;
     while (!found && (e = readdir(d)) != NULL)
-        found = strncmp(e->d_name, name, n) == 0
-                && (e->d_name[n] == '\0' || e->d_name[n] == ':'
-                    || e->d_name[n] == '!');
+        found = strncmp(e->d_name, name, n) == 0 &&
+                (e->d_name[n] == '\0' || e->d_name[n] == ':' ||
+                 e->d_name[n] == '!');
     closedir(d);
     return found;
 }
@@ -1039,8 +1077,8 @@ s_publish(const char *tmp, const char *dst)
     if (link(tmp, dst) == 0)
         return 0;
     int err = errno;
-    if (err != EPERM && err != ENOSYS && err != EOPNOTSUPP && err != EXDEV
-        && err != EMLINK)
+    if (err != EPERM && err != ENOSYS && err != EOPNOTSUPP && err != EXDEV &&
+        err != EMLINK)
         return err;
     struct stat st;
     if (lstat(dst, &st) == 0)
@@ -1096,17 +1134,16 @@ s_store(s_maildir_t *m, const char *name, const s_buf_t *msg,
  * rejects when the field is missing or not a single bare address.
  */
 static char *
-s_recipient(const s_maildir_t *m, const plugboard_event_t *ev,
-            const char *type, plugboard_result_t *r)
+s_recipient(const s_maildir_t *m, const plugboard_event_t *ev, const char *type,
+            plugboard_result_t *r)
 {
     const plugboard_host_api_t *api = m->api;
     const char *src = m->to;
     size_t len = src ? strlen(src) : 0;
-    const char *field = strcmp(type, PLUGBOARD_EV_DELIVERY_DEAD) == 0
-                            ? "owner"
-                            : m->to_field;
-    if (!src && (!api->event_string(ev, field, &src, &len)
-                 || !s_address_ok(src, len))) {
+    const char *field =
+        strcmp(type, PLUGBOARD_EV_DELIVERY_DEAD) == 0 ? "owner" : m->to_field;
+    if (!src && (!api->event_string(ev, field, &src, &len) ||
+                 !s_address_ok(src, len))) {
         r->outcome = PLUGBOARD_REJECT;
         snprintf(r->reason, sizeof r->reason,
                  "recipient field '%s' is missing or not an address", field);
@@ -1137,8 +1174,8 @@ s_deliver(void *state, const plugboard_event_t *ev, plugboard_result_t *r)
     /* the name every delivery of this event uses in new/ and cur/ */
     int64_t secs = api->event_time_ms(ev) / 1000;
     char name[128];
-    snprintf(name, sizeof name, "%" PRId64 ".%s.plugboard",
-             secs > 0 ? secs : 0, safe_id);
+    snprintf(name, sizeof name, "%" PRId64 ".%s.plugboard", secs > 0 ? secs : 0,
+             safe_id);
     if (s_seen_in_cur(m, name)) {
         api->free(rcpt);
         return; /* delivered before and already read */

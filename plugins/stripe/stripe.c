@@ -32,6 +32,7 @@
 #define S_MAX_SECRETS 2 /* current and previous */
 #define S_MAX_OUT 2     /* canonical events one Stripe event can become */
 #define S_MAX_T_DIGITS 18
+#define S_EMAIL_MAX 254 /* RFC 5321 path limit, below the key limit */
 
 /* ------------------------------------------------------------------ */
 /* Descriptor                                                          */
@@ -576,7 +577,7 @@ typedef struct s_person {
     const char *email; /* lower-cased, in buf */
     const char *name;
     const char *customer_id;
-    char buf[320];
+    char buf[S_EMAIL_MAX + 1];
 } s_person_t;
 
 static void
@@ -845,7 +846,7 @@ static s_verdict_t
 s_contact(s_map_t *m, const char *email, const char *name,
           const char *phone, const char *customer_id)
 {
-    char buf[320];
+    char buf[S_EMAIL_MAX + 1];
     const char *lower = s_email(email, buf, sizeof buf);
     s_build_t o;
 

@@ -112,12 +112,23 @@ s_buf_add_escaped(s_buf_t *b, const char *s, size_t n,
         if (escape == PLUGBOARD_ESCAPE_HTML) {
             const char *rep = NULL;
             switch (c) {
-            case '&': rep = "&amp;"; break;
-            case '<': rep = "&lt;"; break;
-            case '>': rep = "&gt;"; break;
-            case '"': rep = "&quot;"; break;
-            case '\'': rep = "&#39;"; break;
-            default: break;
+            case '&':
+                rep = "&amp;";
+                break;
+            case '<':
+                rep = "&lt;";
+                break;
+            case '>':
+                rep = "&gt;";
+                break;
+            case '"':
+                rep = "&quot;";
+                break;
+            case '\'':
+                rep = "&#39;";
+                break;
+            default:
+                break;
             }
             if (rep) {
                 s_buf_add(b, rep, strlen(rep));
@@ -161,10 +172,10 @@ s_find_currency(const plugboard_host_api_t *api, const plugboard_event_t *ev,
     const char *dot = strrchr(path, '.');
     if (dot) {
         char sib[S_PATH_MAX + 16];
-        int n = snprintf(sib, sizeof sib, "%.*s.currency",
-                         (int)(dot - path), path);
-        if (n > 0 && (size_t)n < sizeof sib
-            && api->event_string(ev, sib, cur, cur_len) && *cur_len > 0)
+        int n =
+            snprintf(sib, sizeof sib, "%.*s.currency", (int)(dot - path), path);
+        if (n > 0 && (size_t)n < sizeof sib &&
+            api->event_string(ev, sib, cur, cur_len) && *cur_len > 0)
             return true;
     }
     return api->event_string(ev, "currency", cur, cur_len) && *cur_len > 0;
@@ -176,8 +187,7 @@ s_format_money(char *out, size_t out_len, int64_t minor, const char *cur,
                size_t cur_len)
 {
     int decimals = cur ? s_currency_decimals(cur, cur_len) : 2;
-    uint64_t mag = minor < 0 ? (uint64_t)0 - (uint64_t)minor
-                             : (uint64_t)minor;
+    uint64_t mag = minor < 0 ? (uint64_t)0 - (uint64_t)minor : (uint64_t)minor;
     uint64_t scale = decimals == 0 ? 1 : decimals == 3 ? 1000 : 100;
     char code[8] = "";
     if (cur) {
@@ -205,9 +215,8 @@ s_format_date(char *out, size_t out_len, int64_t ms)
         out[0] = '\0';
         return;
     }
-    snprintf(out, out_len, "%04d-%02d-%02d %02d:%02d UTC",
-             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-             tm.tm_min);
+    snprintf(out, out_len, "%04d-%02d-%02d %02d:%02d UTC", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min);
 }
 
 /* The value being filtered: text (borrowed or in scratch) or an integer. */

@@ -107,8 +107,8 @@ round_trip(pb_builder_t *b, uint8_t **frame, size_t *len)
     int err = -1;
 
     cr_assert_eq(pb_builder_encode(b, frame, len), 0);
-    pb_envelope_t *env = pb_envelope_decode(*frame, *len, NULL, &err, why,
-                                            sizeof why);
+    pb_envelope_t *env =
+        pb_envelope_decode(*frame, *len, NULL, &err, why, sizeof why);
     cr_assert_not_null(env, "decode failed: %s", why);
     cr_assert_eq(err, 0);
     return env;
@@ -123,8 +123,8 @@ rich_frame(uint8_t **frame, size_t *len)
     cr_assert_eq(pb_builder_set_key(b, "ana@example.com"), 0);
     cr_assert_eq(pb_builder_set_dedupe_id(b, "evt_1N2b3C"), 0);
     cr_assert_eq(pb_builder_set_causation(b, "01HZX3J8Q2W4E6R8T0Y2U4I6O8"), 0);
-    cr_assert_eq(pb_builder_set_string(b, "customer.email", "ana@example.com",
-                                       15), 0);
+    cr_assert_eq(
+        pb_builder_set_string(b, "customer.email", "ana@example.com", 15), 0);
     cr_assert_eq(pb_builder_set_int(b, "amount", -1200), 0);
     cr_assert_eq(pb_builder_set_int(b, "big", INT64_MAX), 0);
     cr_assert_eq(pb_builder_set_bool(b, "retryable", true), 0);
@@ -146,7 +146,8 @@ Test(envelope, round_trip_keeps_every_envelope_field)
     cr_assert_eq(pb_builder_set_key(b, "ana@example.com"), 0);
     cr_assert_eq(pb_builder_set_dedupe_id(b, "evt_1N2b3C"), 0);
     cr_assert_eq(pb_builder_set_time_ms(b, 1700000000123), 0);
-    cr_assert_eq(pb_builder_set_correlation(b, "01HZX000000000000000000000"), 0);
+    cr_assert_eq(pb_builder_set_correlation(b, "01HZX000000000000000000000"),
+                 0);
     cr_assert_eq(pb_builder_set_causation(b, "01HZX111111111111111111111"), 0);
     cr_assert_eq(pb_builder_set_int(b, "amount", 1200), 0);
 
@@ -231,8 +232,8 @@ Test(envelope, round_trip_keeps_nested_data)
 {
     pb_builder_t *b = pb_builder_new("payments", "payment.failed");
     const char *name = "Zoë Ångström 日本 ✓";
-    cr_assert_eq(pb_builder_set_string(b, "customer.email", "zoe@example.com",
-                                       15), 0);
+    cr_assert_eq(
+        pb_builder_set_string(b, "customer.email", "zoe@example.com", 15), 0);
     cr_assert_eq(pb_builder_set_string(b, "customer.name", name, strlen(name)),
                  0);
     cr_assert_eq(pb_builder_set_int(b, "customer.address.zip", 10115), 0);
@@ -378,8 +379,7 @@ Test(envelope, lookups_miss_cleanly)
     bool flag = true;
 
     /* missing */
-    cr_assert_eq(pb_event_kind(env, "customer.phone"),
-                 PLUGBOARD_VALUE_MISSING);
+    cr_assert_eq(pb_event_kind(env, "customer.phone"), PLUGBOARD_VALUE_MISSING);
     cr_assert_not(pb_event_string(env, "customer.phone", &s, &n));
     cr_assert_not(pb_event_string(env, "nobody.email", &s, &n));
     /* crossing a scalar or an array */
@@ -400,10 +400,8 @@ Test(envelope, lookups_miss_cleanly)
     cr_assert_eq(pb_event_kind(env, "customer..email"),
                  PLUGBOARD_VALUE_MISSING);
     /* keys compare by bytes: no prefix or case folding */
-    cr_assert_eq(pb_event_kind(env, "Customer.email"),
-                 PLUGBOARD_VALUE_MISSING);
-    cr_assert_eq(pb_event_kind(env, "customer.emai"),
-                 PLUGBOARD_VALUE_MISSING);
+    cr_assert_eq(pb_event_kind(env, "Customer.email"), PLUGBOARD_VALUE_MISSING);
+    cr_assert_eq(pb_event_kind(env, "customer.emai"), PLUGBOARD_VALUE_MISSING);
     /* outputs untouched on a miss */
     cr_assert_str_eq(s, "untouched");
     cr_assert_eq(n, 99);
@@ -643,8 +641,8 @@ Test(envelope, rejects_a_nesting_bomb_without_recursing)
     int err;
 
     assert_rejected(&b, "nesting deeper than 32");
-    pb_envelope_t *env = pb_envelope_decode(b.p, b.n, &loose, &err, why,
-                                            sizeof why);
+    pb_envelope_t *env =
+        pb_envelope_decode(b.p, b.n, &loose, &err, why, sizeof why);
     cr_assert_not_null(env, "%s", why);
     char *json = pb_event_to_json(env); /* too deep to render: NULL */
     cr_assert_null(json);
@@ -664,8 +662,8 @@ Test(envelope, rejects_every_truncation_of_a_valid_frame)
         memcpy(prefix, frame, cut);
         char why[256] = "";
         int err = 0;
-        pb_envelope_t *env = pb_envelope_decode(prefix, cut, NULL, &err, why,
-                                                sizeof why);
+        pb_envelope_t *env =
+            pb_envelope_decode(prefix, cut, NULL, &err, why, sizeof why);
         cr_assert_null(env, "prefix of %zu/%zu bytes accepted", cut, len);
         cr_assert_eq(err, PB_EPROTO, "prefix %zu: err %d", cut, err);
         cr_assert_neq(why[0], '\0', "prefix %zu: no reason", cut);
@@ -776,8 +774,7 @@ Test(envelope, rejects_missing_required_fields)
 
     for (size_t i = 0; i < 5; i++) {
         struct bytes b = frame_without(required[i], NULL);
-        snprintf(what, sizeof what, "missing required field '%s'",
-                 required[i]);
+        snprintf(what, sizeof what, "missing required field '%s'", required[i]);
         assert_rejected(&b, what);
         free(b.p);
     }
@@ -895,14 +892,14 @@ Test(envelope, rejects_frame_larger_than_the_limit)
     char why[256];
     int err = 0;
 
-    cr_assert_null(pb_envelope_decode(frame, len, &small, &err, why,
-                                      sizeof why));
+    cr_assert_null(
+        pb_envelope_decode(frame, len, &small, &err, why, sizeof why));
     cr_assert_eq(err, PB_ETOOBIG);
     cr_assert(strstr(why, "exceeds the limit"), "%s", why);
 
     small.max_frame = len;
-    pb_envelope_t *env = pb_envelope_decode(frame, len, &small, &err, why,
-                                            sizeof why);
+    pb_envelope_t *env =
+        pb_envelope_decode(frame, len, &small, &err, why, sizeof why);
     cr_assert_not_null(env, "%s", why);
     pb_envelope_destroy(&env);
     free(frame);
@@ -920,8 +917,8 @@ Test(envelope, decoder_keeps_no_state_between_frames)
 
     for (int round = 0; round < 3; round++) {
         cr_assert_null(decode(&bad, &err, NULL, 0));
-        pb_envelope_t *env = pb_envelope_decode(frame, len, NULL, &err,
-                                                NULL, 0);
+        pb_envelope_t *env =
+            pb_envelope_decode(frame, len, NULL, &err, NULL, 0);
         cr_assert_not_null(env);
         cr_assert_eq(err, 0);
         cr_assert_str_eq(pb_envelope_key(env), "ana@example.com");
@@ -945,8 +942,8 @@ Test(envelope, ids_are_unique_and_strictly_increasing)
         cr_assert_eq(strlen(ids[i]), PB_ID_LEN);
         cr_assert_eq(strspn(ids[i], crockford), PB_ID_LEN, "%s", ids[i]);
         if (i > 0)
-            cr_assert(strcmp(ids[i - 1], ids[i]) < 0, "%s then %s",
-                      ids[i - 1], ids[i]);
+            cr_assert(strcmp(ids[i - 1], ids[i]) < 0, "%s then %s", ids[i - 1],
+                      ids[i]);
     }
 }
 
@@ -985,8 +982,7 @@ Test(envelope, ids_from_many_threads_never_collide)
 {
     pthread_t t[ID_THREADS];
     for (int i = 0; i < ID_THREADS; i++)
-        pthread_create(&t[i], NULL, make_ids,
-                       s_thread_ids[i * ID_PER_THREAD]);
+        pthread_create(&t[i], NULL, make_ids, s_thread_ids[i * ID_PER_THREAD]);
     for (int i = 0; i < ID_THREADS; i++)
         pthread_join(t[i], NULL);
     qsort(s_thread_ids, ID_THREADS * ID_PER_THREAD, PB_ID_LEN + 1, cmp_id);
@@ -1031,10 +1027,9 @@ Test(envelope, to_json_is_one_parseable_object_with_the_data)
                      "01HZX3J8Q2W4E6R8T0Y2U4I6O8");
 
     json_t *data = json_object_get(j, "data");
-    cr_assert_str_eq(
-        json_string_value(json_object_get(json_object_get(data, "customer"),
-                                          "email")),
-        "ana@example.com");
+    cr_assert_str_eq(json_string_value(json_object_get(
+                         json_object_get(data, "customer"), "email")),
+                     "ana@example.com");
     cr_assert_eq(json_integer_value(json_object_get(data, "amount")), -1200);
     cr_assert_eq(json_integer_value(json_object_get(data, "big")), INT64_MAX);
     cr_assert(json_is_true(json_object_get(data, "retryable")));
@@ -1080,8 +1075,9 @@ Test(envelope, to_json_spells_what_json_lacks)
     json_t *ext = json_object_get(data, "e8");
     cr_assert_eq(json_integer_value(json_object_get(ext, "ext")), 5);
     cr_assert_str_eq(json_string_value(json_object_get(ext, "data")), "eHl6");
-    cr_assert_eq(json_integer_value(json_object_get(
-                     json_object_get(data, "m32"), "k")), 2);
+    cr_assert_eq(
+        json_integer_value(json_object_get(json_object_get(data, "m32"), "k")),
+        2);
 
     json_decref(j);
     free(text);
@@ -1101,10 +1097,9 @@ Test(envelope, to_json_survives_invalid_utf8_in_a_frame)
     cr_assert_not_null(text);
     json_t *j = json_loads(text, 0, NULL);
     cr_assert_not_null(j, "%s", text);
-    cr_assert_str_eq(
-        json_string_value(json_object_get(json_object_get(j, "data"),
-                                          "k\xef\xbf\xbd")),
-        "a\xef\xbf\xbdz");
+    cr_assert_str_eq(json_string_value(json_object_get(
+                         json_object_get(j, "data"), "k\xef\xbf\xbd")),
+                     "a\xef\xbf\xbdz");
     json_decref(j);
     free(text);
     pb_envelope_destroy(&env);
@@ -1118,9 +1113,9 @@ Test(envelope, to_json_survives_invalid_utf8_in_a_frame)
 Test(envelope, builder_rejects_invalid_type_names)
 {
     static const char *const bad[] = {
-        "",           "Payment.failed", "payment..failed", ".payment",
-        "payment.",   "payment failed", "payment-failed",  "payment.*",
-        "paymént",    "a.b\n",
+        "",         "Payment.failed", "payment..failed", ".payment",
+        "payment.", "payment failed", "payment-failed",  "payment.*",
+        "paymént",  "a.b\n",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         pb_builder_t *b = pb_builder_new("payments", bad[i]);
@@ -1187,11 +1182,11 @@ Test(envelope, builder_rejects_invalid_utf8)
         const char *s;
         size_t n;
     } bad[] = {
-        {"\xff", 1},         /* never valid */
-        {"\xc0\xaf", 2},     /* overlong '/' */
-        {"\xed\xa0\x80", 3}, /* surrogate */
+        {"\xff", 1},             /* never valid */
+        {"\xc0\xaf", 2},         /* overlong '/' */
+        {"\xed\xa0\x80", 3},     /* surrogate */
         {"\xf4\x90\x80\x80", 4}, /* past U+10FFFF */
-        {"ab\xe2\x82", 4},   /* cut short */
+        {"ab\xe2\x82", 4},       /* cut short */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         cr_assert_eq(pb_builder_set_string(b, "x", bad[i].s, bad[i].n),
@@ -1204,8 +1199,8 @@ Test(envelope, builder_rejects_invalid_utf8)
 Test(envelope, builder_rejects_invalid_json)
 {
     pb_builder_t *b = pb_builder_new("crm", "contact.upserted");
-    static const char *const bad[] = {"", "{", "[1,]", "{\"a\" 1}", "nul",
-                                      "1 2", "99999999999999999999"};
+    static const char *const bad[] = {
+        "", "{", "[1,]", "{\"a\" 1}", "nul", "1 2", "99999999999999999999"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         cr_assert_eq(pb_builder_set_json(b, "x", bad[i], strlen(bad[i])),
                      PB_EINVAL, "'%s'", bad[i]);

@@ -31,11 +31,12 @@
 #include "log.h"
 
 #define MAX_PARKED 64
-#define MAX_THREADS 16
+#define MAX_THREADS 256
 #define LIMIT 4096
 
 typedef enum hook_mode {
     MODE_THREAD,  /* complete from a new thread after 50 ms */
+    MODE_RACE,    /* complete from a new thread at once */
     MODE_PARK,    /* keep the webhook; the test completes it */
     MODE_INLINE,  /* complete inside on_webhook, before returning */
     MODE_ENOENT,  /* refuse: unknown connector */
@@ -74,7 +75,8 @@ static void *
 complete_later(void *arg)
 {
     pb_webhook_t *w = arg;
-    usleep(50 * 1000);
+    if (s_ctx.mode == MODE_THREAD)
+        usleep(50 * 1000);
     char body[64];
     snprintf(body, sizeof body, "{\"received\":%zu}",
              pb_webhook_request(w)->body_len);
@@ -126,6 +128,7 @@ on_webhook(void *ctx, pb_webhook_t *w)
         return 0;
     }
     case MODE_THREAD:
+    case MODE_RACE:
     default:
         pthread_mutex_lock(&c->lock);
         if (c->nthreads >= MAX_THREADS) {
@@ -437,7 +440,8 @@ Test(http, webhook_completed_from_another_thread_reaches_the_client)
 {
     start(MODE_THREAD);
     char url[128], got[256] = "";
-    snprintf(url, sizeof url, "http://127.0.0.1:%u/hooks/pay_ments-1?a=1&b=%%20x",
+    snprintf(url, sizeof url,
+             "http://127.0.0.1:%u/hooks/pay_ments-1?a=1&b=%%20x",
              pb_http_port(s_http));
     CURL *curl = curl_easy_init();
     struct curl_slist *hdrs =
@@ -736,7 +740,6 @@ Test(http, quiesce_refuses_new_connections_but_finishes_parked_ones)
     park_requests(&fd, 1);
     pb_http_quiesce(s_http);
     int other = connect_to(pb_http_port(s_http));
-    fprintf(stderr, "DEBUG other=%d errno=%s\n", other, strerror(errno));
     if (other >= 0) {
         /* accepted by the kernel before the shutdown took effect:
          * then it must at least never be served */
@@ -757,6 +760,10 @@ Test(http, idle_keep_alive_connection_is_closed_after_the_timeout)
     int fd = connect_server();
     send_str(fd, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
     reply_t r;
+    cr_assert(read_reply(fd, &r));
+    cr_assert_eq(r.status, 200);
+    cr_assert_null(head_value(&r, "Connection"));
+    send_str(fd, "GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n");
     cr_assert(read_reply(fd, &r));
     cr_assert_eq(r.status, 200);
     /* the connection is kept alive, then dropped for idling */
@@ -782,6 +789,43 @@ Test(http, keep_alive_serves_several_webhooks_on_one_connection)
     cr_assert_eq(atomic_load(&s_ctx.calls), 3);
     cr_assert_eq(stats().requests, 3);
     cr_assert_str_eq(s_ctx.query, "n=1");
+}
+
+Test(http, completes_racing_the_park_are_never_lost)
+{
+    /* the completing thread runs before, during or after the listener
+     * parks the connection; every request must be answered once */
+    start(MODE_RACE);
+    int fd = connect_server();
+    for (int i = 0; i < 200; i++) {
+        send_str(fd, "POST /hooks/race HTTP/1.1\r\nHost: t\r\n"
+                     "Content-Length: 4\r\n\r\nrace");
+        reply_t r;
+        cr_assert(read_reply(fd, &r), "no reply to request %d", i);
+        cr_assert_eq(r.status, 202);
+        cr_assert_str_eq(r.body, "{\"received\":4}");
+        if (s_ctx.nthreads == MAX_THREADS) {
+            for (int t = 0; t < s_ctx.nthreads; t++)
+                pthread_join(s_ctx.threads[t], NULL);
+            s_ctx.nthreads = 0;
+        }
+    }
+    close(fd);
+    cr_assert_eq(atomic_load(&s_ctx.calls), 200);
+}
+
+Test(http, parked_longer_than_the_idle_timeout_is_still_answered)
+{
+    start_with(MODE_PARK, 1, NULL);
+    int fd;
+    park_requests(&fd, 1);
+    usleep(2200 * 1000);
+    pb_webhook_complete(s_ctx.parked[0], 200, "slow commit");
+    reply_t r;
+    cr_assert(read_reply(fd, &r));
+    cr_assert_eq(r.status, 200);
+    cr_assert_str_eq(r.body, "slow commit");
+    close(fd);
 }
 
 Test(http, header_lookup_is_case_insensitive_and_first_wins)

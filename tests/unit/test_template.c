@@ -43,8 +43,8 @@ s_event(const char *type, const char *key, const char *json_data)
     pb_builder_destroy(&b);
     int err = 0;
     char why[256];
-    pb_envelope_t *env = pb_envelope_decode(frame, len, NULL, &err, why,
-                                            sizeof why);
+    pb_envelope_t *env =
+        pb_envelope_decode(frame, len, NULL, &err, why, sizeof why);
     free(frame);
     cr_assert_not_null(env, "decode: %s", why);
     return env;
@@ -56,8 +56,7 @@ s_expect(const char *json_data, const char *tmpl, plugboard_escape_t esc,
          const char *want)
 {
     const plugboard_host_api_t *api = pb_host_api();
-    pb_envelope_t *ev = s_event("payment.failed", "ada@example.com",
-                                json_data);
+    pb_envelope_t *ev = s_event("payment.failed", "ada@example.com", json_data);
     char *got = plugboard_template_render(api, ev, tmpl, esc);
     cr_assert_not_null(got);
     cr_expect_str_eq(got, want, "template \"%s\"", tmpl);
@@ -100,20 +99,18 @@ Test(template, default_applies_only_when_empty)
     s_expect(s_payment, "Hi {{customer.name|default:there}},",
              PLUGBOARD_ESCAPE_NONE, "Hi Ada,");
     /* the default text is everything after "default:", '|' included */
-    s_expect(s_payment, "{{x|default:a|b c}}", PLUGBOARD_ESCAPE_NONE,
-             "a|b c");
+    s_expect(s_payment, "{{x|default:a|b c}}", PLUGBOARD_ESCAPE_NONE, "a|b c");
     s_expect("{\"name\": \"\"}", "{{name|default:anonymous}}",
              PLUGBOARD_ESCAPE_NONE, "anonymous");
 }
 
 Test(template, money_uses_the_events_currency)
 {
-    s_expect(s_payment, "{{amount|money}}", PLUGBOARD_ESCAPE_NONE,
-             "12.50 USD");
+    s_expect(s_payment, "{{amount|money}}", PLUGBOARD_ESCAPE_NONE, "12.50 USD");
     s_expect("{\"amount\": 5, \"currency\": \"eur\"}", "{{amount|money}}",
              PLUGBOARD_ESCAPE_NONE, "0.05 EUR");
-    s_expect("{\"amount\": -1999, \"currency\": \"GBP\"}",
-             "{{amount|money}}", PLUGBOARD_ESCAPE_NONE, "-19.99 GBP");
+    s_expect("{\"amount\": -1999, \"currency\": \"GBP\"}", "{{amount|money}}",
+             PLUGBOARD_ESCAPE_NONE, "-19.99 GBP");
     s_expect("{\"amount\": 0, \"currency\": \"USD\"}", "{{amount|money}}",
              PLUGBOARD_ESCAPE_NONE, "0.00 USD");
     s_expect("{\"amount\": 1250}", "{{amount|money}}", PLUGBOARD_ESCAPE_NONE,
@@ -124,8 +121,8 @@ Test(template, money_knows_zero_and_three_decimal_currencies)
 {
     s_expect("{\"amount\": 500, \"currency\": \"JPY\"}", "{{amount|money}}",
              PLUGBOARD_ESCAPE_NONE, "500 JPY");
-    s_expect("{\"amount\": 12000, \"currency\": \"krw\"}",
-             "{{amount|money}}", PLUGBOARD_ESCAPE_NONE, "12000 KRW");
+    s_expect("{\"amount\": 12000, \"currency\": \"krw\"}", "{{amount|money}}",
+             PLUGBOARD_ESCAPE_NONE, "12000 KRW");
     s_expect("{\"amount\": 1234, \"currency\": \"KWD\"}", "{{amount|money}}",
              PLUGBOARD_ESCAPE_NONE, "1.234 KWD");
 }
@@ -160,10 +157,10 @@ Test(template, date_formats_utc_milliseconds)
 Test(template, envelope_fields)
 {
     const plugboard_host_api_t *api = pb_host_api();
-    pb_envelope_t *ev = s_event("payment.failed", "ada@example.com",
-                                s_payment);
+    pb_envelope_t *ev = s_event("payment.failed", "ada@example.com", s_payment);
     char *got = plugboard_template_render(
-        api, ev, "{{$type}}|{{$id}}|{{$key}}|{{$source}}|{{$attempt}}|{{$time}}",
+        api, ev,
+        "{{$type}}|{{$id}}|{{$key}}|{{$source}}|{{$attempt}}|{{$time}}",
         PLUGBOARD_ESCAPE_NONE);
     char want[256];
     snprintf(want, sizeof want,
@@ -223,16 +220,16 @@ Test(template, header_escape_blanks_embedded_nul)
     pb_builder_destroy(&b);
     int err = 0;
     char why[128];
-    pb_envelope_t *ev = pb_envelope_decode(frame, len, NULL, &err, why,
-                                           sizeof why);
+    pb_envelope_t *ev =
+        pb_envelope_decode(frame, len, NULL, &err, why, sizeof why);
     free(frame);
     cr_assert_not_null(ev);
     char *got = plugboard_template_render(api, ev, "[{{name}}]",
                                           PLUGBOARD_ESCAPE_HEADER);
     cr_expect_str_eq(got, "[a b]");
     api->free(got);
-    got = plugboard_template_render(api, ev, "[{{name}}]",
-                                    PLUGBOARD_ESCAPE_NONE);
+    got =
+        plugboard_template_render(api, ev, "[{{name}}]", PLUGBOARD_ESCAPE_NONE);
     cr_expect_str_eq(got, "[ab]");
     api->free(got);
     pb_envelope_destroy(&ev);
@@ -260,8 +257,7 @@ Test(template, long_output_grows_the_buffer)
         o += (size_t)snprintf(tmpl + o, sizeof tmpl - o, "{{amount|money}};");
     const plugboard_host_api_t *api = pb_host_api();
     pb_envelope_t *ev = s_event("payment.failed", NULL, s_payment);
-    char *got = plugboard_template_render(api, ev, tmpl,
-                                          PLUGBOARD_ESCAPE_NONE);
+    char *got = plugboard_template_render(api, ev, tmpl, PLUGBOARD_ESCAPE_NONE);
     cr_assert_not_null(got);
     cr_expect_eq(strlen(got), 500 * strlen("12.50 USD;"));
     cr_expect(strncmp(got, "12.50 USD;12.50 USD;", 20) == 0);
@@ -272,6 +268,6 @@ Test(template, long_output_grows_the_buffer)
 Test(template, null_arguments_give_null)
 {
     const plugboard_host_api_t *api = pb_host_api();
-    cr_expect_null(plugboard_template_render(api, NULL, "x",
-                                             PLUGBOARD_ESCAPE_NONE));
+    cr_expect_null(
+        plugboard_template_render(api, NULL, "x", PLUGBOARD_ESCAPE_NONE));
 }
