@@ -109,6 +109,7 @@ typedef enum s_verdict {
 typedef struct s_map {
     s_stripe_t *st;
     const char *event_id;   /* borrowed from root */
+    const char *event_type; /* the Stripe type, borrowed from root */
     json_t *object;         /* data.object, borrowed from root */
     int64_t time_ms;
     plugboard_builder_t *out[S_MAX_OUT];
@@ -510,20 +511,19 @@ s_begin(s_map_t *m, s_build_t *o, const char *type)
 /*
  * Finish the event started with s_begin: envelope fields, then keep it
  * for emission.  key is the ordering key (lower-cased e-mail, else the
- * customer id, else the object's own id).  The first event from a Stripe
- * event is deduplicated as "stripe:<event id>", further ones as
- * "stripe:<event id>:<type>".
+ * customer id, else the object's own id).  Each emitted event is
+ * deduplicated as "stripe:<event id>:<stripe type>:<canonical type>": the
+ * same for every retry of one Stripe event, and distinct for the two events
+ * a paid checkout yields.  The Stripe type is part of it because event ids
+ * are only unique per account and test fixtures reuse zeroed ids.
  */
 static s_verdict_t
 s_finish(s_map_t *m, s_build_t *o, const char *type, const char *key)
 {
     char dedupe[320];
 
-    if (m->out_count == 0) {
-        snprintf(dedupe, sizeof dedupe, "stripe:%s", m->event_id);
-    } else {
-        snprintf(dedupe, sizeof dedupe, "stripe:%s:%s", m->event_id, type);
-    }
+    snprintf(dedupe, sizeof dedupe, "stripe:%s:%s:%s", m->event_id,
+             m->event_type ? m->event_type : "", type);
     if (o->rc == 0 && key != NULL) {
         o->rc = o->api->builder_set_key(o->b, key);
     }
@@ -1085,6 +1085,7 @@ s_map_event(s_map_t *m, json_t *root, const plugboard_request_t *req)
     int64_t created;
 
     m->event_id = s_str(root, "id");
+    m->event_type = type;
     m->object = s_at(root, "data.object");
     m->time_ms = req->received_ms > 0 ? req->received_ms
                                       : m->st->api->now_ms();

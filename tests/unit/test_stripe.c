@@ -30,6 +30,9 @@
 #define ZERO_EVT "evt_000000000000000000000000"
 /* Secret settings are read from the environment, never inline. */
 #define SECRET_SETTING "signing_secret=env:PB_TEST_STRIPE_SECRET"
+#define PREVIOUS_SETTING "signing_secret_previous=env:PB_TEST_STRIPE_PREVIOUS"
+#define SDK_SECRET_SETTING "signing_secret=env:PB_TEST_STRIPE_SDK_SECRET"
+#define API_KEY_SETTING "signing_secret=env:PB_TEST_STRIPE_API_KEY"
 
 static const char *const s_default_settings[] = {
     SECRET_SETTING,
@@ -275,7 +278,7 @@ Test(stripe, missing_signing_secret_fails_to_open)
 
 Test(stripe, api_key_instead_of_signing_secret_fails_to_open)
 {
-    const char *const settings[] = {"signing_secret=env:PB_TEST_STRIPE_API_KEY", NULL};
+    const char *const settings[] = {API_KEY_SETTING, NULL};
     char err[512] = "";
     pb_harness_t *h = pb_harness_open(PLUGIN, NULL, settings, err,
                                       sizeof err);
@@ -325,8 +328,7 @@ Test(stripe, unknown_setting_fails_to_open)
  * matched: with one byte changed the reason is the signature. */
 Test(stripe, derived_vector_verifies_then_is_stale)
 {
-    const char *const settings[] = {"signing_secret=env:PB_TEST_STRIPE_SDK_SECRET",
-                                    NULL};
+    const char *const settings[] = {SDK_SECRET_SETTING, NULL};
     pb_harness_t *h = open_with(settings);
     size_t len;
     char *body = fixture("edge/sdk_test_minimal_event.payload.json", &len);
@@ -344,8 +346,7 @@ Test(stripe, derived_vector_verifies_then_is_stale)
  * Stripe's SDK accepts and this connector answers as ignored. */
 Test(stripe, sdk_test_payload_signed_now_is_accepted)
 {
-    const char *const settings[] = {"signing_secret=env:PB_TEST_STRIPE_SDK_SECRET",
-                                    NULL};
+    const char *const settings[] = {SDK_SECRET_SETTING, NULL};
     pb_harness_t *h = open_with(settings);
     char header[256];
     char *resp = NULL;
@@ -406,7 +407,8 @@ Test(stripe, payment_intent_succeeded_becomes_payment_succeeded)
     assert_str(ev, "failure.code", NULL);
     /* no e-mail and no customer: ordered by the payment itself */
     cr_assert_str_eq(pb_envelope_key(ev), "pi_000000000000000000000000");
-    cr_assert_str_eq(pb_envelope_dedupe_id(ev), "stripe:" ZERO_EVT);
+    cr_assert_str_eq(pb_envelope_dedupe_id(ev),
+                     "stripe:" ZERO_EVT ":payment_intent.succeeded:payment.succeeded");
     cr_assert_eq(pb_envelope_time_ms(ev), 1648320033000LL);
     free(body);
     pb_harness_close(&h);
@@ -429,7 +431,8 @@ Test(stripe, payment_intent_payment_failed_becomes_payment_failed)
     assert_str(ev, "failure.message", "Your card was declined.");
     assert_str(ev, "failure.decline_code", "generic_decline");
     assert_str(ev, "invoice.id", NULL);
-    cr_assert_str_eq(pb_envelope_dedupe_id(ev), "stripe:" ZERO_EVT);
+    cr_assert_str_eq(pb_envelope_dedupe_id(ev),
+                     "stripe:" ZERO_EVT ":payment_intent.payment_failed:payment.failed");
     cr_assert_eq(pb_envelope_time_ms(ev), 1648320029000LL);
     free(body);
     pb_harness_close(&h);
@@ -509,7 +512,8 @@ Test(stripe, invoice_payment_failed_becomes_payment_failed)
     /* the charge is not expanded in the sample: no failure details */
     assert_str(ev, "failure.code", NULL);
     cr_assert_str_eq(pb_envelope_key(ev), "cus_00000000000000");
-    cr_assert_str_eq(pb_envelope_dedupe_id(ev), "stripe:" ZERO_EVT);
+    cr_assert_str_eq(pb_envelope_dedupe_id(ev),
+                     "stripe:" ZERO_EVT ":invoice.payment_failed:payment.failed");
     cr_assert_eq(pb_envelope_time_ms(ev), 1648320009000LL);
     free(body);
     pb_harness_close(&h);
@@ -535,7 +539,8 @@ Test(stripe, charge_refunded_becomes_payment_refunded)
     assert_str(ev, "payment.vendor", "stripe");
     assert_str(ev, "payment.description", "(created by Stripe CLI)");
     cr_assert_str_eq(pb_envelope_key(ev), "ch_000000000000000000000000");
-    cr_assert_str_eq(pb_envelope_dedupe_id(ev), "stripe:" ZERO_EVT);
+    cr_assert_str_eq(pb_envelope_dedupe_id(ev),
+                     "stripe:" ZERO_EVT ":charge.refunded:payment.refunded");
     cr_assert_eq(pb_envelope_time_ms(ev), 1648319949000LL);
     free(body);
     pb_harness_close(&h);
@@ -560,7 +565,8 @@ Test(stripe, subscription_deleted_becomes_subscription_canceled)
     assert_str(ev, "plan.currency", "USD");
     assert_str(ev, "plan.interval", "month");
     cr_assert_str_eq(pb_envelope_key(ev), "cus_00000000000000");
-    cr_assert_str_eq(pb_envelope_dedupe_id(ev), "stripe:" ZERO_EVT);
+    cr_assert_str_eq(pb_envelope_dedupe_id(ev),
+                     "stripe:" ZERO_EVT ":customer.subscription.deleted:subscription.canceled");
     free(body);
     pb_harness_close(&h);
 }
@@ -580,7 +586,8 @@ Test(stripe, paid_checkout_becomes_contact_and_payment)
     assert_str(ev, "contact.phone", NULL);
     assert_str(ev, "customer.id", "cus_00000000000000");
     cr_assert_str_eq(pb_envelope_key(ev), "jane.doe@example.com");
-    cr_assert_str_eq(pb_envelope_dedupe_id(ev), "stripe:" ZERO_EVT);
+    cr_assert_str_eq(pb_envelope_dedupe_id(ev),
+                     "stripe:" ZERO_EVT ":checkout.session.completed:contact.upserted");
     cr_assert_eq(pb_envelope_time_ms(ev), 1648319959000LL);
 
     ev = emitted(h, 1, "payment.succeeded");
@@ -592,7 +599,8 @@ Test(stripe, paid_checkout_becomes_contact_and_payment)
     assert_str(ev, "payment.vendor", "stripe");
     cr_assert_str_eq(pb_envelope_key(ev), "jane.doe@example.com");
     cr_assert_str_eq(pb_envelope_dedupe_id(ev),
-                     "stripe:" ZERO_EVT ":payment.succeeded");
+                     "stripe:" ZERO_EVT
+                     ":checkout.session.completed:payment.succeeded");
     free(body);
     pb_harness_close(&h);
 }
@@ -610,7 +618,8 @@ Test(stripe, unpaid_checkout_becomes_contact_only)
     ev = emitted(h, 0, "contact.upserted");
     assert_str(ev, "contact.email", "example@example.com");
     assert_str(ev, "customer.id", NULL);
-    cr_assert_str_eq(pb_envelope_dedupe_id(ev), "stripe:evt_1TestWrapped");
+    cr_assert_str_eq(pb_envelope_dedupe_id(ev),
+                     "stripe:evt_1TestWrapped:checkout.session.completed:contact.upserted");
     cr_assert_eq(pb_envelope_time_ms(ev), 1721948530000LL);
     free(body);
     free(object);
@@ -687,7 +696,8 @@ Test(stripe, dispute_created_becomes_dispute_opened)
     assert_str(ev, "customer.email", "buyer@example.com");
     assert_str(ev, "customer.name", "B. Uyer");
     cr_assert_str_eq(pb_envelope_key(ev), "buyer@example.com");
-    cr_assert_str_eq(pb_envelope_dedupe_id(ev), "stripe:evt_1Disp");
+    cr_assert_str_eq(pb_envelope_dedupe_id(ev),
+                     "stripe:evt_1Disp:charge.dispute.created:dispute.opened");
     pb_harness_close(&h);
 }
 
@@ -857,7 +867,7 @@ Test(stripe, one_changed_byte_in_the_body_is_refused)
 Test(stripe, previous_secret_is_accepted_during_rotation)
 {
     const char *const rotating[] = {SECRET_SETTING,
-                                    "signing_secret_previous=env:PB_TEST_STRIPE_PREVIOUS",
+                                    PREVIOUS_SETTING,
                                     NULL};
     pb_harness_t *h = open_with(rotating);
     char header[256];

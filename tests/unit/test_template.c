@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -270,4 +271,40 @@ Test(template, null_arguments_give_null)
     const plugboard_host_api_t *api = pb_host_api();
     cr_expect_null(
         plugboard_template_render(api, NULL, "x", PLUGBOARD_ESCAPE_NONE));
+}
+
+/* An allocator that fails after s_allocs_left successful calls. */
+static int s_allocs_left;
+
+static void *
+s_failing_alloc(size_t size)
+{
+    if (s_allocs_left-- <= 0)
+        return NULL;
+    return pb_host_api()->alloc(size);
+}
+
+Test(template, out_of_memory_gives_null_and_frees_everything)
+{
+    plugboard_host_api_t api = *pb_host_api();
+    api.alloc = s_failing_alloc;
+    pb_envelope_t *ev = s_event("payment.failed", NULL, s_payment);
+    char tmpl[4096];
+    size_t o = 0;
+    for (int i = 0; i < 100; i++)
+        o += (size_t)snprintf(tmpl + o, sizeof tmpl - o,
+                              "{{customer.name}} {{amount|money}};");
+    bool succeeded = false;
+    for (int budget = 0; budget < 16 && !succeeded; budget++) {
+        s_allocs_left = budget;
+        char *got =
+            plugboard_template_render(&api, ev, tmpl, PLUGBOARD_ESCAPE_NONE);
+        if (got) {
+            succeeded = true;
+            cr_expect(strncmp(got, "Ada 12.50 USD;Ada 12.50 USD;", 28) == 0);
+            api.free(got);
+        }
+    }
+    cr_expect(succeeded, "renders once allocations succeed");
+    pb_envelope_destroy(&ev);
 }
