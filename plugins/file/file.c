@@ -37,7 +37,14 @@ static const plugboard_setting_spec_t s_settings[] = {
         .type = PLUGBOARD_SETTING_STRING,
         .required = true,
         .help = "file to append events to, one JSON line each; created "
-                "(mode 0640) if missing, its directory must exist",
+                "(mode 0640) if missing",
+    },
+    {
+        .name = "mkdir",
+        .type = PLUGBOARD_SETTING_BOOL,
+        .default_value = "true",
+        .help = "create the file's missing parent directories (mode 0750) "
+                "at open; false makes a missing directory an error",
     },
     {
         .name = "fsync",
@@ -50,6 +57,33 @@ static const plugboard_setting_spec_t s_settings[] = {
 };
 
 static const char *const s_consumes[] = {PLUGBOARD_EV_ANY, NULL};
+
+/* Create the missing directories above path, like mkdir -p.  Returns 0
+ * or an errno value. */
+static int
+s_make_parents(const char *path)
+{
+    char dir[4096];
+    size_t len = strlen(path);
+    if (len >= sizeof dir)
+        return ENAMETOOLONG;
+    memcpy(dir, path, len + 1);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return 0;
+    *slash = '\0';
+    for (char *p = dir + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(dir, 0750) != 0 && errno != EEXIST)
+            return errno;
+        *p = '/';
+    }
+    if (mkdir(dir, 0750) != 0 && errno != EEXIST)
+        return errno;
+    return 0;
+}
 
 /* Open (or reopen) the file and remember its identity.  Returns 0 or an
  * errno value. */
@@ -116,7 +150,9 @@ s_open(const plugboard_host_api_t *api, plugboard_host_t *host,
         goto out_free_state;
     memcpy(f->path, path, len + 1);
 
-    int err = s_file_open_fd(f);
+    int err = api->setting_bool(settings, "mkdir") ? s_make_parents(path) : 0;
+    if (err == 0)
+        err = s_file_open_fd(f);
     if (err != 0) {
         snprintf(errbuf, PLUGBOARD_ERRBUF_MAX, "cannot open '%s': %s", path,
                  strerror(err));

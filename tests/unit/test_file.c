@@ -147,7 +147,7 @@ Test(file, open_fails_naming_an_unwritable_path)
     snprintf(path, sizeof path, "%s/no-such-dir/events.jsonl", s_dir);
     char setting[4300];
     snprintf(setting, sizeof setting, "path=%s", path);
-    const char *settings[] = {setting, NULL};
+    const char *settings[] = {setting, "mkdir=false", NULL};
     char err[512] = "";
     pb_harness_t *h =
         pb_harness_open(S_PLUGIN, NULL, settings, err, sizeof err);
@@ -160,6 +160,26 @@ Test(file, open_fails_naming_an_unwritable_path)
     h = pb_harness_open(S_PLUGIN, NULL, settings, err, sizeof err);
     cr_assert_null(h);
     cr_expect(strstr(err, s_dir) != NULL, "error names the path: %s", err);
+}
+
+Test(file, missing_directories_are_created_by_default)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/a/b/events.jsonl", s_dir);
+    char setting[4300];
+    snprintf(setting, sizeof setting, "path=%s", path);
+    const char *settings[] = {setting, NULL};
+    char err[512] = "";
+    pb_harness_t *h =
+        pb_harness_open(S_PLUGIN, NULL, settings, err, sizeof err);
+    cr_assert_not_null(h, "open: %s", err);
+    plugboard_result_t res;
+    cr_assert_eq(pb_harness_deliver(h, "payment.failed", "k", "{\"amount\":1}",
+                                    1, &res), 0);
+    cr_expect_eq(res.outcome, PLUGBOARD_OK);
+    pb_harness_close(&h);
+    struct stat st;
+    cr_expect_eq(stat(path, &st), 0, "the file exists under new directories");
 }
 
 Test(file, path_is_required)

@@ -54,11 +54,17 @@ typedef enum plugboard_escape {
 /*
  * Render a template against an event.  "{{path}}" is replaced by the
  * event's field at that dotted path (strings as is, integers in decimal,
- * booleans as true/false); "{{path|money}}" formats integer minor units
- * with the event's "currency" field ("12.50 EUR"); "{{$type}}", "{{$id}}",
- * "{{$key}}", "{{$source}}" give envelope fields.  A missing field renders
- * as "" (or the text after '|default:' as in "{{customer.name|default:
- * customer}}").  Returns a NUL-terminated string the caller frees with
+ * booleans as true/false; floats, maps and arrays render as "").
+ * Filters, which chain left to right ("{{refund.amount|money|default:n/a}}"):
+ *   |money        integer minor units with the currency beside the amount
+ *                 ("plan.currency" for "plan.amount") or the event's
+ *                 "currency": "12.50 EUR"; zero- and three-decimal
+ *                 currencies are formatted as such
+ *   |date         UTC milliseconds as "2024-05-01 12:00 UTC"
+ *   |default:TEXT TEXT when the value is missing or empty
+ * "{{$type}}", "{{$id}}", "{{$key}}", "{{$source}}", "{{$time}}" and
+ * "{{$attempt}}" give envelope fields.  An unknown filter or an
+ * unterminated "{{" is copied literally.  Returns a NUL-terminated string the caller frees with
  * api->free, or NULL when out of memory.
  */
 char *plugboard_template_render(const plugboard_host_api_t *api,
