@@ -50,6 +50,7 @@ typedef struct s_delivery {
     int64_t next_ms;
     int64_t sent_ms;
     bool inflight;
+    bool changing;           /* a change for it is in the current batch */
     struct s_delivery *prev, *next; /* destination FIFO */
     struct s_delivery *hnext;       /* id hash chain */
 } dl_t;
@@ -591,12 +592,13 @@ s_handle_emit(pb_router_t *r, const char *peer, zmq_msg_t *parts,
     emit_t *e = &r->emits[r->emit_count++];
     memset(e, 0, sizeof *e);
     snprintf(e->peer, sizeof e->peer, "%s", peer);
+    if (nparts >= 1 && zmq_msg_size(&parts[0]) == 8)
+        e->token = s_get_u64(zmq_msg_data(&parts[0]));
     if (nparts < 2 || zmq_msg_size(&parts[0]) != 8) {
         s_stat_add(&r->stats.bad_frames, 1);
         e->status = PB_EPROTO;
         return 0;
     }
-    e->token = s_get_u64(zmq_msg_data(&parts[0]));
 
     /* decode everything first: a bad frame refuses the whole EMIT */
     size_t n = nparts - 1;
@@ -691,7 +693,8 @@ s_handle_result(pb_router_t *r, const char *peer, zmq_msg_t *parts,
     uint8_t outcome = p[12];
     int64_t after = (int64_t)s_get_u64(p + 13);
     dl_t *d = s_lookup(r, id);
-    if (!d || !d->inflight || (uint32_t)d->attempts + 1 != attempt ||
+    if (!d || !d->inflight || d->changing ||
+        (uint32_t)d->attempts + 1 != attempt ||
         strcmp(r->dests[d->dest].name, peer) != 0) {
         pb_debug("router", "stale result delivery=%lld from connector=%s",
                  (long long)id, peer);
@@ -705,6 +708,7 @@ s_handle_result(pb_router_t *r, const char *peer, zmq_msg_t *parts,
     change_t *c = &r->changes[r->change_count++];
     memset(c, 0, sizeof *c);
     c->dl = d;
+    d->changing = true;
     c->outcome = (plugboard_outcome_t)outcome;
     c->after_ms = after < 0 ? 0 : after;
     if (nparts >= 2) {
@@ -758,7 +762,8 @@ s_apply_change(pb_router_t *r, change_t *c, bool committed, int64_t now)
     dl_t *d = c->dl;
     dest_t *ds = &r->dests[d->dest];
     const char *dest = ds->name;
-    if (c->outcome == PLUGBOARD_OK) {
+    d->changing = false;
+    if (c->outcome == PLUGBOARD_OK && committed) {
         s_stat_add(&r->stats.delivered, 1);
         s_remove(r, d);
         return;
@@ -777,6 +782,16 @@ s_apply_change(pb_router_t *r, change_t *c, bool committed, int64_t now)
                 c->reason);
         s_stat_add(&r->stats.dead, 1);
         s_remove(r, d);
+        return;
+    }
+    if (c->outcome == PLUGBOARD_OK) {
+        /* the success could not be written: the journal still says
+         * pending, so deliver again later (at least once) */
+        pb_error("router",
+                 "cannot record delivery route=%s destination=%s event=%s; "
+                 "will deliver again",
+                 s_route_name(r, d->route), dest, d->ev->id);
+        d->next_ms = now + S_DEAD_RETRY_MS;
         return;
     }
     if (c->dead) {
@@ -934,7 +949,8 @@ s_check_timeouts(pb_router_t *r, int64_t now)
         if (!ds->inflight)
             continue;
         for (dl_t *d = ds->head; d; d = d->next) {
-            if (!d->inflight || now - d->sent_ms < ds->timeout_ms)
+            if (!d->inflight || d->changing ||
+                now - d->sent_ms < ds->timeout_ms)
                 continue;
             if (!began)
                 began = pb_journal_begin(r->journal) == 0;
@@ -942,6 +958,7 @@ s_check_timeouts(pb_router_t *r, int64_t now)
             change_t *c = &r->changes[r->change_count++];
             memset(c, 0, sizeof *c);
             c->dl = d;
+            d->changing = true;
             c->outcome = PLUGBOARD_RETRY;
             snprintf(c->reason, sizeof c->reason,
                      "no answer within %lld ms", (long long)ds->timeout_ms);

@@ -3,7 +3,7 @@
  * copy, the ABI and size checks, the descriptor copy, and every refusal's
  * message.
  *
- * The plugins are real .so files built from tests/plugins/*.c.  Refusals
+ * The plugins are real .so files built from tests/plugins/<name>.c.  Refusals
  * are exercised through a private copy directory (the way the host loads),
  * so each one also shows that no copy is left behind.  The last tests
  * drive the "good" test plugin through the harness, because router and
@@ -143,35 +143,66 @@ make_event(const char *type)
 }
 
 /*
- * Use a loaded descriptor the way the connector actor does, without the
- * harness: bind its defaults, open through the real host API table,
- * deliver one event, close.
+ * One connector instance driven the way the connector actor drives it,
+ * without the harness: settings bound by the host, open through the real
+ * host API table, events handed to deliver with the attempt set.
  */
+typedef struct inst {
+    const plugboard_connector_t *d;
+    plugboard_settings_t *settings;
+    plugboard_host_t host;
+    void *state;
+} inst_t;
+
+static void
+inst_open(inst_t *in, const plugboard_connector_t *d,
+          const pb_raw_setting_t *raw, size_t raw_count)
+{
+    memset(in, 0, sizeof *in);
+    in->d = d;
+    pb_diag_t diag;
+    pb_diag_init(&diag);
+    in->settings = pb_settings_bind(d->settings, raw, raw_count, "test",
+                                    &diag);
+    cr_assert_not_null(in->settings, "%s",
+                       diag.count ? diag.messages[0] : "bind failed");
+    pb_diag_release(&diag);
+    pb_host_init(&in->host, d->name, NULL, NULL, NULL);
+    char errbuf[PLUGBOARD_ERRBUF_MAX] = "";
+    cr_assert_eq(d->open(pb_host_api(), &in->host, in->settings, &in->state,
+                         errbuf),
+                 0, "open: %s", errbuf);
+}
+
+static plugboard_outcome_t
+inst_deliver(inst_t *in, pb_envelope_t *ev, uint32_t attempt,
+             plugboard_result_t *result)
+{
+    pb_envelope_set_attempt(ev, attempt);
+    memset(result, 0, sizeof *result);
+    in->d->deliver(in->state, ev, result);
+    return result->outcome;
+}
+
+static void
+inst_close(inst_t *in)
+{
+    in->d->close(in->state);
+    pb_settings_destroy(&in->settings);
+}
+
+/* Open a loaded descriptor with its defaults, deliver one event, close. */
 static void
 exercise(const plugboard_connector_t *d)
 {
-    pb_diag_t diag;
-    pb_diag_init(&diag);
-    plugboard_settings_t *settings = pb_settings_bind(d->settings, NULL, 0,
-                                                      "test", &diag);
-    cr_assert_not_null(settings, "%s",
-                       diag.count ? diag.messages[0] : "bind failed");
-    pb_diag_release(&diag);
-
-    plugboard_host_t host;
-    pb_host_init(&host, d->name, NULL, NULL, NULL);
-    void *state = NULL;
-    char errbuf[PLUGBOARD_ERRBUF_MAX] = "";
-    cr_assert_eq(d->open(pb_host_api(), &host, settings, &state, errbuf), 0,
-                 "open: %s", errbuf);
+    inst_t in;
+    inst_open(&in, d, NULL, 0);
     pb_envelope_t *ev = make_event(PLUGBOARD_EV_PAYMENT_FAILED);
     plugboard_result_t result;
-    memset(&result, 0, sizeof result);
-    d->deliver(state, ev, &result);
-    cr_assert_eq(result.outcome, PLUGBOARD_OK, "%s", result.reason);
+    cr_assert_eq(inst_deliver(&in, ev, 1, &result), PLUGBOARD_OK, "%s",
+                 result.reason);
     pb_envelope_destroy(&ev);
-    d->close(state);
-    pb_settings_destroy(&settings);
+    inst_close(&in);
 }
 
 static const plugboard_setting_spec_t *
@@ -497,43 +528,50 @@ open_good(const char *const *settings)
     return h;
 }
 
-static plugboard_outcome_t
-deliver(pb_harness_t *h, const pb_envelope_t *ev, plugboard_result_t *r)
+static pb_plugin_t *
+load_good(void)
 {
-    size_t len;
-    const uint8_t *frame = pb_envelope_frame(ev, &len);
-    cr_assert_eq(pb_harness_deliver_frame(h, frame, len, r), 0);
-    return r->outcome;
+    char err[512] = "";
+    pb_plugin_t *p = pb_plugin_load(PLUGIN("good"), NULL, 0, NULL, err,
+                                    sizeof err);
+    cr_assert_not_null(p, "%s", err);
+    return p;
 }
 
 Test(loader, good_plugin_fails_the_first_deliveries_of_each_event)
 {
-    const char *const settings[] = {"fail_first=2", NULL};
-    pb_harness_t *h = open_good(settings);
+    pb_plugin_t *p = load_good();
+    const pb_raw_setting_t raw[] = {
+        {.name = "fail_first", .kind = PB_RAW_INT, .i = 2}};
+    inst_t in;
+    inst_open(&in, pb_plugin_descriptor(p), raw, 1);
     pb_envelope_t *a = make_event(PLUGBOARD_EV_PAYMENT_FAILED);
     pb_envelope_t *b = make_event(PLUGBOARD_EV_PAYMENT_FAILED);
     plugboard_result_t r;
 
-    cr_assert_eq(deliver(h, a, &r), PLUGBOARD_RETRY);
+    /* counted per event id, whatever the attempt number says */
+    cr_assert_eq(inst_deliver(&in, a, 1, &r), PLUGBOARD_RETRY);
     assert_contains(r.reason, "fail_first");
-    cr_assert_eq(deliver(h, a, &r), PLUGBOARD_RETRY);
-    cr_assert_eq(deliver(h, b, &r), PLUGBOARD_RETRY); /* b counts alone */
-    cr_assert_eq(deliver(h, a, &r), PLUGBOARD_OK);
-    cr_assert_eq(deliver(h, a, &r), PLUGBOARD_OK);
-    cr_assert_eq(deliver(h, b, &r), PLUGBOARD_RETRY);
-    cr_assert_eq(deliver(h, b, &r), PLUGBOARD_OK);
+    cr_assert_eq(r.retry_after_ms, 0);
+    cr_assert_eq(inst_deliver(&in, a, 1, &r), PLUGBOARD_RETRY);
+    cr_assert_eq(inst_deliver(&in, b, 1, &r), PLUGBOARD_RETRY);
+    cr_assert_eq(inst_deliver(&in, a, 3, &r), PLUGBOARD_OK);
+    cr_assert_eq(inst_deliver(&in, a, 4, &r), PLUGBOARD_OK);
+    cr_assert_eq(inst_deliver(&in, b, 2, &r), PLUGBOARD_RETRY);
+    cr_assert_eq(inst_deliver(&in, b, 3, &r), PLUGBOARD_OK);
 
     /* many ids: the per-id table grows and keeps every count */
     for (int i = 0; i < 300; i++) {
         pb_envelope_t *e = make_event(PLUGBOARD_EV_CONTACT_UPSERTED);
-        cr_assert_eq(deliver(h, e, &r), PLUGBOARD_RETRY);
-        cr_assert_eq(deliver(h, e, &r), PLUGBOARD_RETRY);
-        cr_assert_eq(deliver(h, e, &r), PLUGBOARD_OK);
+        cr_assert_eq(inst_deliver(&in, e, 1, &r), PLUGBOARD_RETRY);
+        cr_assert_eq(inst_deliver(&in, e, 2, &r), PLUGBOARD_RETRY);
+        cr_assert_eq(inst_deliver(&in, e, 3, &r), PLUGBOARD_OK);
         pb_envelope_destroy(&e);
     }
     pb_envelope_destroy(&a);
     pb_envelope_destroy(&b);
-    pb_harness_close(&h);
+    inst_close(&in);
+    pb_plugin_destroy(&p);
 }
 
 Test(loader, good_plugin_rejects_the_listed_types)
@@ -568,24 +606,22 @@ Test(loader, good_plugin_sleeps_for_its_delay)
 
 Test(loader, good_plugin_records_delivered_events_as_json_lines)
 {
-    char record[4096], setting[4200];
+    char record[4096];
     tmp_path(record, sizeof record, "record.jsonl");
-    snprintf(setting, sizeof setting, "record=%s", record);
-    const char *const settings[] = {setting, "fail_first=1", NULL};
-    pb_harness_t *h = open_good(settings);
+    pb_plugin_t *p = load_good();
+    const pb_raw_setting_t raw[] = {
+        {.name = "record", .kind = PB_RAW_STRING, .str = record},
+        {.name = "fail_first", .kind = PB_RAW_INT, .i = 1}};
+    inst_t in;
+    inst_open(&in, pb_plugin_descriptor(p), raw, 2);
     plugboard_result_t r;
 
     /* attempt 1 is failed on purpose and not recorded; attempt 2 is */
-    cr_assert_eq(pb_harness_deliver(h, "payment.failed", "ada@example.com",
-                                    "{\"amount\": 1200}", 1, &r),
-                 0);
-    cr_assert_eq(r.outcome, PLUGBOARD_RETRY);
     pb_envelope_t *ev = make_event(PLUGBOARD_EV_CONTACT_UPSERTED);
-    pb_envelope_set_attempt(ev, 1);
-    cr_assert_eq(deliver(h, ev, &r), PLUGBOARD_RETRY);
-    pb_envelope_set_attempt(ev, 2);
-    cr_assert_eq(deliver(h, ev, &r), PLUGBOARD_OK);
-    pb_harness_close(&h);
+    cr_assert_eq(inst_deliver(&in, ev, 1, &r), PLUGBOARD_RETRY);
+    cr_assert_eq(inst_deliver(&in, ev, 2, &r), PLUGBOARD_OK);
+    inst_close(&in);
+    pb_plugin_destroy(&p);
 
     size_t len = 0;
     char *text = pb_test_read_file(record, &len);
@@ -595,17 +631,18 @@ Test(loader, good_plugin_records_delivered_events_as_json_lines)
     cr_assert_eq((size_t)(nl - text) + 1, len, "one line: %s", text);
     json_error_t jerr;
     json_t *line = json_loadb(text, len, 0, &jerr);
+    free(text);
     cr_assert_not_null(line, "%s", jerr.text);
     cr_assert_str_eq(json_string_value(json_object_get(line, "id")),
                      pb_envelope_id(ev));
     cr_assert_str_eq(json_string_value(json_object_get(line, "type")),
                      PLUGBOARD_EV_CONTACT_UPSERTED);
+    cr_assert_str_eq(json_string_value(json_object_get(line, "key")),
+                     "ada@example.com");
     cr_assert_eq(json_integer_value(json_object_get(line, "attempt")), 2);
-    cr_assert_eq(json_integer_value(
-                     json_object_get(json_object_get(line, "data"), "amount")),
-                 1200);
+    json_t *data = json_object_get(line, "data");
+    cr_assert_eq(json_integer_value(json_object_get(data, "amount")), 1200);
     json_decref(line);
-    free(text);
     pb_envelope_destroy(&ev);
 }
 

@@ -335,7 +335,7 @@ put_str(struct bytes *b, const char *s)
 
 Test(router, emit_reaches_every_destination_once)
 {
-    rig_start(&(struct rig_opts){{"a", "b"}});
+    rig_start(&(struct rig_opts){.to = {"a", "b"}});
     char id[PB_ID_LEN + 1];
     emit_accepted(1, "ann@example.com", id);
 
@@ -376,7 +376,7 @@ Test(router, emit_reaches_every_destination_once)
 
 Test(router, many_emits_share_few_commits)
 {
-    rig_start(&(struct rig_opts){{"a"}});
+    rig_start(&(struct rig_opts){.to = {"a"}});
     enum { N = 200 };
     for (int i = 0; i < N; i++) {
         size_t len;
@@ -406,7 +406,7 @@ Test(router, many_emits_share_few_commits)
 
 Test(router, dedupe_id_refuses_the_second_event)
 {
-    rig_start(&(struct rig_opts){{"a"}});
+    rig_start(&(struct rig_opts){.to = {"a"}});
     char id1[PB_ID_LEN + 1];
     size_t l1, l2;
     uint8_t *f1 = event_new("src", NULL, "evt_1MvN8z", &l1, id1);
@@ -496,7 +496,7 @@ expect_refused(uint64_t token, const uint8_t *const *frames,
 
 Test(router, hostile_frames_are_refused_and_counted)
 {
-    rig_start(&(struct rig_opts){{"a"}});
+    rig_start(&(struct rig_opts){.to = {"a"}});
     uint64_t bad = 0;
     size_t vlen;
     uint8_t *valid = event_new("src", NULL, NULL, &vlen, NULL);
@@ -624,7 +624,7 @@ Test(router, hostile_frames_are_refused_and_counted)
 
 Test(router, a_repeated_result_is_applied_once)
 {
-    rig_start(&(struct rig_opts){{"a"}});
+    rig_start(&(struct rig_opts){.to = {"a"}});
     char id[PB_ID_LEN + 1];
     emit_accepted(1, NULL, id);
     pb_peer_msg_t d = expect_dlv(g.a, T_WAIT_MS);
@@ -657,7 +657,7 @@ Test(router, a_repeated_result_is_applied_once)
 
 Test(router, transient_failures_are_retried_with_backoff)
 {
-    rig_start(&(struct rig_opts){{"a"}, .retry = {5, 100, 400}});
+    rig_start(&(struct rig_opts){.to = {"a"}, .retry = {5, 100, 400}});
     char id[PB_ID_LEN + 1];
     emit_accepted(1, "ann@example.com", id);
 
@@ -693,7 +693,7 @@ Test(router, transient_failures_are_retried_with_backoff)
 
 Test(router, retry_after_is_honoured)
 {
-    rig_start(&(struct rig_opts){{"a"}, .retry = {5, 10, 20}});
+    rig_start(&(struct rig_opts){.to = {"a"}, .retry = {5, 10, 20}});
     char id[PB_ID_LEN + 1];
     emit_accepted(1, NULL, id);
     pb_peer_msg_t d = expect_dlv(g.a, T_WAIT_MS);
@@ -716,7 +716,7 @@ Test(router, retry_after_is_honoured)
 
 Test(router, rejection_dead_letters_at_once_and_notifies_the_owner)
 {
-    rig_start(&(struct rig_opts){{"a"}, .notify = "ops"});
+    rig_start(&(struct rig_opts){.to = {"a"}, .notify = "ops"});
     char id[PB_ID_LEN + 1];
     emit_accepted(1, "ann@example.com", id);
     pb_peer_msg_t d = expect_dlv(g.a, T_WAIT_MS);
@@ -776,7 +776,7 @@ Test(router, rejection_dead_letters_at_once_and_notifies_the_owner)
 
 Test(router, exhausted_attempts_dead_letter_with_the_last_error)
 {
-    rig_start(&(struct rig_opts){{"a"}, .retry = {3, 10, 20}});
+    rig_start(&(struct rig_opts){.to = {"a"}, .retry = {3, 10, 20}});
     char id[PB_ID_LEN + 1];
     emit_accepted(1, NULL, id);
     for (uint32_t attempt = 1; attempt <= 3; attempt++) {
@@ -805,7 +805,7 @@ Test(router, exhausted_attempts_dead_letter_with_the_last_error)
 
 Test(router, same_key_keeps_order_across_retries)
 {
-    rig_start(&(struct rig_opts){{"a"}, .retry = {5, 50, 100}});
+    rig_start(&(struct rig_opts){.to = {"a"}, .retry = {5, 50, 100}});
     char ids[4][PB_ID_LEN + 1];
     const char *keys[4] = {"K", "K", "K", "L"};
     uint8_t *frames[4];
@@ -874,7 +874,7 @@ Test(router, same_key_keeps_order_across_retries)
 Test(router, an_unanswered_delivery_is_retried_after_its_deadline)
 {
     rig_start(&(struct rig_opts){
-        {"a"}, .retry = {5, 10, 20}, .timeout_ms = 200});
+        .to = {"a"}, .retry = {5, 10, 20}, .timeout_ms = 200});
     char id[PB_ID_LEN + 1];
     emit_accepted(1, NULL, id);
     pb_peer_msg_t d1 = expect_dlv(g.a, T_WAIT_MS);
@@ -912,7 +912,7 @@ Test(router, an_unanswered_delivery_is_retried_after_its_deadline)
 
 Test(router, a_restart_redelivers_what_was_pending)
 {
-    rig_start(&(struct rig_opts){{"a"}});
+    rig_start(&(struct rig_opts){.to = {"a"}});
     char id[PB_ID_LEN + 1];
     size_t len;
     uint8_t *frame = event_new("src", "K", "vendor-evt-7", &len, id);
@@ -962,7 +962,7 @@ Test(router, a_restart_redelivers_what_was_pending)
  */
 Test(router, a_journal_that_cannot_commit_refuses_and_recovers)
 {
-    rig_start(&(struct rig_opts){{"a"}});
+    rig_start(&(struct rig_opts){.to = {"a"}});
     char id0[PB_ID_LEN + 1];
     emit_accepted(1, NULL, id0);
     pb_peer_msg_t d0 = expect_dlv(g.a, T_WAIT_MS);
