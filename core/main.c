@@ -232,6 +232,39 @@ s_cmd_describe(int argc, char **argv)
     return 0;
 }
 
+/* One subcommand.  Commands of other concerns live beside that concern
+ * (e.g. `dlq` in control.c) and are declared in cli.h. */
+typedef struct s_command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+} s_command_t;
+
+static int
+s_cmd_version(int argc, char **argv)
+{
+    printf("plugboard %s (connector ABI %d)\n", PB_VERSION,
+           PLUGBOARD_ABI_VERSION);
+    return 0;
+}
+
+static int
+s_cmd_help(int argc, char **argv)
+{
+    s_print_usage(stdout);
+    return 0;
+}
+
+static const s_command_t s_commands[] = {
+    {"run", s_cmd_run},
+    {"check", s_cmd_check},
+    {"describe", s_cmd_describe},
+    {"version", s_cmd_version},
+    {"--version", s_cmd_version},
+    {"help", s_cmd_help},
+    {"--help", s_cmd_help},
+    {"-h", s_cmd_help},
+};
+
 int
 main(int argc, char **argv)
 {
@@ -239,24 +272,10 @@ main(int argc, char **argv)
         s_print_usage(stderr);
         return 2;
     }
-    const char *cmd = argv[1];
-    if (strcmp(cmd, "run") == 0)
-        return s_cmd_run(argc - 1, argv + 1);
-    if (strcmp(cmd, "check") == 0)
-        return s_cmd_check(argc - 1, argv + 1);
-    if (strcmp(cmd, "describe") == 0)
-        return s_cmd_describe(argc - 1, argv + 1);
-    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
-        printf("plugboard %s (connector ABI %d)\n", PB_VERSION,
-               PLUGBOARD_ABI_VERSION);
-        return 0;
-    }
-    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 ||
-        strcmp(cmd, "-h") == 0) {
-        s_print_usage(stdout);
-        return 0;
-    }
-    fprintf(stderr, "error: unknown command '%s'\n", cmd);
+    for (size_t i = 0; i < sizeof s_commands / sizeof *s_commands; i++)
+        if (strcmp(argv[1], s_commands[i].name) == 0)
+            return s_commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "error: unknown command '%s'\n", argv[1]);
     s_print_usage(stderr);
     return 2;
 }

@@ -770,3 +770,36 @@ Test(journal, failed_append_leaves_nothing_behind)
     cr_assert_eq(pending(j, &p), 5);
     pb_journal_close(&j);
 }
+
+static void
+make_read_only(bool ro)
+{
+    const char *files[] = {"journal.db", "journal.db-wal", "journal.db-shm"};
+    for (size_t i = 0; i < 3; i++) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s", s_dir, files[i]);
+        chmod(path, ro ? 0400 : 0600);
+    }
+    cr_assert_eq(chmod(s_dir, ro ? 0500 : 0700), 0);
+}
+
+Test(journal, zz_experiment_after_open)
+{
+    pb_journal_t *j = open_journal();
+    accept(j, "e1", NULL, s_two, 2, NULL);
+    make_read_only(true);
+    int rc = try_accept(j, "e2");
+    fprintf(stderr, "after-open rc=%d %s\n", rc, pb_journal_errmsg(j));
+    pb_journal_close(&j);
+    char err[512] = "";
+    j = pb_journal_open(s_dir, err, sizeof err);
+    fprintf(stderr, "reopen j=%p err=%s\n", (void *)j, err);
+    if (j) {
+        rc = try_accept(j, "e3");
+        fprintf(stderr, "reopened rc=%d %s\n", rc, pb_journal_errmsg(j));
+        pending_t p;
+        fprintf(stderr, "pending=%zu\n", pending(j, &p));
+        pb_journal_close(&j);
+    }
+    make_read_only(false);
+}

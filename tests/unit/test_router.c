@@ -983,6 +983,7 @@ Test(router, a_journal_that_cannot_commit_refuses_and_recovers)
     pb_peer_msg_t m = expect_ack(g.src, 2, 12000);
     cr_assert_lt(m.status, 0);
     cr_assert_eq(m.accepted, 0);
+    usleep(50000); /* the batch is applied just after the ACKs go */
     pb_router_stats_t st;
     pb_router_stats(g.router, &st);
     cr_assert_geq(st.journal_errors, 1);
