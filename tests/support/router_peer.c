@@ -17,8 +17,7 @@ struct pb_peer {
 };
 
 pb_peer_t *
-pb_peer_new(void *zmq_ctx, const char *endpoint, const char *name,
-            bool hello)
+pb_peer_new(void *zmq_ctx, const char *endpoint, const char *name, bool hello)
 {
     pb_peer_t *p = calloc(1, sizeof *p);
     if (!p)
@@ -60,8 +59,8 @@ pb_peer_send(pb_peer_t *p, const char *cmd, const void *const *parts,
     if (zmq_send(p->sock, cmd, strlen(cmd), n ? ZMQ_SNDMORE : 0) < 0)
         return PB_EIO;
     for (size_t i = 0; i < n; i++)
-        if (zmq_send(p->sock, parts[i], lens[i],
-                     i + 1 < n ? ZMQ_SNDMORE : 0) < 0)
+        if (zmq_send(p->sock, parts[i], lens[i], i + 1 < n ? ZMQ_SNDMORE : 0) <
+            0)
             return PB_EIO;
     return 0;
 }
@@ -84,8 +83,7 @@ pb_peer_emit(pb_peer_t *p, uint64_t token, const uint8_t *const *frames,
 }
 
 int
-pb_peer_emit1(pb_peer_t *p, uint64_t token, const uint8_t *frame,
-              size_t len)
+pb_peer_emit1(pb_peer_t *p, uint64_t token, const uint8_t *frame, size_t len)
 {
     return pb_peer_emit(p, token, &frame, &len, 1);
 }
@@ -151,9 +149,9 @@ s_parse(pb_peer_msg_t *m, zmq_msg_t *parts, int n)
         memcpy(&m->attempt, b + 8, 4);
         int err;
         char why[128];
-        m->env = pb_envelope_decode(zmq_msg_data(&parts[2]),
-                                    zmq_msg_size(&parts[2]), NULL, &err, why,
-                                    sizeof why);
+        m->env =
+            pb_envelope_decode(zmq_msg_data(&parts[2]), zmq_msg_size(&parts[2]),
+                               NULL, &err, why, sizeof why);
         return m->env ? 0 : PB_EPROTO;
     }
     return PB_EPROTO;

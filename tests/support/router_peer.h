@@ -24,8 +24,8 @@ typedef struct pb_peer pb_peer_t;
 
 /* One message from the router. */
 typedef struct pb_peer_msg {
-    char cmd[8];             /* "ACK" or "DLV" (or whatever came) */
-    int64_t at_ms;           /* monotonic time it was received */
+    char cmd[8];   /* "ACK" or "DLV" (or whatever came) */
+    int64_t at_ms; /* monotonic time it was received */
     /* ACK */
     uint64_t token;
     int32_t status;
@@ -34,8 +34,8 @@ typedef struct pb_peer_msg {
     /* DLV */
     int64_t id;
     uint32_t attempt;
-    pb_envelope_t *env;      /* the decoded frame; NULL if it did not
-                                decode (a test failure in itself) */
+    pb_envelope_t *env; /* the decoded frame; NULL if it did not
+                           decode (a test failure in itself) */
 } pb_peer_msg_t;
 
 /*
@@ -62,8 +62,8 @@ int pb_peer_emit1(pb_peer_t *p, uint64_t token, const uint8_t *frame,
 
 /* "RES" id attempt outcome after_ms | reason (reason may be NULL: no
  * reason frame).  Returns 0 or a negative code. */
-int pb_peer_result(pb_peer_t *p, int64_t id, uint32_t attempt,
-                   uint8_t outcome, int64_t after_ms, const char *reason);
+int pb_peer_result(pb_peer_t *p, int64_t id, uint32_t attempt, uint8_t outcome,
+                   int64_t after_ms, const char *reason);
 
 /*
  * Wait up to timeout_ms for one message and parse it into *m (released
