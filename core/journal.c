@@ -25,6 +25,7 @@ enum {
     S_INSERT_EVENT,
     S_INSERT_DELIVERY,
     S_UPDATE_DELIVERY,
+    S_INSERT_ATTEMPT,
     S_COUNT
 };
 
@@ -32,7 +33,7 @@ static const char *const s_sql[S_COUNT] = {
     [S_INSERT_DEDUPE] =
         "INSERT OR IGNORE INTO dedupe(vendor_id, seen_ms) VALUES (?1, ?2)",
     [S_INSERT_EVENT] =
-        "INSERT INTO events(id, type, source, key, time_ms, accepted_ms, "
+        "INSERT OR IGNORE INTO events(id, type, source, key, time_ms, accepted_ms, "
         "frame) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [S_INSERT_DELIVERY] =
         "INSERT INTO deliveries(event_seq, route, destination, state, "
@@ -40,6 +41,9 @@ static const char *const s_sql[S_COUNT] = {
     [S_UPDATE_DELIVERY] =
         "UPDATE deliveries SET state = ?2, attempts = ?3, next_ms = ?4, "
         "last_error = ?5, updated_ms = ?6 WHERE id = ?1",
+    [S_INSERT_ATTEMPT] =
+        "INSERT INTO attempts(delivery_id, attempt, at_ms, outcome, error) "
+        "VALUES (?1, ?2, ?3, ?4, ?5)",
 };
 
 static const char s_schema[] =
@@ -69,7 +73,15 @@ static const char s_schema[] =
     "CREATE TABLE IF NOT EXISTS dedupe ("
     "  vendor_id TEXT PRIMARY KEY,"
     "  seen_ms INTEGER NOT NULL) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS dedupe_by_time ON dedupe(seen_ms);";
+    "CREATE INDEX IF NOT EXISTS dedupe_by_time ON dedupe(seen_ms);"
+    "CREATE TABLE IF NOT EXISTS attempts ("
+    "  delivery_id INTEGER NOT NULL,"
+    "  attempt INTEGER NOT NULL,"
+    "  at_ms INTEGER NOT NULL,"
+    "  outcome INTEGER NOT NULL," /* 0 ok, 1 retry, 2 reject, 3 replayed */
+    "  error TEXT);"
+    "CREATE INDEX IF NOT EXISTS attempts_by_delivery"
+    "  ON attempts(delivery_id);";
 
 struct pb_journal {
     sqlite3 *db;
@@ -223,6 +235,20 @@ s_bind_text(sqlite3_stmt *st, int i, const char *s)
 }
 
 int
+pb_journal_mark(pb_journal_t *j)
+{
+    return s_exec(j, "SAVEPOINT emit");
+}
+
+int
+pb_journal_unmark(pb_journal_t *j, bool keep)
+{
+    if (!keep && s_exec(j, "ROLLBACK TO emit") != 0)
+        return PB_EJOURNAL;
+    return s_exec(j, "RELEASE emit");
+}
+
+int
 pb_journal_append(pb_journal_t *j, pb_journal_event_t *ev)
 {
     int64_t now = s_now_ms();
@@ -250,6 +276,11 @@ pb_journal_append(pb_journal_t *j, pb_journal_event_t *ev)
     int rc = s_step(j, st);
     if (rc != 0)
         return rc;
+    if (sqlite3_changes(j->db) == 0) {
+        /* the same envelope id again: a re-sent request */
+        ev->duplicate = true;
+        return 0;
+    }
     int64_t seq = sqlite3_last_insert_rowid(j->db);
 
     st = j->stmt[S_INSERT_DELIVERY];
@@ -281,6 +312,22 @@ pb_journal_update(pb_journal_t *j, int64_t delivery_id,
     else
         sqlite3_bind_null(st, 5);
     sqlite3_bind_int64(st, 6, s_now_ms());
+    return s_step(j, st);
+}
+
+int
+pb_journal_record_attempt(pb_journal_t *j, int64_t delivery_id, int attempt,
+                          int outcome, const char *error)
+{
+    sqlite3_stmt *st = j->stmt[S_INSERT_ATTEMPT];
+    sqlite3_bind_int64(st, 1, delivery_id);
+    sqlite3_bind_int(st, 2, attempt);
+    sqlite3_bind_int64(st, 3, s_now_ms());
+    sqlite3_bind_int(st, 4, outcome);
+    if (error && *error)
+        sqlite3_bind_text(st, 5, error, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 5);
     return s_step(j, st);
 }
 
@@ -327,10 +374,14 @@ int
 pb_journal_prune(pb_journal_t *j, int64_t dedupe_before_ms,
                  int64_t delivered_before_ms)
 {
-    char sql[512];
+    char sql[1024];
     snprintf(sql, sizeof sql,
              "BEGIN IMMEDIATE;"
              "DELETE FROM dedupe WHERE seen_ms < %lld;"
+             "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM "
+             "deliveries WHERE state = 1 AND event_seq IN (SELECT seq FROM "
+             "events WHERE accepted_ms < %lld) AND event_seq NOT IN (SELECT "
+             "event_seq FROM deliveries WHERE state != 1));"
              "DELETE FROM deliveries WHERE event_seq IN (SELECT seq FROM "
              "events WHERE accepted_ms < %lld) AND state = 1 AND event_seq "
              "NOT IN (SELECT event_seq FROM deliveries WHERE state != 1);"
@@ -338,7 +389,7 @@ pb_journal_prune(pb_journal_t *j, int64_t dedupe_before_ms,
              "(SELECT event_seq FROM deliveries);"
              "COMMIT;",
              (long long)dedupe_before_ms, (long long)delivered_before_ms,
-             (long long)delivered_before_ms);
+             (long long)delivered_before_ms, (long long)delivered_before_ms);
     int rc = s_exec(j, sql);
     if (rc != 0) {
         pb_journal_rollback(j);

@@ -73,7 +73,16 @@ int pb_journal_begin(pb_journal_t *j);
 int pb_journal_commit(pb_journal_t *j);
 void pb_journal_rollback(pb_journal_t *j);
 
-/* Inside a transaction: accept one event (or find it a duplicate). */
+/*
+ * Inside a transaction: a mark that a group of appends can be undone to
+ * (one emitter's request is all or nothing).  pb_journal_unmark(keep =
+ * false) undoes every write since the mark; keep = true keeps them.
+ */
+int pb_journal_mark(pb_journal_t *j);
+int pb_journal_unmark(pb_journal_t *j, bool keep);
+
+/* Inside a transaction: accept one event (or find it a duplicate: its
+ * dedupe id, or its own id, was accepted before). */
 int pb_journal_append(pb_journal_t *j, pb_journal_event_t *ev);
 
 /* Inside a transaction: record a delivery's new state.  error may be
@@ -81,6 +90,11 @@ int pb_journal_append(pb_journal_t *j, pb_journal_event_t *ev);
 int pb_journal_update(pb_journal_t *j, int64_t delivery_id,
                       pb_delivery_state_t state, int attempts,
                       int64_t next_ms, const char *error);
+
+/* Inside a transaction: remember one attempt's outcome (a
+ * plugboard_outcome_t) and error for `dlq show`. */
+int pb_journal_record_attempt(pb_journal_t *j, int64_t delivery_id,
+                              int attempt, int outcome, const char *error);
 
 /*
  * Every pending delivery, in acceptance order, for restart recovery.  The

@@ -627,12 +627,21 @@ s_handle_emit(pb_router_t *r, const char *peer, zmq_msg_t *parts,
         }
     }
     int rc = 0;
+    size_t newdl_mark = r->newdl_count;
+    bool marked = e->status == 0 && pb_journal_mark(r->journal) == 0;
+    if (e->status == 0 && !marked)
+        e->status = rc = PB_EJOURNAL;
     for (size_t i = 0; i < n && e->status == 0; i++) {
         pb_envelope_t *env = envs[i];
         pb_journal_target_t targets[S_MAX_TARGETS];
         int route_of[S_MAX_TARGETS], dest_of[S_MAX_TARGETS];
         size_t tn = s_targets(r, peer, pb_envelope_type(env), targets,
                               route_of, dest_of, S_MAX_TARGETS);
+        if (tn == S_MAX_TARGETS)
+            pb_warn("router", "event type=%s from connector=%s matches %d "
+                    "or more (route, destination) pairs; only the first "
+                    "%d are delivered", pb_envelope_type(env), peer,
+                    S_MAX_TARGETS, S_MAX_TARGETS);
         size_t flen;
         const uint8_t *frame = pb_envelope_frame(env, &flen);
         pb_journal_event_t je = {
@@ -672,6 +681,15 @@ s_handle_emit(pb_router_t *r, const char *peer, zmq_msg_t *parts,
             ev->refs++;
         }
         s_ev_release(ev);
+    }
+    if (marked && pb_journal_unmark(r->journal, e->status == 0) != 0 &&
+        e->status == 0)
+        e->status = rc = PB_EJOURNAL;
+    if (e->status != 0) {
+        /* all or nothing: forget what this EMIT staged */
+        while (r->newdl_count > newdl_mark)
+            s_ev_release(r->newdls[--r->newdl_count].ev);
+        e->accepted = e->duplicates = e->unrouted = 0;
     }
     for (size_t i = 0; i < n; i++)
         pb_envelope_destroy(&envs[i]);
@@ -729,15 +747,17 @@ s_write_change(pb_router_t *r, change_t *c, int64_t now)
 {
     dl_t *d = c->dl;
     int attempts = d->attempts + 1;
+    int rc = pb_journal_record_attempt(r->journal, d->id, attempts,
+                                       (int)c->outcome, c->reason);
+    if (rc != 0)
+        return rc;
     if (c->outcome == PLUGBOARD_OK)
         return pb_journal_update(r->journal, d->id, PB_DELIVERY_DELIVERED,
                                  attempts, 0, NULL);
     const pb_retry_conf_t *pol = s_policy(r, d);
-    c->dead = c->outcome == PLUGBOARD_REJECT ||
-              pb_retry_exhausted(pol, attempts);
     if (c->dead) {
-        int rc = pb_journal_update(r->journal, d->id, PB_DELIVERY_DEAD,
-                                   attempts, 0, c->reason);
+        rc = pb_journal_update(r->journal, d->id, PB_DELIVERY_DEAD,
+                               attempts, 0, c->reason);
         if (rc == 0) {
             d->attempts = attempts; /* the notice reports them */
             s_notify_dead(r, d,
@@ -827,6 +847,15 @@ static void
 s_commit_batch(pb_router_t *r, bool began, int64_t now)
 {
     bool committed = false;
+    /* decide every change's fate first: a REJECT stays a dead letter in
+     * the making even when the journal then fails */
+    for (size_t i = 0; i < r->change_count; i++) {
+        change_t *c = &r->changes[i];
+        c->dead = c->outcome != PLUGBOARD_OK &&
+                  (c->outcome == PLUGBOARD_REJECT ||
+                   pb_retry_exhausted(s_policy(r, c->dl),
+                                      c->dl->attempts + 1));
+    }
     if (began) {
         for (size_t i = 0; i < r->change_count; i++)
             if (s_write_change(r, &r->changes[i], now) != 0)

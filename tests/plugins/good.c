@@ -50,9 +50,9 @@
 
 #include <plugboard/plugboard.h>
 
-#define S_MAX_EVENTS 64   /* events one webhook request may carry */
-#define S_MAX_REJECT 32   /* types reject_types may list */
-#define S_TYPE_MAX 64     /* longest event type name kept */
+#define S_MAX_EVENTS 64 /* events one webhook request may carry */
+#define S_MAX_REJECT 32 /* types reject_types may list */
+#define S_TYPE_MAX 64   /* longest event type name kept */
 
 /* ------------------------------------------------------------------ */
 /* Descriptor data                                                     */
@@ -115,13 +115,13 @@ typedef struct s_seen {
 typedef struct s_good {
     const plugboard_host_api_t *api;
     plugboard_host_t *host;
-    const char *label;  /* borrowed from settings until close */
+    const char *label; /* borrowed from settings until close */
     int64_t fail_first;
     int64_t delay_ms;
     char reject[S_MAX_REJECT][S_TYPE_MAX];
     size_t reject_count;
-    int record_fd;      /* -1 when record is unset */
-    char *record_path;  /* api->alloc, for messages */
+    int record_fd;     /* -1 when record is unset */
+    char *record_path; /* api->alloc, for messages */
 
     pthread_mutex_t lock; /* guards seen and writes to record_fd */
     s_seen_t *seen;       /* open addressing, power-of-two capacity */
@@ -232,8 +232,7 @@ s_parse_reject(s_good_t *g, const char *list, char *errbuf)
 static int
 s_open_record(s_good_t *g, const char *path, char *errbuf)
 {
-    g->record_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
-                        0644);
+    g->record_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (g->record_fd < 0) {
         snprintf(errbuf, PLUGBOARD_ERRBUF_MAX, "cannot open record '%s': %s",
                  path, strerror(errno));
@@ -375,8 +374,7 @@ s_fail_on_purpose(s_good_t *g, const char *id, plugboard_result_t *result)
 }
 
 static void
-s_deliver(void *state, const plugboard_event_t *ev,
-          plugboard_result_t *result)
+s_deliver(void *state, const plugboard_event_t *ev, plugboard_result_t *result)
 {
     s_good_t *g = state;
     const plugboard_host_api_t *api = g->api;
@@ -393,8 +391,8 @@ s_deliver(void *state, const plugboard_event_t *ev,
     }
     pthread_mutex_lock(&g->lock);
     int err = 0;
-    if (!s_fail_on_purpose(g, api->event_id(ev), result) &&
-        g->record_fd >= 0 && (err = s_record(g, ev)) != 0) {
+    if (!s_fail_on_purpose(g, api->event_id(ev), result) && g->record_fd >= 0 &&
+        (err = s_record(g, ev)) != 0) {
         result->outcome = PLUGBOARD_RETRY;
         snprintf(result->reason, sizeof result->reason,
                  "cannot append to record '%s': %s", g->record_path,
@@ -436,8 +434,7 @@ s_build_data(s_good_t *g, plugboard_builder_t *b, json_t *data, char *why,
     json_object_foreach(data, name, value)
     {
         if (!*name || strchr(name, '.')) {
-            snprintf(why, why_len, "data key '%s' is empty or has a '.'",
-                     name);
+            snprintf(why, why_len, "data key '%s' is empty or has a '.'", name);
             return -1;
         }
         char *text = json_dumps(value, JSON_ENCODE_ANY | JSON_COMPACT);
@@ -445,8 +442,7 @@ s_build_data(s_good_t *g, plugboard_builder_t *b, json_t *data, char *why,
                       : PLUGBOARD_E_NOMEM;
         free(text);
         if (rc != 0) {
-            snprintf(why, why_len, "cannot set data field '%s' (%d)", name,
-                     rc);
+            snprintf(why, why_len, "cannot set data field '%s' (%d)", name, rc);
             return -1;
         }
     }
@@ -476,8 +472,9 @@ s_build(s_good_t *g, json_t *item, char *why, size_t why_len)
     }
     if ((key && !s_text(key)) || (dedupe && !s_text(dedupe)) ||
         (data && !json_is_object(data))) {
-        snprintf(why, why_len, "'key' and 'dedupe' must be strings and "
-                               "'data' an object");
+        snprintf(why, why_len,
+                 "'key' and 'dedupe' must be strings and "
+                 "'data' an object");
         return NULL;
     }
     plugboard_builder_t *b = api->builder_new(g->host, type);
@@ -513,8 +510,8 @@ s_emit_status(int rc)
 static void
 s_respond_ok(s_good_t *g, plugboard_response_t *resp, size_t n)
 {
-    json_t *answer = json_pack("{s:I,s:s}", "accepted", (json_int_t)n,
-                               "label", g->label);
+    json_t *answer =
+        json_pack("{s:I,s:s}", "accepted", (json_int_t)n, "label", g->label);
     char *text = answer ? json_dumps(answer, JSON_COMPACT) : NULL;
     g->api->respond(resp, 200, text ? text : "");
     free(text);

@@ -95,8 +95,8 @@ append(pb_journal_t *j, const char *id, const char *dedupe,
     pb_journal_target_t targets[8];
     cr_assert_leq(n, 8);
     for (size_t i = 0; i < n; i++)
-        targets[i] = (pb_journal_target_t){.route = "r1",
-                                           .destination = dests[i]};
+        targets[i] =
+            (pb_journal_target_t){.route = "r1", .destination = dests[i]};
     char key[64];
     snprintf(key, sizeof key, "k:%s", id);
     uint8_t frame[128];
@@ -138,8 +138,7 @@ update(pb_journal_t *j, int64_t id, pb_delivery_state_t state, int attempts,
        int64_t next_ms, const char *error)
 {
     cr_assert_eq(pb_journal_begin(j), 0);
-    cr_assert_eq(pb_journal_update(j, id, state, attempts, next_ms, error),
-                 0);
+    cr_assert_eq(pb_journal_update(j, id, state, attempts, next_ms, error), 0);
     cr_assert_eq(pb_journal_commit(j), 0);
 }
 
@@ -225,10 +224,10 @@ sql_int(const char *sql)
 {
     sqlite3 *db = sql_open();
     sqlite3_stmt *st;
-    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK,
-                 "%s", sqlite3_errmsg(db));
-    int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0)
-                                               : -1;
+    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK, "%s",
+                 sqlite3_errmsg(db));
+    int64_t v =
+        sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
     sqlite3_finalize(st);
     sqlite3_close(db);
     return v;
@@ -246,8 +245,7 @@ file_exists(const char *name)
 static void
 assert_contains(const char *text, const char *part)
 {
-    cr_assert_not_null(strstr(text, part), "expected '%s' in: %s", part,
-                       text);
+    cr_assert_not_null(strstr(text, part), "expected '%s' in: %s", part, text);
 }
 
 static const char *const s_two[] = {"crm", "mail"};
@@ -372,8 +370,7 @@ Test(journal, event_without_targets_is_stored_but_not_pending)
     pending_t p;
     cr_assert_eq(pending(j, &p), 0);
     pb_journal_close(&j);
-    cr_assert_eq(sql_int("SELECT count(*) FROM events WHERE id = 'lonely'"),
-                 1);
+    cr_assert_eq(sql_int("SELECT count(*) FROM events WHERE id = 'lonely'"), 1);
 }
 
 Test(journal, pending_stops_when_the_callback_says_so)
@@ -841,8 +838,7 @@ Test(journal, read_only_journal_with_a_wal_is_refused_at_open)
     int rc = j ? try_accept(j, "e2") : 0;
     pb_journal_close(&j);
     make_read_only(false);
-    cr_assert(refused, "a read-only journal was opened (first write: %d)",
-              rc);
+    cr_assert(refused, "a read-only journal was opened (first write: %d)", rc);
     assert_contains(err, s_dir);
 
     j = open_journal();

@@ -6,8 +6,9 @@
  * The plugins are real .so files built from tests/plugins/<name>.c.  Refusals
  * are exercised through a private copy directory (the way the host loads),
  * so each one also shows that no copy is left behind.  The last tests
- * drive the "good" test plugin through the harness, because router and
- * integration tests rely on it behaving as its header says.
+ * drive the "good" test plugin (directly and through the harness),
+ * because router and integration tests rely on it behaving as its header
+ * says.
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
@@ -16,6 +17,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,8 +103,7 @@ dir_entries(const char *dir)
 static void
 assert_contains(const char *text, const char *part)
 {
-    cr_assert_not_null(strstr(text, part), "expected '%s' in: %s", part,
-                       text);
+    cr_assert_not_null(strstr(text, part), "expected '%s' in: %s", part, text);
 }
 
 /*
@@ -135,8 +136,8 @@ make_event(const char *type)
     pb_builder_destroy(&b);
     char why[256];
     int err = 0;
-    pb_envelope_t *env = pb_envelope_decode(frame, len, NULL, &err, why,
-                                            sizeof why);
+    pb_envelope_t *env =
+        pb_envelope_decode(frame, len, NULL, &err, why, sizeof why);
     free(frame);
     cr_assert_not_null(env, "%s", why);
     return env;
@@ -162,16 +163,15 @@ inst_open(inst_t *in, const plugboard_connector_t *d,
     in->d = d;
     pb_diag_t diag;
     pb_diag_init(&diag);
-    in->settings = pb_settings_bind(d->settings, raw, raw_count, "test",
-                                    &diag);
+    in->settings = pb_settings_bind(d->settings, raw, raw_count, "test", &diag);
     cr_assert_not_null(in->settings, "%s",
                        diag.count ? diag.messages[0] : "bind failed");
     pb_diag_release(&diag);
     pb_host_init(&in->host, d->name, NULL, NULL, NULL);
     char errbuf[PLUGBOARD_ERRBUF_MAX] = "";
-    cr_assert_eq(d->open(pb_host_api(), &in->host, in->settings, &in->state,
-                         errbuf),
-                 0, "open: %s", errbuf);
+    cr_assert_eq(
+        d->open(pb_host_api(), &in->host, in->settings, &in->state, errbuf), 0,
+        "open: %s", errbuf);
 }
 
 static plugboard_outcome_t
@@ -221,8 +221,8 @@ find_setting(const plugboard_connector_t *d, const char *name)
 Test(loader, good_plugin_loads_and_its_descriptor_is_copied)
 {
     char err[512] = "";
-    pb_plugin_t *p = pb_plugin_load(PLUGIN("good"), NULL, 0, NULL, err,
-                                    sizeof err);
+    pb_plugin_t *p =
+        pb_plugin_load(PLUGIN("good"), NULL, 0, NULL, err, sizeof err);
     cr_assert_not_null(p, "%s", err);
     cr_assert_str_eq(pb_plugin_path(p), PLUGIN("good"));
 
@@ -274,8 +274,8 @@ Test(loader, good_plugin_loads_and_its_descriptor_is_copied)
 Test(loader, destroy_is_idempotent)
 {
     char err[512] = "";
-    pb_plugin_t *p = pb_plugin_load(PLUGIN("good"), NULL, 0, NULL, err,
-                                    sizeof err);
+    pb_plugin_t *p =
+        pb_plugin_load(PLUGIN("good"), NULL, 0, NULL, err, sizeof err);
     cr_assert_not_null(p, "%s", err);
     pb_plugin_destroy(&p);
     cr_assert_null(p);
@@ -289,8 +289,8 @@ Test(loader, private_copy_is_unlinked_once_loaded)
     cr_assert_eq(mkdir(tmp_path(run, sizeof run, "run"), 0700), 0);
     tmp_path(copies, sizeof copies, "run/plugins");
 
-    pb_plugin_t *p = pb_plugin_load(PLUGIN("good"), NULL, 0, copies, err,
-                                    sizeof err);
+    pb_plugin_t *p =
+        pb_plugin_load(PLUGIN("good"), NULL, 0, copies, err, sizeof err);
     cr_assert_not_null(p, "%s", err);
     /* the copy directory was created private, and the copy is gone */
     struct stat st;
@@ -310,11 +310,11 @@ Test(loader, each_private_copy_is_a_separate_instance)
      * mapping, even when both come from the same file name */
     char copies[4096], err[512] = "";
     tmp_path(copies, sizeof copies, "copies");
-    pb_plugin_t *a = pb_plugin_load(PLUGIN("good"), NULL, 0, copies, err,
-                                    sizeof err);
+    pb_plugin_t *a =
+        pb_plugin_load(PLUGIN("good"), NULL, 0, copies, err, sizeof err);
     cr_assert_not_null(a, "%s", err);
-    pb_plugin_t *b = pb_plugin_load(PLUGIN("good"), NULL, 0, copies, err,
-                                    sizeof err);
+    pb_plugin_t *b =
+        pb_plugin_load(PLUGIN("good"), NULL, 0, copies, err, sizeof err);
     cr_assert_not_null(b, "%s", err);
     const plugboard_connector_t *da = pb_plugin_descriptor(a);
     const plugboard_connector_t *db = pb_plugin_descriptor(b);
@@ -348,8 +348,7 @@ Test(loader, plugin_keeps_working_when_its_file_is_overwritten)
     exercise(d);
 
     /* the file really changed: loading it again reads the new bytes */
-    pb_plugin_t *again = pb_plugin_load(src, NULL, 0, copies, err,
-                                        sizeof err);
+    pb_plugin_t *again = pb_plugin_load(src, NULL, 0, copies, err, sizeof err);
     cr_assert_null(again);
     assert_contains(err, "ABI");
 
@@ -508,8 +507,8 @@ Test(loader, file_that_is_not_a_shared_object_is_refused_with_dlerror)
 Test(loader, open_failure_reports_the_plugin_message)
 {
     char err[512] = "";
-    pb_harness_t *h = pb_harness_open(PLUGIN("fail_open"), NULL, NULL, err,
-                                      sizeof err);
+    pb_harness_t *h =
+        pb_harness_open(PLUGIN("fail_open"), NULL, NULL, err, sizeof err);
     cr_assert_null(h);
     assert_contains(err, "cannot reach the vendor: connection refused");
 }
@@ -522,8 +521,8 @@ static pb_harness_t *
 open_good(const char *const *settings)
 {
     char err[512] = "";
-    pb_harness_t *h = pb_harness_open(PLUGIN("good"), NULL, settings, err,
-                                      sizeof err);
+    pb_harness_t *h =
+        pb_harness_open(PLUGIN("good"), NULL, settings, err, sizeof err);
     cr_assert_not_null(h, "%s", err);
     return h;
 }
@@ -532,8 +531,8 @@ static pb_plugin_t *
 load_good(void)
 {
     char err[512] = "";
-    pb_plugin_t *p = pb_plugin_load(PLUGIN("good"), NULL, 0, NULL, err,
-                                    sizeof err);
+    pb_plugin_t *p =
+        pb_plugin_load(PLUGIN("good"), NULL, 0, NULL, err, sizeof err);
     cr_assert_not_null(p, "%s", err);
     return p;
 }
@@ -646,14 +645,76 @@ Test(loader, good_plugin_records_delivered_events_as_json_lines)
     pb_envelope_destroy(&ev);
 }
 
+/* One worker of the concurrency test: 50 events, each failed once. */
+typedef struct worker {
+    inst_t *in;
+    int ok;
+} worker_t;
+
+static void *
+worker_run(void *arg)
+{
+    worker_t *w = arg;
+    for (int i = 0; i < 50; i++) {
+        pb_envelope_t *ev = make_event(PLUGBOARD_EV_PAYMENT_FAILED);
+        plugboard_result_t r;
+        if (inst_deliver(w->in, ev, 1, &r) == PLUGBOARD_RETRY &&
+            inst_deliver(w->in, ev, 2, &r) == PLUGBOARD_OK)
+            w->ok++;
+        pb_envelope_destroy(&ev);
+    }
+    return NULL;
+}
+
+Test(loader, good_plugin_deliver_is_thread_safe)
+{
+    /* the descriptor says PLUGBOARD_DELIVER_THREAD_SAFE: one state,
+     * several threads, counts and record lines intact */
+    char record[4096];
+    tmp_path(record, sizeof record, "record.jsonl");
+    pb_plugin_t *p = load_good();
+    const pb_raw_setting_t raw[] = {
+        {.name = "record", .kind = PB_RAW_STRING, .str = record},
+        {.name = "fail_first", .kind = PB_RAW_INT, .i = 1},
+        {.name = "delay", .kind = PB_RAW_STRING, .str = "1ms"}};
+    inst_t in;
+    inst_open(&in, pb_plugin_descriptor(p), raw, 3);
+    pthread_t th[4];
+    worker_t w[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (worker_t){.in = &in};
+        cr_assert_eq(pthread_create(&th[i], NULL, worker_run, &w[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_eq(w[i].ok, 50);
+    }
+    inst_close(&in);
+    pb_plugin_destroy(&p);
+
+    char *text = pb_test_read_file(record, NULL);
+    cr_assert_not_null(text);
+    int lines = 0;
+    for (char *line = text, *nl; (nl = strchr(line, '\n')); line = nl + 1) {
+        json_error_t jerr;
+        json_t *v = json_loadb(line, (size_t)(nl - line), 0, &jerr);
+        cr_assert_not_null(v, "line %d: %s", lines + 1, jerr.text);
+        cr_assert_eq(json_integer_value(json_object_get(v, "attempt")), 2);
+        json_decref(v);
+        lines++;
+    }
+    free(text);
+    cr_assert_eq(lines, 200);
+}
+
 Test(loader, good_plugin_refuses_an_unwritable_record_file)
 {
     char setting[4200];
     snprintf(setting, sizeof setting, "record=%s/no/such/dir/r.jsonl", s_tmp);
     const char *const settings[] = {setting, NULL};
     char err[512] = "";
-    pb_harness_t *h = pb_harness_open(PLUGIN("good"), NULL, settings, err,
-                                      sizeof err);
+    pb_harness_t *h =
+        pb_harness_open(PLUGIN("good"), NULL, settings, err, sizeof err);
     cr_assert_null(h);
     assert_contains(err, "cannot open record");
     assert_contains(err, "no/such/dir/r.jsonl");
@@ -662,10 +723,11 @@ Test(loader, good_plugin_refuses_an_unwritable_record_file)
 Test(loader, good_plugin_webhook_emits_the_described_event)
 {
     pb_harness_t *h = open_good(NULL);
-    const char body[] = "{\"type\": \"payment.failed\", \"key\": \"ada@ex.com\","
-                        " \"dedupe\": \"evt_1\", \"data\": {\"amount\": 1200,"
-                        " \"currency\": \"EUR\", \"customer\": "
-                        "{\"email\": \"ada@ex.com\"}}}";
+    const char body[] =
+        "{\"type\": \"payment.failed\", \"key\": \"ada@ex.com\","
+        " \"dedupe\": \"evt_1\", \"data\": {\"amount\": 1200,"
+        " \"currency\": \"EUR\", \"customer\": "
+        "{\"email\": \"ada@ex.com\"}}}";
     int status = 0;
     char *answer = NULL;
     cr_assert_eq(pb_harness_webhook(h, "POST", NULL, body, sizeof body - 1,
@@ -704,7 +766,8 @@ Test(loader, good_plugin_webhook_takes_an_array_and_all_or_nothing)
                                     &status, &answer),
                  0);
     cr_assert_eq(status, 200);
-    cr_assert_str_eq(answer, "{\"accepted\":2,\"label\":\"new \\\"build\\\"\"}");
+    cr_assert_str_eq(answer,
+                     "{\"accepted\":2,\"label\":\"new \\\"build\\\"\"}");
     free(answer);
     cr_assert_eq(pb_harness_emitted_count(h), 2);
     cr_assert_str_eq(pb_envelope_key(pb_harness_emitted(h, 1)), "b");
