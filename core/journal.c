@@ -88,6 +88,8 @@ struct pb_journal {
     sqlite3_stmt *stmt[S_COUNT];
     char *path;
     char *wal_path;
+    bool memory; /* ":memory:", for benchmarks and tests */
+    char last_error[256]; /* the last failure, kept past a rollback */
 };
 
 static int64_t
@@ -103,7 +105,9 @@ s_exec(pb_journal_t *j, const char *sql)
 {
     char *msg = NULL;
     if (sqlite3_exec(j->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        pb_error("journal", "statement failed: %s", msg ? msg : "?");
+        snprintf(j->last_error, sizeof j->last_error, "%s",
+                 msg ? msg : sqlite3_errmsg(j->db));
+        pb_error("journal", "statement failed: %s", j->last_error);
         sqlite3_free(msg);
         return PB_EJOURNAL;
     }
@@ -113,7 +117,10 @@ s_exec(pb_journal_t *j, const char *sql)
 pb_journal_t *
 pb_journal_open(const char *dir, char *err, size_t err_len)
 {
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+    bool memory = dir == NULL;
+    if (memory)
+        dir = ":memory:";
+    else if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         snprintf(err, err_len, "cannot create data directory '%s': %s", dir,
                  strerror(errno));
         return NULL;
@@ -126,8 +133,9 @@ pb_journal_open(const char *dir, char *err, size_t err_len)
     j->wal_path = malloc(n);
     if (!j->path || !j->wal_path)
         goto out_free;
-    snprintf(j->path, n, "%s/journal.db", dir);
-    snprintf(j->wal_path, n, "%s/journal.db-wal", dir);
+    snprintf(j->path, n, memory ? "%s" : "%s/journal.db", dir);
+    snprintf(j->wal_path, n, memory ? "%s" : "%s/journal.db-wal", dir);
+    j->memory = memory;
 
     if (sqlite3_open_v2(j->path, &j->db,
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
@@ -140,15 +148,24 @@ pb_journal_open(const char *dir, char *err, size_t err_len)
     sqlite3_busy_timeout(j->db, 5000);
     char *msg = NULL;
     if (sqlite3_exec(j->db,
-                     "PRAGMA journal_mode=WAL;"
-                     "PRAGMA synchronous=FULL;"
-                     "PRAGMA foreign_keys=OFF;"
-                     "PRAGMA journal_size_limit=67108864;",
+                     memory ? "PRAGMA synchronous=OFF;"
+                              "PRAGMA foreign_keys=OFF;"
+                            : "PRAGMA journal_mode=WAL;"
+                              "PRAGMA synchronous=FULL;"
+                              "PRAGMA foreign_keys=OFF;"
+                              "PRAGMA journal_size_limit=67108864;",
                      NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(j->db, s_schema, NULL, NULL, &msg) != SQLITE_OK) {
         snprintf(err, err_len, "cannot initialise journal '%s': %s", j->path,
                  msg ? msg : sqlite3_errmsg(j->db));
         sqlite3_free(msg);
+        goto out_close;
+    }
+    if (sqlite3_db_readonly(j->db, "main") != 0) {
+        snprintf(err, err_len,
+                 "cannot open journal '%s' for writing: the file or its "
+                 "directory is read-only",
+                 j->path);
         goto out_close;
     }
     for (int i = 0; i < S_COUNT; i++) {
@@ -222,7 +239,9 @@ s_step(pb_journal_t *j, sqlite3_stmt *st)
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     if (rc != SQLITE_DONE) {
-        pb_error("journal", "write failed: %s", sqlite3_errmsg(j->db));
+        snprintf(j->last_error, sizeof j->last_error, "%s",
+                 sqlite3_errmsg(j->db));
+        pb_error("journal", "write failed: %s", j->last_error);
         return PB_EJOURNAL;
     }
     return 0;
@@ -265,6 +284,8 @@ pb_journal_append(pb_journal_t *j, pb_journal_event_t *ev)
             return 0;
         }
     }
+    if (!ev->frame || !ev->id || !*ev->id)
+        return PB_EINVAL;
     sqlite3_stmt *st = j->stmt[S_INSERT_EVENT];
     s_bind_text(st, 1, ev->id);
     s_bind_text(st, 2, ev->type);
@@ -370,6 +391,193 @@ pb_journal_pending(pb_journal_t *j, pb_journal_each_fn fn, void *ctx)
     return rc;
 }
 
+/* ---------------------------------------------------------------- */
+/* dead letters                                                      */
+/* ---------------------------------------------------------------- */
+
+#define S_DEAD_COLUMNS                                                    \
+    "d.id, d.route, d.destination, d.attempts, d.last_error, "           \
+    "d.updated_ms, e.id, e.type, e.key, e.accepted_ms, e.frame"
+
+static const char *
+s_col_text(sqlite3_stmt *st, int i)
+{
+    const char *t = (const char *)sqlite3_column_text(st, i);
+    return t ? t : "";
+}
+
+static json_t *
+s_dead_row(sqlite3_stmt *st)
+{
+    return json_pack("{s:I, s:s, s:s, s:i, s:s, s:I, s:{s:s, s:s, s:s, s:I}}",
+                     "id", (json_int_t)sqlite3_column_int64(st, 0), "route",
+                     s_col_text(st, 1), "destination", s_col_text(st, 2),
+                     "attempts", sqlite3_column_int(st, 3), "last_error",
+                     s_col_text(st, 4), "dead_at",
+                     (json_int_t)sqlite3_column_int64(st, 5), "event", "id",
+                     s_col_text(st, 6), "type", s_col_text(st, 7), "key",
+                     s_col_text(st, 8), "accepted_at",
+                     (json_int_t)sqlite3_column_int64(st, 9));
+}
+
+json_t *
+pb_journal_dead_list(pb_journal_t *j, const char *route,
+                     const char *destination, int64_t after_id, int limit)
+{
+    static const char sql[] =
+        "SELECT " S_DEAD_COLUMNS " FROM deliveries d JOIN events e ON "
+        "e.seq = d.event_seq WHERE d.state = 2 AND d.id > ?1 AND (?2 IS "
+        "NULL OR d.route = ?2) AND (?3 IS NULL OR d.destination = ?3) "
+        "ORDER BY d.id LIMIT ?4";
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(j->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return NULL;
+    sqlite3_bind_int64(st, 1, after_id);
+    if (route)
+        sqlite3_bind_text(st, 2, route, -1, SQLITE_STATIC);
+    if (destination)
+        sqlite3_bind_text(st, 3, destination, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 4, limit > 0 ? limit : 1000);
+    json_t *out = json_array();
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        json_array_append_new(out, s_dead_row(st));
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        json_decref(out);
+        return NULL;
+    }
+    return out;
+}
+
+json_t *
+pb_journal_dead_ids(pb_journal_t *j, const char *route)
+{
+    static const char sql[] =
+        "SELECT id FROM deliveries WHERE state = 2 AND route = ?1 ORDER BY id";
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(j->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return NULL;
+    sqlite3_bind_text(st, 1, route, -1, SQLITE_STATIC);
+    json_t *out = json_array();
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        json_array_append_new(out,
+                              json_integer(sqlite3_column_int64(st, 0)));
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        json_decref(out);
+        return NULL;
+    }
+    return out;
+}
+
+static const char *const s_outcomes[] = {"ok", "retry", "reject",
+                                         "replayed"};
+
+json_t *
+pb_journal_dead_show(pb_journal_t *j, int64_t id, pb_journal_frame_fn render,
+                     bool *found)
+{
+    static const char sql[] =
+        "SELECT " S_DEAD_COLUMNS " FROM deliveries d JOIN events e ON "
+        "e.seq = d.event_seq WHERE d.state = 2 AND d.id = ?1";
+    static const char hist[] =
+        "SELECT attempt, at_ms, outcome, error FROM attempts WHERE "
+        "delivery_id = ?1 ORDER BY rowid";
+    *found = false;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(j->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return NULL;
+    sqlite3_bind_int64(st, 1, id);
+    json_t *out = NULL;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *found = true;
+        out = s_dead_row(st);
+        json_t *body = render ? render(sqlite3_column_blob(st, 10),
+                                       (size_t)sqlite3_column_bytes(st, 10))
+                              : NULL;
+        json_object_set_new(out, "event_body", body ? body : json_null());
+    }
+    sqlite3_finalize(st);
+    if (!out)
+        return NULL;
+    if (sqlite3_prepare_v2(j->db, hist, -1, &st, NULL) != SQLITE_OK) {
+        json_decref(out);
+        return NULL;
+    }
+    sqlite3_bind_int64(st, 1, id);
+    json_t *h = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int oc = sqlite3_column_int(st, 2);
+        json_array_append_new(
+            h, json_pack("{s:i, s:I, s:s, s:s?}", "attempt",
+                         sqlite3_column_int(st, 0), "at",
+                         (json_int_t)sqlite3_column_int64(st, 1), "outcome",
+                         oc >= 0 && oc < 4 ? s_outcomes[oc] : "?", "error",
+                         (const char *)sqlite3_column_text(st, 3)));
+    }
+    sqlite3_finalize(st);
+    json_object_set_new(out, "history", h);
+    return out;
+}
+
+int
+pb_journal_replay(pb_journal_t *j, int64_t id, pb_journal_each_fn fn,
+                  void *ctx)
+{
+    static const char sql[] =
+        "SELECT d.id, d.route, d.destination, e.id, e.key, e.frame FROM "
+        "deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.state = "
+        "2 AND d.id = ?1";
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(j->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return PB_EJOURNAL;
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return rc == SQLITE_DONE ? PB_ENOENT : PB_EJOURNAL;
+    }
+    rc = pb_journal_update(j, id, PB_DELIVERY_PENDING, 0, 0, NULL);
+    if (rc == 0)
+        rc = pb_journal_record_attempt(j, id, 0, 3, "replayed by an admin");
+    if (rc == 0) {
+        pb_journal_delivery_t d = {
+            .delivery_id = id,
+            .route = s_col_text(st, 1),
+            .destination = s_col_text(st, 2),
+            .event_id = s_col_text(st, 3),
+            .key = s_col_text(st, 4),
+            .attempts = 0,
+            .next_ms = 0,
+            .frame = sqlite3_column_blob(st, 5),
+            .frame_len = (size_t)sqlite3_column_bytes(st, 5),
+        };
+        rc = fn(ctx, &d);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int
+pb_journal_drop(pb_journal_t *j, int64_t id)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "DELETE FROM deliveries WHERE id = %lld AND state = 2",
+             (long long)id);
+    int rc = s_exec(j, sql);
+    if (rc != 0)
+        return rc;
+    if (sqlite3_changes(j->db) == 0)
+        return PB_ENOENT;
+    snprintf(sql, sizeof sql, "DELETE FROM attempts WHERE delivery_id = %lld",
+             (long long)id);
+    return s_exec(j, sql);
+}
+
 int
 pb_journal_prune(pb_journal_t *j, int64_t dedupe_before_ms,
                  int64_t delivered_before_ms)
@@ -405,6 +613,8 @@ pb_journal_size(pb_journal_t *j)
 {
     struct stat st;
     int64_t total = 0;
+    if (j->memory)
+        return 0;
     if (stat(j->path, &st) == 0)
         total += st.st_size;
     if (stat(j->wal_path, &st) == 0)
@@ -415,5 +625,5 @@ pb_journal_size(pb_journal_t *j)
 const char *
 pb_journal_errmsg(pb_journal_t *j)
 {
-    return sqlite3_errmsg(j->db);
+    return j->last_error[0] ? j->last_error : sqlite3_errmsg(j->db);
 }

@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 typedef struct pb_journal pb_journal_t;
 
 typedef enum pb_delivery_state {
@@ -64,6 +66,10 @@ typedef struct pb_journal_delivery {
 /*
  * Open or create the journal in dir (created with mode 0700 if missing).
  * Returns NULL and writes the reason to err.  Caller owns the result.
+ *
+ * dir NULL opens a memory journal, for benchmarks and tests: the same
+ * schema and statements in an in-memory SQLite database with
+ * synchronous=OFF, so nothing survives close and nothing touches a disk.
  */
 pb_journal_t *pb_journal_open(const char *dir, char *err, size_t err_len);
 void pb_journal_close(pb_journal_t **j);
@@ -103,6 +109,44 @@ int pb_journal_record_attempt(pb_journal_t *j, int64_t delivery_id,
  */
 typedef int (*pb_journal_each_fn)(void *ctx, const pb_journal_delivery_t *d);
 int pb_journal_pending(pb_journal_t *j, pb_journal_each_fn fn, void *ctx);
+
+/*
+ * Dead letters, for admins.  Each query runs to completion before it
+ * returns, so no reader keeps a snapshot open.  Results are JSON (caller
+ * owns them); NULL when the journal cannot be read.
+ *
+ * pb_journal_dead_list: up to limit dead letters with id > after_id,
+ * optionally only of route and/or destination (NULL for any), oldest
+ * first: [{"id","route","destination","attempts","last_error","dead_at",
+ * "event":{"id","type","key","accepted_at"}}].
+ * pb_journal_dead_show: one dead letter as above plus "event_body" (what
+ * render makes of the stored frame, e.g. the whole event as JSON) and
+ * "history": [{"attempt","at","outcome","error"}] with outcome "ok",
+ * "retry", "reject" or "replayed"; NULL with *found = false when no dead
+ * letter has that id.
+ */
+json_t *pb_journal_dead_list(pb_journal_t *j, const char *route,
+                             const char *destination, int64_t after_id,
+                             int limit);
+typedef json_t *(*pb_journal_frame_fn)(const uint8_t *frame, size_t len);
+json_t *pb_journal_dead_show(pb_journal_t *j, int64_t id,
+                             pb_journal_frame_fn render, bool *found);
+
+/*
+ * Inside a transaction: make dead letter id pending again with a fresh
+ * attempt count (its history is kept, with a "replayed" entry), and hand
+ * it to fn for dispatch.  Returns 0, PB_ENOENT when id is not a dead
+ * letter, or a negative code.
+ */
+int pb_journal_replay(pb_journal_t *j, int64_t id, pb_journal_each_fn fn,
+                      void *ctx);
+
+/* Inside a transaction: forget dead letter id and its history.  Returns 0
+ * or PB_ENOENT. */
+int pb_journal_drop(pb_journal_t *j, int64_t id);
+
+/* Ids of the dead letters of a route, oldest first (JSON array of ints). */
+json_t *pb_journal_dead_ids(pb_journal_t *j, const char *route);
 
 /*
  * Housekeeping, outside a transaction: forget dedupe ids older than

@@ -8,7 +8,10 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,21 +125,34 @@ s_cmd_run(int argc, char **argv)
     pb_diag_release(&diag);
     pb_info("main", "plugboard %s running config=%s", PB_VERSION, path);
 
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC);
     for (;;) {
-        int sig = sigwaitinfo(&set, NULL);
-        if (sig < 0) {
+        struct pollfd fds[2] = {
+            {.fd = sfd, .events = POLLIN},
+            {.fd = pb_runtime_control_fd(rt), .events = POLLIN},
+        };
+        if (poll(fds, 2, -1) < 0) {
             if (errno == EINTR)
                 continue;
             break;
         }
-        if (sig == SIGHUP) {
+        if (fds[1].revents & POLLIN)
+            pb_runtime_serve_control(rt);
+        if (!(fds[0].revents & POLLIN))
+            continue;
+        struct signalfd_siginfo si;
+        if (read(sfd, &si, sizeof si) != (ssize_t)sizeof si)
+            continue;
+        if (si.ssi_signo == SIGHUP) {
             pb_warn("main", "SIGHUP received; reload is not available in "
                     "this version, configuration unchanged");
             continue;
         }
-        pb_info("main", "signal=%s stopping", sig == SIGINT ? "INT" : "TERM");
+        pb_info("main", "signal=%s stopping",
+                si.ssi_signo == SIGINT ? "INT" : "TERM");
         break;
     }
+    close(sfd);
     pb_router_stats_t st;
     pb_runtime_stats(rt, &st);
     pb_runtime_stop(&rt);

@@ -23,6 +23,7 @@
 #include "envelope.h"
 #include "error.h"
 #include "hostapi.h"
+#include "control.h"
 #include "log.h"
 #include "retry.h"
 
@@ -102,9 +103,20 @@ typedef struct s_newdl {
     int64_t id;
 } newdl_t;
 
+/* An admin request read in this batch, answered after its commit. */
+typedef struct s_ctlreq {
+    uint64_t seq;
+    char *json;
+} ctlreq_t;
+
 struct pb_router {
     void *zctx;
     void *sock;
+    char endpoint[256];
+    void *ctl_sock;          /* the admin side's DEALER; its caller's thread */
+    uint64_t ctl_seq;
+    ctlreq_t *ctlreqs;
+    size_t ctlreq_count, ctlreq_cap;
     int wake_fd;
     pthread_t thread;
     bool thread_started;
@@ -894,6 +906,168 @@ out_fail:
     s_batch_reset(r);
 }
 
+/* ---------------------------------------------------------------- */
+/* admin requests                                                    */
+/* ---------------------------------------------------------------- */
+
+static json_t *
+s_render_frame(const uint8_t *frame, size_t len)
+{
+    int err;
+    char why[128];
+    pb_envelope_t *env = pb_envelope_decode(frame, len, NULL, &err, why,
+                                            sizeof why);
+    if (!env)
+        return json_string(why);
+    char *text = pb_event_to_json(env);
+    pb_envelope_destroy(&env);
+    json_error_t jerr;
+    json_t *out = text ? json_loads(text, 0, &jerr) : NULL;
+    free(text);
+    return out;
+}
+
+static int
+s_replay_one(void *ctx, const pb_journal_delivery_t *jd)
+{
+    pb_router_t *r = ctx;
+    int dest = s_find_dest(r, jd->destination, strlen(jd->destination));
+    if (dest < 0)
+        return PB_ENOENT;
+    int err;
+    char why[128];
+    pb_envelope_t *env = pb_envelope_decode(jd->frame, jd->frame_len, NULL,
+                                            &err, why, sizeof why);
+    if (!env)
+        return PB_EPROTO;
+    ev_t *ev = s_ev_new(jd->event_id, jd->key, pb_envelope_type(env),
+                        jd->frame, jd->frame_len);
+    pb_envelope_destroy(&env);
+    if (!ev)
+        return PB_ENOMEM;
+    S_GROW(r, newdls, newdl_count, newdl_cap);
+    r->newdls[r->newdl_count++] =
+        (newdl_t){.ev = ev, .route = s_find_route(r, jd->route),
+                  .dest = dest, .id = jd->delivery_id};
+    return 0;
+}
+
+/* Replay or drop the given ids in one transaction. */
+static json_t *
+s_dlq_change(pb_router_t *r, json_t *ids, bool replay)
+{
+    if (pb_journal_begin(r->journal) != 0)
+        return pb_control_error("the journal is busy; try again");
+    size_t i;
+    json_t *v;
+    json_array_foreach(ids, i, v)
+    {
+        int64_t id = json_integer_value(v);
+        int rc = replay ? pb_journal_replay(r->journal, id, s_replay_one, r)
+                        : pb_journal_drop(r->journal, id);
+        if (rc != 0) {
+            pb_journal_rollback(r->journal);
+            s_batch_reset(r);
+            if (rc == PB_ENOENT)
+                return pb_control_error(
+                    "no dead letter %lld%s", (long long)id,
+                    replay ? " whose destination is configured" : "");
+            return pb_control_error("cannot change dead letter %lld: %s",
+                                         (long long)id, pb_strerror(rc));
+        }
+    }
+    if (pb_journal_commit(r->journal) != 0) {
+        s_batch_reset(r);
+        return pb_control_error("the journal could not commit: %s",
+                                     pb_journal_errmsg(r->journal));
+    }
+    for (size_t k = 0; k < r->newdl_count; k++) {
+        newdl_t *n = &r->newdls[k];
+        s_add(r, n->ev, n->route, n->dest, n->id, 0, 0);
+        pb_info("router", "replayed delivery=%lld route=%s destination=%s",
+                (long long)n->id, s_route_name(r, n->route),
+                r->dests[n->dest].name);
+    }
+    s_batch_reset(r);
+    return json_pack("{s:b, s:O}", "ok", 1, replay ? "replayed" : "dropped",
+                     ids);
+}
+
+static json_t *
+s_control(pb_router_t *r, json_t *req)
+{
+    const char *cmd = json_string_value(json_object_get(req, "cmd"));
+    json_t *idv = json_object_get(req, "id");
+    if (!cmd)
+        return pb_control_error("no command");
+    if (strcmp(cmd, "dlq.list") == 0) {
+        json_t *list = pb_journal_dead_list(
+            r->journal, json_string_value(json_object_get(req, "route")),
+            json_string_value(json_object_get(req, "connector")),
+            json_integer_value(json_object_get(req, "after")),
+            (int)json_integer_value(json_object_get(req, "limit")));
+        if (!list)
+            return pb_control_error("cannot read the journal: %s",
+                                         pb_journal_errmsg(r->journal));
+        return json_pack("{s:b, s:o}", "ok", 1, "dead_letters", list);
+    }
+    if (strcmp(cmd, "dlq.show") == 0) {
+        if (!json_is_integer(idv))
+            return pb_control_error("dlq.show needs an integer id");
+        bool found;
+        json_t *one = pb_journal_dead_show(r->journal, json_integer_value(idv),
+                                           s_render_frame, &found);
+        if (!one)
+            return found ? pb_control_error("cannot read the journal")
+                         : pb_control_error(
+                               "no dead letter %lld",
+                               (long long)json_integer_value(idv));
+        return json_pack("{s:b, s:o}", "ok", 1, "dead_letter", one);
+    }
+    if (strcmp(cmd, "dlq.replay") == 0 || strcmp(cmd, "dlq.drop") == 0) {
+        bool replay = cmd[4] == 'r';
+        const char *all_for =
+            json_string_value(json_object_get(req, "all_for"));
+        json_t *ids;
+        if (json_is_integer(idv))
+            ids = json_pack("[O]", idv);
+        else if (replay && all_for)
+            ids = pb_journal_dead_ids(r->journal, all_for);
+        else
+            return pb_control_error(
+                "%s needs an integer id%s", cmd,
+                replay ? " or all_for with a route name" : "");
+        if (!ids)
+            return pb_control_error("cannot read the journal");
+        json_t *out = s_dlq_change(r, ids, replay);
+        json_decref(ids);
+        return out;
+    }
+    return pb_control_error("unknown command '%s'", cmd);
+}
+
+static void
+s_answer_control(pb_router_t *r)
+{
+    for (size_t i = 0; i < r->ctlreq_count; i++) {
+        ctlreq_t *q = &r->ctlreqs[i];
+        json_error_t jerr;
+        json_t *req = q->json ? json_loads(q->json, 0, &jerr) : NULL;
+        json_t *resp = req ? s_control(r, req)
+                           : pb_control_error("request is not JSON");
+        json_decref(req);
+        char *text = resp ? json_dumps(resp, JSON_COMPACT) : NULL;
+        json_decref(resp);
+        if (text) {
+            s_send_parts(r, PB_CONTROL_PEER, PB_MSG_CONTROL_REPLY, &q->seq, 8,
+                         text, strlen(text), true);
+            free(text);
+        }
+        free(q->json);
+    }
+    r->ctlreq_count = 0;
+}
+
 /* Read up to S_BATCH_MAX waiting messages and handle them. */
 static void
 s_read_batch(pb_router_t *r, int64_t now)
@@ -932,7 +1106,15 @@ s_read_batch(pb_router_t *r, int64_t now)
         int dest = s_find_dest(r, peer, strlen(peer));
         const char *cmd = nparts > 1 ? zmq_msg_data(&parts[1]) : "";
         size_t clen = nparts > 1 ? zmq_msg_size(&parts[1]) : 0;
-        if (dest < 0 || overflow || nparts < 2) {
+        if (strcmp(peer, PB_CONTROL_PEER) == 0 && nparts == 4 &&
+            clen == 3 && memcmp(cmd, PB_MSG_CONTROL, 3) == 0 &&
+            zmq_msg_size(&parts[2]) == 8) {
+            S_GROW(r, ctlreqs, ctlreq_count, ctlreq_cap);
+            ctlreq_t *q = &r->ctlreqs[r->ctlreq_count++];
+            q->seq = s_get_u64(zmq_msg_data(&parts[2]));
+            q->json = strndup(zmq_msg_data(&parts[3]),
+                              zmq_msg_size(&parts[3]));
+        } else if (dest < 0 || overflow || nparts < 2) {
             s_stat_add(&r->stats.bad_frames, 1);
         } else if (clen == 4 && memcmp(cmd, PB_MSG_HELLO, 4) == 0) {
             r->dests[dest].ready = true;
@@ -966,6 +1148,7 @@ s_read_batch(pb_router_t *r, int64_t now)
     }
     if (began || r->emit_count || r->change_count)
         s_commit_batch(r, began, now);
+    s_answer_control(r);
 }
 
 /* Deliveries in flight past their deadline count as transient failures. */
@@ -1130,6 +1313,7 @@ pb_router_start(const pb_router_options_t *opt, char *err, size_t err_len)
         return NULL;
     }
     r->zctx = opt->zmq_ctx;
+    snprintf(r->endpoint, sizeof r->endpoint, "%s", opt->endpoint);
     r->cfg = opt->config;
     r->journal = opt->journal;
     r->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -1221,6 +1405,11 @@ pb_router_stop(pb_router_t **rp)
     }
     if (r->sock)
         zmq_close(r->sock);
+    if (r->ctl_sock)
+        zmq_close(r->ctl_sock);
+    for (size_t i = 0; i < r->ctlreq_count; i++)
+        free(r->ctlreqs[i].json);
+    free(r->ctlreqs);
     for (size_t i = 0; i < r->dest_count; i++) {
         while (r->dests[i].head)
             s_remove(r, r->dests[i].head);
@@ -1256,4 +1445,73 @@ pb_router_stats(pb_router_t *r, pb_router_stats_t *out)
     out->commits = atomic_load(&r->stats.commits);
     out->pending = atomic_load(&r->stats.pending);
     out->inflight = atomic_load(&r->stats.inflight);
+}
+
+json_t *
+pb_router_control(pb_router_t *r, json_t *req, int timeout_ms)
+{
+    if (!r->ctl_sock) {
+        r->ctl_sock = zmq_socket(r->zctx, ZMQ_DEALER);
+        int zero = 0;
+        if (!r->ctl_sock ||
+            zmq_setsockopt(r->ctl_sock, ZMQ_ROUTING_ID, PB_CONTROL_PEER,
+                           strlen(PB_CONTROL_PEER)) ||
+            zmq_setsockopt(r->ctl_sock, ZMQ_LINGER, &zero, sizeof zero) ||
+            zmq_connect(r->ctl_sock, r->endpoint) != 0) {
+            if (r->ctl_sock)
+                zmq_close(r->ctl_sock);
+            r->ctl_sock = NULL;
+            return pb_control_error("cannot reach the router: %s",
+                                         zmq_strerror(errno));
+        }
+    }
+    char *text = json_dumps(req, JSON_COMPACT);
+    if (!text)
+        return pb_control_error("out of memory");
+    uint64_t seq = ++r->ctl_seq;
+    int rc = zmq_send(r->ctl_sock, PB_MSG_CONTROL, 3, ZMQ_SNDMORE) < 0 ||
+             zmq_send(r->ctl_sock, &seq, 8, ZMQ_SNDMORE) < 0 ||
+             zmq_send(r->ctl_sock, text, strlen(text), 0) < 0;
+    free(text);
+    if (rc)
+        return pb_control_error("cannot reach the router: %s",
+                                     zmq_strerror(errno));
+    int64_t deadline = pb_monotonic_ms() + timeout_ms;
+    for (;;) {
+        int64_t left = deadline - pb_monotonic_ms();
+        if (left <= 0)
+            return pb_control_error("the router did not answer within "
+                                         "%d ms", timeout_ms);
+        zmq_pollitem_t item = {.socket = r->ctl_sock, .events = ZMQ_POLLIN};
+        if (zmq_poll(&item, 1, (long)left) <= 0)
+            continue;
+        zmq_msg_t parts[3];
+        size_t n = 0;
+        int more = 1;
+        while (more) {
+            zmq_msg_t m;
+            zmq_msg_init(&m);
+            if (zmq_msg_recv(&m, r->ctl_sock, 0) < 0) {
+                zmq_msg_close(&m);
+                break;
+            }
+            more = zmq_msg_more(&m);
+            if (n < 3)
+                parts[n++] = m;
+            else
+                zmq_msg_close(&m);
+        }
+        json_t *resp = NULL;
+        if (n == 3 && zmq_msg_size(&parts[1]) == 8 &&
+            s_get_u64(zmq_msg_data(&parts[1])) == seq) {
+            json_error_t jerr;
+            resp = json_loadb(zmq_msg_data(&parts[2]),
+                              zmq_msg_size(&parts[2]), 0, &jerr);
+        }
+        for (size_t i = 0; i < n; i++)
+            zmq_msg_close(&parts[i]);
+        if (resp)
+            return resp;
+        /* an answer to an earlier request that timed out: skip it */
+    }
 }

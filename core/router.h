@@ -15,6 +15,8 @@
  *                     "RES"  id:i64 attempt:u32 outcome:u8 after_ms:i64 | reason
  *   router -> actor   "ACK"  token:u64 status:i32 accepted:u32 duplicates:u32
  *                     "DLV"  id:i64 attempt:u32 | frame
+ *   admin  -> router  "CTL"  seq:u64 | request JSON   (routing id "@control")
+ *   router -> admin   "CTLR" seq:u64 | answer JSON
  * A frame that fails to decode, an envelope whose source is not the
  * sender, or a message of unknown shape is rejected and counted; the
  * sender of a bad EMIT gets an ACK with a negative status and nothing of
@@ -23,6 +25,7 @@
 #ifndef PB_ROUTER_H
 #define PB_ROUTER_H
 
+#include <jansson.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -35,6 +38,9 @@ typedef struct pb_router pb_router_t;
 #define PB_MSG_RESULT "RES"
 #define PB_MSG_ACK "ACK"
 #define PB_MSG_DELIVER "DLV"
+#define PB_MSG_CONTROL "CTL"
+#define PB_MSG_CONTROL_REPLY "CTLR"
+#define PB_CONTROL_PEER "@control"
 
 /* Per-destination limits the router needs from each connector. */
 typedef struct pb_router_dest_options {
@@ -89,5 +95,17 @@ typedef struct pb_router_stats {
 
 /* Thread-safe snapshot. */
 void pb_router_stats(pb_router_t *r, pb_router_stats_t *out);
+
+/*
+ * Answer an admin request on the router thread, which owns the journal:
+ *   {"cmd":"dlq.list", "route"?, "connector"?, "after"?, "limit"?}
+ *   {"cmd":"dlq.show", "id"}
+ *   {"cmd":"dlq.replay", "id"} or {"cmd":"dlq.replay", "all_for": ROUTE}
+ *   {"cmd":"dlq.drop", "id"}
+ * Returns {"ok":true,...} or {"ok":false,"error":...}; the caller owns it.
+ * Call from one thread only (the host's main thread), which is the thread
+ * that must also call pb_router_stop.  Waits up to timeout_ms.
+ */
+json_t *pb_router_control(pb_router_t *r, json_t *req, int timeout_ms);
 
 #endif /* PB_ROUTER_H */

@@ -11,6 +11,7 @@
 #include <zmq.h>
 
 #include "connector.h"
+#include "control.h"
 #include "error.h"
 #include "http.h"
 #include "journal.h"
@@ -36,6 +37,7 @@ struct pb_runtime {
     pb_router_t *router;
     pb_connector_t **connectors;  /* one per connector, same order */
     pb_http_t *http;
+    pb_control_t *control;
 };
 
 typedef struct s_loadctx {
@@ -221,6 +223,13 @@ s_start_parts(pb_runtime_t *rt, pb_diag_t *diag)
         pb_info("runtime", "listening on %s port=%u", cfg->listen,
                 (unsigned)pb_http_port(rt->http));
     }
+    char path[4200];
+    pb_control_path(cfg->run_dir, path, sizeof path);
+    rt->control = pb_control_listen(path, err, sizeof err);
+    if (!rt->control) {
+        pb_diag_add(diag, "%s", err);
+        return PB_EIO;
+    }
     return 0;
 }
 
@@ -262,6 +271,7 @@ pb_runtime_stop(pb_runtime_t **rtp)
     pb_runtime_t *rt = *rtp;
     *rtp = NULL;
     size_t n = rt->cfg ? rt->cfg->connector_count : 0;
+    pb_control_close(&rt->control);
     if (rt->http)
         pb_http_quiesce(rt->http);
     if (rt->router) {
@@ -285,4 +295,53 @@ pb_runtime_stop(pb_runtime_t **rtp)
     s_unload(rt);
     pb_config_destroy(&rt->cfg);
     free(rt);
+}
+
+int
+pb_runtime_control_fd(const pb_runtime_t *rt)
+{
+    return rt->control ? pb_control_fd(rt->control) : -1;
+}
+
+static json_t *
+s_status(pb_runtime_t *rt)
+{
+    pb_router_stats_t st;
+    pb_runtime_stats(rt, &st);
+    json_t *conns = json_array();
+    for (size_t i = 0; i < rt->cfg->connector_count; i++) {
+        const plugboard_connector_t *d = pb_plugin_descriptor(rt->plugins[i]);
+        json_array_append_new(
+            conns, json_pack("{s:s, s:s, s:s, s:s}", "name",
+                             rt->cfg->connectors[i].name, "plugin", d->name,
+                             "version", d->version ? d->version : "",
+                             "state", "running"));
+    }
+    return json_pack(
+        "{s:b, s:s, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}",
+        "ok", 1, "version", PB_VERSION, "connectors", conns, "totals",
+        "accepted", (json_int_t)st.accepted, "duplicates",
+        (json_int_t)st.duplicates, "unrouted", (json_int_t)st.unrouted,
+        "delivered", (json_int_t)st.delivered, "retried",
+        (json_int_t)st.retried, "dead", (json_int_t)st.dead, "pending",
+        (json_int_t)st.pending, "inflight", (json_int_t)st.inflight,
+        "bad_frames", (json_int_t)st.bad_frames);
+}
+
+static json_t *
+s_control(void *ctx, const char *cmd, json_t *req)
+{
+    pb_runtime_t *rt = ctx;
+    if (strncmp(cmd, "dlq.", 4) == 0)
+        return pb_router_control(rt->router, req, 10000);
+    if (strcmp(cmd, "status") == 0)
+        return s_status(rt);
+    return pb_control_error("unknown command '%s'", cmd);
+}
+
+void
+pb_runtime_serve_control(pb_runtime_t *rt)
+{
+    if (rt->control)
+        pb_control_serve_one(rt->control, s_control, rt);
 }

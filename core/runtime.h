@@ -38,6 +38,12 @@ void pb_runtime_stats(pb_runtime_t *rt, pb_router_stats_t *out);
  */
 void pb_runtime_stop(pb_runtime_t **rt);
 
+/* The admin socket's descriptor (poll it for readability), or -1. */
+int pb_runtime_control_fd(const pb_runtime_t *rt);
+
+/* Answer one admin client waiting on the control socket.  Main thread. */
+void pb_runtime_serve_control(pb_runtime_t *rt);
+
 /* The plugin search path used when the config gives none. */
 const char *pb_runtime_default_plugin_dir(void);
 

@@ -1,7 +1,9 @@
 /*
  * test_journal.c - the durable journal: accepting events with their
- * deliveries in one transaction, deduplicating vendor ids, recording
- * delivery outcomes, restart recovery, pruning, and failing writes.
+ * deliveries in one transaction, deduplicating vendor ids and re-sent
+ * envelopes, undoing one emitter's request to its mark, recording
+ * delivery outcomes and attempt history, restart recovery, pruning, and
+ * writes that fail.
  *
  * Each test works in a fresh temporary data directory.  What the journal
  * promises about the disk (WAL mode, what a row holds) is checked with a
@@ -21,6 +23,8 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <plugboard/plugboard.h>
 
 #include "harness.h"
 #include "journal.h"
@@ -740,32 +744,115 @@ Test(journal, failing_writes_report_an_error_and_lose_nothing)
     pb_journal_close(&j);
 }
 
-Test(journal, failed_append_leaves_nothing_behind)
+/* ------------------------------------------------------------------ */
+/* One emitter's request is all or nothing                             */
+/* ------------------------------------------------------------------ */
+
+Test(journal, unmark_undoes_one_emit_and_keeps_the_rest_of_the_batch)
 {
     /*
-     * The router appends a batch of events in one transaction and, when
-     * one append fails, refuses that emitter and commits the rest.  So a
-     * failed append must not leave half an event in the transaction: here
-     * the event row fails (its id is taken) after its dedupe id was
-     * inserted.  If that dedupe id were committed, the vendor's retry of
-     * evt_2 would be dropped as a duplicate of an event never stored.
+     * The router appends a batch of requests in one transaction; when one
+     * request fails part-way, it is undone to its mark and the rest is
+     * committed.  Nothing of it may stay: a remembered dedupe id would
+     * make the vendor's retry look like a duplicate of an event never
+     * stored.
      */
     pb_journal_t *j = open_journal();
-    accept(j, "e1", "evt_1", s_two, 2, NULL);
-
     cr_assert_eq(pb_journal_begin(j), 0);
-    cr_assert_lt(append(j, "e1", "evt_2", s_two, 2, NULL, NULL), 0);
-    cr_assert_eq(append(j, "e3", NULL, s_two, 1, NULL, NULL), 0);
+    cr_assert_eq(append(j, "e0", NULL, s_two, 1, NULL, NULL), 0);
+
+    cr_assert_eq(pb_journal_mark(j), 0);
+    cr_assert_eq(append(j, "e1", "evt_1", s_two, 2, NULL, NULL), 0);
+    cr_assert_eq(append(j, "e2", "evt_2", s_two, 2, NULL, NULL), 0);
+    cr_assert_eq(pb_journal_unmark(j, false), 0);
+
+    cr_assert_eq(pb_journal_mark(j), 0);
+    cr_assert_eq(append(j, "e3", "evt_3", s_two, 1, NULL, NULL), 0);
+    cr_assert_eq(pb_journal_unmark(j, true), 0);
     cr_assert_eq(pb_journal_commit(j), 0);
 
-    bool dup = true;
-    cr_assert_eq(pb_journal_begin(j), 0);
-    cr_assert_eq(append(j, "e2", "evt_2", s_two, 2, NULL, &dup), 0);
-    cr_assert_eq(pb_journal_commit(j), 0);
-    cr_assert(!dup, "evt_2 was never accepted, yet its retry is dropped");
     pending_t p;
-    cr_assert_eq(pending(j, &p), 5);
+    cr_assert_eq(pending(j, &p), 2);
+    assert_pend(&p, 0, "e0", "crm");
+    assert_pend(&p, 1, "e3", "crm");
+    /* the undone request's retry is accepted, not taken for a duplicate */
+    accept(j, "e1", "evt_1", s_two, 2, NULL);
+    accept(j, "e2", "evt_2", s_two, 2, NULL);
+    cr_assert_eq(pending(j, &p), 6);
     pb_journal_close(&j);
+}
+
+Test(journal, known_event_id_is_a_duplicate)
+{
+    /* the same envelope sent again (a re-sent request) is stored once */
+    pb_journal_t *j = open_journal();
+    accept(j, "e1", NULL, s_two, 2, NULL);
+    int64_t ids[2] = {0};
+    bool dup = false;
+    cr_assert_eq(pb_journal_begin(j), 0);
+    cr_assert_eq(append(j, "e1", NULL, s_two, 2, ids, &dup), 0);
+    cr_assert(dup);
+    cr_assert_eq(ids[0], 0, "a duplicate gets no deliveries");
+    cr_assert_eq(pb_journal_commit(j), 0);
+    pending_t p;
+    cr_assert_eq(pending(j, &p), 2);
+    pb_journal_close(&j);
+    cr_assert_eq(sql_int("SELECT count(*) FROM events"), 1);
+}
+
+/* ------------------------------------------------------------------ */
+/* Attempt history                                                     */
+/* ------------------------------------------------------------------ */
+
+Test(journal, attempts_are_kept_until_their_event_is_pruned)
+{
+    pb_journal_t *j = open_journal();
+    int64_t a[1], b[1];
+    accept(j, "a", NULL, s_two, 1, a);
+    accept(j, "b", NULL, s_two, 1, b);
+    cr_assert_eq(pb_journal_begin(j), 0);
+    cr_assert_eq(
+        pb_journal_record_attempt(j, a[0], 1, PLUGBOARD_RETRY, "HTTP 503"), 0);
+    cr_assert_eq(pb_journal_record_attempt(j, a[0], 2, 0, NULL), 0);
+    cr_assert_eq(pb_journal_update(j, a[0], PB_DELIVERY_DELIVERED, 2, 0, NULL),
+                 0);
+    cr_assert_eq(pb_journal_record_attempt(j, b[0], 1, 2, "HTTP 422"), 0);
+    cr_assert_eq(pb_journal_update(j, b[0], PB_DELIVERY_DEAD, 1, 0, "HTTP 422"),
+                 0);
+    cr_assert_eq(pb_journal_commit(j), 0);
+    pb_journal_close(&j);
+
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM attempts WHERE delivery_id = %lld",
+             (long long)a[0]);
+    cr_assert_eq(sql_int(sql), 2);
+    snprintf(sql, sizeof sql,
+             "SELECT error FROM attempts WHERE delivery_id = %lld "
+             "AND attempt = 1",
+             (long long)a[0]);
+    sqlite3 *db = sql_open();
+    sqlite3_stmt *st;
+    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+    cr_assert_str_eq((const char *)sqlite3_column_text(st, 0), "HTTP 503");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+
+    /* pruning the delivered event takes its history; the dead letter's
+     * history stays with it */
+    j = open_journal();
+    int64_t later = now_ms() + 1000;
+    cr_assert_eq(pb_journal_prune(j, later, later), 0);
+    pb_journal_close(&j);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM attempts WHERE delivery_id = %lld",
+             (long long)a[0]);
+    cr_assert_eq(sql_int(sql), 0);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM attempts WHERE delivery_id = %lld",
+             (long long)b[0]);
+    cr_assert_eq(sql_int(sql), 1);
 }
 
 /* File modes do not bind root.  A skipped test gets no teardown. */

@@ -1,0 +1,136 @@
+/*
+ * vendor.h - helpers for connectors that call a vendor's HTTP API.
+ *
+ * A small libcurl client (one easy handle, reused so connections stay
+ * open), the parsing of Retry-After, the classification of an answer into
+ * a delivery result (ok / retry / reject) the way every plugboard connector
+ * classifies, and a JSON loader that keeps ids exact.  Linked into
+ * connectors from libplugboard-sdk.a; a connector using it links libcurl
+ * and jansson itself (the build does that for every plugin).
+ *
+ * A client is single-threaded: one per connector state (deliver and
+ * webhook of one instance run on one thread), or one per worker.
+ */
+#ifndef PLUGBOARD_VENDOR_H
+#define PLUGBOARD_VENDOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include <plugboard/plugboard.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* How much of a vendor's message goes into a delivery's reason. */
+#define PLUGBOARD_VENDOR_MESSAGE_MAX 160
+
+typedef struct plugboard_http plugboard_http_t;
+
+typedef struct plugboard_http_options {
+    const char *user_agent;     /* NULL: "plugboard" */
+    int64_t connect_timeout_ms; /* <= 0: 5 s */
+    int64_t timeout_ms;         /* whole exchange; <= 0: 30 s */
+    size_t max_body;            /* answer bytes kept; 0: 4 MiB */
+} plugboard_http_options_t;
+
+/*
+ * The answer to one request.  body is NUL-terminated and owned by the
+ * client: valid until the next request or destroy.
+ */
+typedef struct plugboard_http_reply {
+    long status;            /* HTTP status; 0 when no answer came */
+    bool timed_out;         /* with status 0: the timeout expired */
+    char transport[128];    /* with status 0: what went wrong */
+    const char *body;
+    size_t body_len;
+    int64_t retry_after_ms; /* from Retry-After; -1 when absent */
+} plugboard_http_reply_t;
+
+/* A client, or NULL when out of memory.  Destroy with
+ * plugboard_http_destroy, which NULLs the pointer. */
+plugboard_http_t *plugboard_http_new(const plugboard_host_api_t *api,
+                                     const plugboard_http_options_t *opt);
+void plugboard_http_destroy(plugboard_http_t **c);
+
+/*
+ * Send one request and wait for the whole answer.  headers is a NULL-
+ * terminated list of "Name: value" lines (may be NULL); body may be NULL
+ * for none.  Redirects are not followed; only http and https are spoken;
+ * loopback is never sent through a proxy.  Returns 0 when an answer came
+ * (any status) or when the exchange failed in transport (status 0, see
+ * reply->transport); -1 only when out of memory.  Vendor answers, even
+ * errors, are ordinary outcomes: classify them.
+ */
+int plugboard_http_request(plugboard_http_t *c, const char *method,
+                           const char *url, const char *const *headers,
+                           const char *body, size_t body_len,
+                           plugboard_http_reply_t *reply);
+
+/* A header of the last answer (case-insensitive), or NULL.  Borrowed
+ * until the next request. */
+const char *plugboard_http_header(plugboard_http_t *c, const char *name);
+
+/* Percent-encode len bytes of s for a URL query or form value.  Caller
+ * frees with api->free; NULL when out of memory. */
+char *plugboard_http_escape(plugboard_http_t *c, const char *s, size_t len);
+
+/*
+ * Milliseconds to wait according to a Retry-After value: delta-seconds
+ * ("120") or an HTTP-date ("Wed, 21 Oct 2015 07:28:00 GMT") relative to
+ * now_ms (0 when the date has passed).  -1 when value is NULL or neither.
+ */
+int64_t plugboard_retry_after_ms(const char *value, int64_t now_ms);
+
+/*
+ * The delivery result for an answer, by the rules every plugboard
+ * connector follows:
+ *   2xx                        -> OK
+ *   429                        -> RETRY after Retry-After (else
+ *                                 default_wait_ms)
+ *   401, 403                   -> REJECT "authentication failed: check
+ *                                 the token"
+ *   408, 409, 425, 5xx         -> RETRY
+ *   other 4xx                  -> REJECT with "<what>: HTTP <n>: <message>"
+ *   no answer (timeout, refused connection, DNS) -> RETRY
+ * what names the operation ("create contact"); message is the vendor's
+ * own explanation (may be NULL), cleaned of control characters and cut
+ * to PLUGBOARD_VENDOR_MESSAGE_MAX bytes.  Returns the outcome.
+ */
+plugboard_outcome_t plugboard_http_classify(const plugboard_http_reply_t *r,
+                                            const char *what,
+                                            const char *message,
+                                            int64_t default_wait_ms,
+                                            plugboard_result_t *out);
+
+/* Printf into out->reason, replacing control characters by spaces. */
+void plugboard_result_set(plugboard_result_t *out,
+                          plugboard_outcome_t outcome,
+                          int64_t retry_after_ms, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/*
+ * Parse JSON so that ids stay exact: integers that do not fit in 64 bits
+ * (jansson refuses them, failing the whole document) are read as strings
+ * instead, digit for digit.  Duplicate keys in an object make the
+ * document invalid (JSON_REJECT_DUPLICATES): the one rule for every
+ * vendor document.  Returns a new reference, or NULL with err filled.
+ */
+json_t *plugboard_json_loadb(const char *text, size_t len, json_error_t *err);
+
+/*
+ * An id as the vendor spells it, into buf: a string as is, an integer in
+ * decimal.  NULL when v is neither (a float is never an exact id), empty,
+ * or longer than size - 1.
+ */
+const char *plugboard_json_id(const json_t *v, char *buf, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PLUGBOARD_VENDOR_H */
