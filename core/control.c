@@ -283,3 +283,332 @@ out_close:
     close(fd);
     return resp;
 }
+
+/* ---------------------------------------------------------------- */
+/* the admin commands: plugboard dlq ..., plugboard ctl ...          */
+/* ---------------------------------------------------------------- */
+
+#include <getopt.h>
+#include <time.h>
+
+#include "config.h"
+
+#define S_CLIENT_TIMEOUT_MS 15000
+
+typedef struct s_cli {
+    const char *config;
+    bool json;
+    const char *route;
+    const char *connector;
+    const char *all_for;
+    long long after;
+    int limit;
+} cli_t;
+
+static void
+s_time(int64_t ms, char *out, size_t len)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, len, "%Y-%m-%d %H:%M:%S", &tm);
+}
+
+/* Parse common options; leaves positional arguments from optind. */
+static int
+s_cli_options(int argc, char **argv, cli_t *o)
+{
+    static const struct option longs[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"json", no_argument, NULL, 'j'},
+        {"route", required_argument, NULL, 'r'},
+        {"connector", required_argument, NULL, 'C'},
+        {"all-for", required_argument, NULL, 'a'},
+        {"after", required_argument, NULL, 'A'},
+        {"limit", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    memset(o, 0, sizeof *o);
+    o->config = getenv("PLUGBOARD_CONFIG");
+    if (!o->config || !*o->config)
+        o->config = "etc/plugboard.cfg";
+    optind = 1;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "c:jh", longs, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            o->config = optarg;
+            break;
+        case 'j':
+            o->json = true;
+            break;
+        case 'r':
+            o->route = optarg;
+            break;
+        case 'C':
+            o->connector = optarg;
+            break;
+        case 'a':
+            o->all_for = optarg;
+            break;
+        case 'A':
+            o->after = atoll(optarg);
+            break;
+        case 'l':
+            o->limit = atoi(optarg);
+            break;
+        case 'h':
+            return 1;
+        default:
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Send req to the host that config_path describes. */
+static json_t *
+s_ask(const char *config_path, json_t *req)
+{
+    pb_diag_t diag;
+    pb_diag_init(&diag);
+    pb_config_t *cfg = pb_config_load(config_path, &diag);
+    if (!cfg) {
+        for (size_t i = 0; i < diag.count; i++)
+            fprintf(stderr, "error: %s\n", diag.messages[i]);
+        pb_diag_release(&diag);
+        return NULL;
+    }
+    pb_diag_release(&diag);
+    char path[4200], err[1024] = "";
+    pb_control_path(cfg->run_dir, path, sizeof path);
+    pb_config_destroy(&cfg);
+    json_t *resp = pb_control_request(path, req, S_CLIENT_TIMEOUT_MS, err,
+                                      sizeof err);
+    if (!resp)
+        fprintf(stderr, "error: %s\n", err);
+    return resp;
+}
+
+/* Print an answer: raw JSON, or its error; returns the exit status. */
+static int
+s_finish(json_t *resp, bool json, void (*print)(json_t *))
+{
+    if (!resp)
+        return 1;
+    int rc = json_is_true(json_object_get(resp, "ok")) ? 0 : 1;
+    if (json) {
+        char *text = json_dumps(resp, JSON_INDENT(2));
+        if (text)
+            printf("%s\n", text);
+        free(text);
+    } else if (rc != 0) {
+        fprintf(stderr, "error: %s\n",
+                json_string_value(json_object_get(resp, "error")));
+    } else {
+        print(resp);
+    }
+    json_decref(resp);
+    return rc;
+}
+
+static const char *
+s_str(json_t *obj, const char *key)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+    return s ? s : "";
+}
+
+static void
+s_print_list(json_t *resp)
+{
+    json_t *list = json_object_get(resp, "dead_letters");
+    if (json_array_size(list) == 0) {
+        printf("no dead letters\n");
+        return;
+    }
+    printf("%-6s %-26s %-12s %-8s %-19s %-22s %s\n", "ID", "ROUTE",
+           "DESTINATION", "ATTEMPTS", "DEAD AT (UTC)", "EVENT TYPE",
+           "LAST ERROR");
+    size_t i;
+    json_t *d;
+    json_array_foreach(list, i, d)
+    {
+        char when[32];
+        s_time(json_integer_value(json_object_get(d, "dead_at")), when,
+               sizeof when);
+        json_t *ev = json_object_get(d, "event");
+        printf("%-6lld %-26s %-12s %-8lld %-19s %-22s %.60s\n",
+               (long long)json_integer_value(json_object_get(d, "id")),
+               s_str(d, "route"), s_str(d, "destination"),
+               (long long)json_integer_value(json_object_get(d, "attempts")),
+               when, s_str(ev, "type"), s_str(d, "last_error"));
+    }
+    printf("%zu dead letter%s; `plugboard dlq show ID` for the event and "
+           "every attempt\n",
+           json_array_size(list), json_array_size(list) == 1 ? "" : "s");
+}
+
+static void
+s_print_show(json_t *resp)
+{
+    json_t *d = json_object_get(resp, "dead_letter");
+    json_t *ev = json_object_get(d, "event");
+    char when[32];
+    s_time(json_integer_value(json_object_get(d, "dead_at")), when,
+           sizeof when);
+    printf("dead letter %lld\n",
+           (long long)json_integer_value(json_object_get(d, "id")));
+    printf("  route:        %s\n", s_str(d, "route"));
+    printf("  destination:  %s\n", s_str(d, "destination"));
+    printf("  dead since:   %s UTC after %lld attempt(s)\n", when,
+           (long long)json_integer_value(json_object_get(d, "attempts")));
+    printf("  last error:   %s\n", s_str(d, "last_error"));
+    printf("  event:        %s %s key=%s\n", s_str(ev, "type"),
+           s_str(ev, "id"), s_str(ev, "key"));
+    printf("attempts:\n");
+    size_t i;
+    json_t *a;
+    json_array_foreach(json_object_get(d, "history"), i, a)
+    {
+        s_time(json_integer_value(json_object_get(a, "at")), when,
+               sizeof when);
+        printf("  #%-3lld %s  %-8s %s\n",
+               (long long)json_integer_value(json_object_get(a, "attempt")),
+               when, s_str(a, "outcome"), s_str(a, "error"));
+    }
+    char *body = json_dumps(json_object_get(d, "event_body"), JSON_INDENT(2));
+    printf("event body:\n%s\n", body ? body : "(unreadable)");
+    free(body);
+}
+
+static void
+s_print_changed(json_t *resp)
+{
+    json_t *ids = json_object_get(resp, "replayed");
+    const char *verb = "replayed";
+    if (!ids) {
+        ids = json_object_get(resp, "dropped");
+        verb = "dropped";
+    }
+    printf("%s %zu dead letter%s\n", verb, json_array_size(ids),
+           json_array_size(ids) == 1 ? "" : "s");
+}
+
+static const char s_dlq_usage[] =
+    "usage: plugboard dlq list [--route R] [--connector C] [--after ID] "
+    "[--limit N]\n"
+    "       plugboard dlq show ID\n"
+    "       plugboard dlq replay ID | --all-for ROUTE\n"
+    "       plugboard dlq drop ID\n"
+    "options: -c FILE (the running host's config), --json\n"
+    "Dead letters are deliveries that failed permanently or ran out of\n"
+    "retries.  replay sends one again with a fresh attempt count (its\n"
+    "history is kept); drop forgets it.\n";
+
+int
+pb_cli_dlq(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "-h") == 0) {
+        fputs(s_dlq_usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *sub = argv[1];
+    cli_t o;
+    int prc = s_cli_options(argc - 1, argv + 1, &o);
+    if (prc != 0) {
+        fputs(s_dlq_usage, prc > 0 ? stdout : stderr);
+        return prc > 0 ? 0 : 2;
+    }
+    const char *arg = optind < argc - 1 ? argv[1 + optind] : NULL;
+    char *end = NULL;
+    long long id = arg ? strtoll(arg, &end, 10) : 0;
+    bool have_id = arg && *arg && end && !*end;
+    json_t *req = NULL;
+    void (*print)(json_t *) = NULL;
+    if (strcmp(sub, "list") == 0) {
+        req = json_pack("{s:s}", "cmd", "dlq.list");
+        if (o.route)
+            json_object_set_new(req, "route", json_string(o.route));
+        if (o.connector)
+            json_object_set_new(req, "connector", json_string(o.connector));
+        if (o.after)
+            json_object_set_new(req, "after", json_integer(o.after));
+        if (o.limit)
+            json_object_set_new(req, "limit", json_integer(o.limit));
+        print = s_print_list;
+    } else if (strcmp(sub, "show") == 0 && have_id) {
+        req = json_pack("{s:s, s:I}", "cmd", "dlq.show", "id",
+                        (json_int_t)id);
+        print = s_print_show;
+    } else if (strcmp(sub, "replay") == 0 && (have_id || o.all_for)) {
+        req = have_id ? json_pack("{s:s, s:I}", "cmd", "dlq.replay", "id",
+                                  (json_int_t)id)
+                      : json_pack("{s:s, s:s}", "cmd", "dlq.replay",
+                                  "all_for", o.all_for);
+        print = s_print_changed;
+    } else if (strcmp(sub, "drop") == 0 && have_id) {
+        req = json_pack("{s:s, s:I}", "cmd", "dlq.drop", "id",
+                        (json_int_t)id);
+        print = s_print_changed;
+    } else {
+        fputs(s_dlq_usage, stderr);
+        return 2;
+    }
+    json_t *resp = s_ask(o.config, req);
+    json_decref(req);
+    return s_finish(resp, o.json, print);
+}
+
+static void
+s_print_status(json_t *resp)
+{
+    printf("plugboard %s\n\n", s_str(resp, "version"));
+    printf("%-16s %-12s %-10s %s\n", "CONNECTOR", "PLUGIN", "VERSION",
+           "STATE");
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(resp, "connectors"), i, c)
+    printf("%-16s %-12s %-10s %s\n", s_str(c, "name"), s_str(c, "plugin"),
+           s_str(c, "version"), s_str(c, "state"));
+    json_t *t = json_object_get(resp, "totals");
+    printf("\n");
+    const char *key;
+    json_t *v;
+    json_object_foreach(t, key, v)
+    printf("%-12s %lld\n", key, (long long)json_integer_value(v));
+}
+
+static const char s_ctl_usage[] =
+    "usage: plugboard ctl status [-c FILE] [--json]\n"
+    "       plugboard ctl dlq ...   (same as plugboard dlq ...)\n"
+    "Talks to the running host through the control socket in its run_dir.\n";
+
+int
+pb_cli_ctl(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "-h") == 0) {
+        fputs(s_ctl_usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "dlq") == 0)
+        return pb_cli_dlq(argc - 1, argv + 1);
+    if (strcmp(argv[1], "status") == 0) {
+        cli_t o;
+        int prc = s_cli_options(argc - 1, argv + 1, &o);
+        if (prc != 0) {
+            fputs(s_ctl_usage, prc > 0 ? stdout : stderr);
+            return prc > 0 ? 0 : 2;
+        }
+        json_t *req = json_pack("{s:s}", "cmd", "status");
+        json_t *resp = s_ask(o.config, req);
+        json_decref(req);
+        return s_finish(resp, o.json, s_print_status);
+    }
+    fprintf(stderr, "error: unknown ctl command '%s'\n", argv[1]);
+    fputs(s_ctl_usage, stderr);
+    return 2;
+}

@@ -54,4 +54,8 @@ json_t *pb_control_error(const char *fmt, ...)
 /* The socket path for a config's run directory: "<run_dir>/control.sock". */
 void pb_control_path(const char *run_dir, char *out, size_t out_len);
 
+/* `plugboard dlq ...` and `plugboard ctl ...`: argv[0] is the command. */
+int pb_cli_dlq(int argc, char **argv);
+int pb_cli_ctl(int argc, char **argv);
+
 #endif /* PB_CONTROL_H */

@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "control.h"
 #include "error.h"
 #include "loader.h"
 #include "log.h"
@@ -33,6 +34,9 @@ static const char s_usage[] =
     "  check [-c FILE]        validate FILE completely; exit 0 when valid\n"
     "  describe PLUGIN [-p DIR]\n"
     "                         print a connector plugin's settings and events\n"
+    "  dlq list|show|replay|drop\n"
+    "                         dead letters of the running host (dlq --help)\n"
+    "  ctl status|dlq         ask the running host (ctl --help)\n"
     "  version                print the version\n"
     "  help [COMMAND]         this text\n"
     "\n"
@@ -274,6 +278,8 @@ static const s_command_t s_commands[] = {
     {"run", s_cmd_run},
     {"check", s_cmd_check},
     {"describe", s_cmd_describe},
+    {"dlq", pb_cli_dlq},
+    {"ctl", pb_cli_ctl},
     {"version", s_cmd_version},
     {"--version", s_cmd_version},
     {"help", s_cmd_help},
