@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -171,7 +172,7 @@ s_bench_zmq(const opts_t *o)
 {
     uint8_t *frame;
     size_t len;
-    if (s_encode("source", 1, &frame, &len) != 0)
+    if (s_encode("source", 1 << 20, &frame, &len) != 0)
         s_die("encode", "cannot build an envelope");
     void *ctx = zmq_ctx_new();
     void *pull = zmq_socket(ctx, ZMQ_PULL);
@@ -250,7 +251,7 @@ s_bench_sqlite(const opts_t *o)
 
     uint8_t *frame;
     size_t len;
-    if (s_encode("source", 1, &frame, &len) != 0)
+    if (s_encode("source", 1 << 20, &frame, &len) != 0)
         s_die("encode", "cannot build an envelope");
     /* the ids are made before the clock starts: in the host they arrive
      * in the envelopes */
@@ -369,6 +370,8 @@ s_host_start(host_t *h, const opts_t *o)
 {
     char err[512];
     snprintf(h->dir, sizeof h->dir, "%s", o->dir);
+    if (mkdir(h->dir, 0700) != 0 && errno != EEXIST)
+        s_die(h->dir, strerror(errno));
     s_write_config(h, o->sinks);
     pb_diag_t diag;
     pb_diag_init(&diag);

@@ -110,14 +110,14 @@ s_request(uint64_t seq, size_t *len)
     long long t = (long long)time(NULL);
     char prefix[32];
     int plen = snprintf(prefix, sizeof prefix, "%lld.", t);
-    HMAC_CTX *h = HMAC_CTX_new();
     unsigned char mac[32];
     unsigned int mlen = 0;
-    HMAC_Init_ex(h, s_secret, (int)strlen(s_secret), EVP_sha256(), NULL);
-    HMAC_Update(h, (const unsigned char *)prefix, (size_t)plen);
-    HMAC_Update(h, (const unsigned char *)body, blen);
-    HMAC_Final(h, mac, &mlen);
-    HMAC_CTX_free(h);
+    char *msg = malloc((size_t)plen + blen);
+    memcpy(msg, prefix, (size_t)plen);
+    memcpy(msg + plen, body, blen);
+    HMAC(EVP_sha256(), s_secret, (int)strlen(s_secret),
+         (const unsigned char *)msg, (size_t)plen + blen, mac, &mlen);
+    free(msg);
     char hex[65];
     for (int i = 0; i < 32; i++)
         snprintf(hex + 2 * i, 3, "%02x", mac[i]);

@@ -18,7 +18,9 @@
  * Safety: recipients come only from one configured event field (or a fixed
  * setting), must look like a single bare address, and every value put into
  * a header is rendered with PLUGBOARD_ESCAPE_HEADER, so event data can
- * never add a header or a recipient.
+ * never add a header or a recipient.  The message itself (templates,
+ * encoding, headers) is built by the SDK's mail helpers (sdk/src/mime.c),
+ * which the smtp connector shares.
  */
 #define _GNU_SOURCE /* memrchr, memmem */
 
@@ -42,91 +44,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <jansson.h>
-#include <openssl/sha.h>
-
-#define S_TEMPLATE_MAX (256 * 1024) /* bytes in one template file */
-#define S_ADDRESS_MAX 254           /* RFC 5321 path limit */
-#define S_MAILBOX_MAX 900           /* a formatted From/To/Reply-To */
-#define S_WORD_BYTES 45             /* 45 bytes -> 60 base64 -> 72-char word */
-#define S_ID_MAX 64                 /* event id bytes used as is */
-
 /* ------------------------------------------------------------------ */
-/* Growable buffer (api->alloc)                                        */
+/* State and settings                                                  */
 /* ------------------------------------------------------------------ */
-
-typedef struct s_buf {
-    const plugboard_host_api_t *api;
-    char *data;
-    size_t len;
-    size_t cap;
-    bool failed;
-} s_buf_t;
-
-static bool
-s_buf_reserve(s_buf_t *b, size_t extra)
-{
-    if (b->failed)
-        return false;
-    if (b->len + extra + 1 <= b->cap)
-        return true;
-    size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->len + extra + 1)
-        cap *= 2;
-    char *data = b->api->alloc(cap);
-    if (!data) {
-        b->failed = true;
-        return false;
-    }
-    if (b->len)
-        memcpy(data, b->data, b->len);
-    b->api->free(b->data);
-    b->data = data;
-    b->cap = cap;
-    return true;
-}
-
-static void
-s_buf_add(s_buf_t *b, const char *s, size_t n)
-{
-    if (!s_buf_reserve(b, n))
-        return;
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-static void
-s_buf_adds(s_buf_t *b, const char *s)
-{
-    s_buf_add(b, s, strlen(s));
-}
-
-static void s_buf_printf(s_buf_t *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void
-s_buf_printf(s_buf_t *b, const char *fmt, ...)
-{
-    char tmp[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof tmp) {
-        b->failed = true; /* callers format bounded values only */
-        return;
-    }
-    s_buf_add(b, tmp, (size_t)n);
-}
-
-static void
-s_buf_release(s_buf_t *b)
-{
-    b->api->free(b->data);
-    b->data = NULL;
-    b->len = b->cap = 0;
-}
 
 static char *
 s_strndup(const plugboard_host_api_t *api, const char *s, size_t n)
@@ -139,26 +59,15 @@ s_strndup(const plugboard_host_api_t *api, const char *s, size_t n)
     return d;
 }
 
-/* ------------------------------------------------------------------ */
-/* State and settings                                                  */
-/* ------------------------------------------------------------------ */
-
-typedef struct s_template {
-    char *type;    /* event type: the file name without ".txt" */
-    char *subject; /* template text of the Subject line */
-    char *body;    /* template text of the body */
-} s_template_t;
-
 typedef struct s_maildir {
     const plugboard_host_api_t *api;
     plugboard_host_t *host;
-    char *root;     /* the Maildir */
-    char *from;     /* formatted header value */
-    char *to;       /* formatted fixed recipient, or NULL */
-    char *reply_to; /* formatted header value, or NULL */
-    char *to_field; /* event field holding the recipient */
-    s_template_t *templates;
-    size_t template_count;
+    char *root;                  /* the Maildir */
+    plugboard_mailbox_t from;    /* formatted header value and address */
+    plugboard_mailbox_t to;      /* fixed recipient, header NULL if unset */
+    plugboard_mailbox_t reply_to; /* header NULL if unset */
+    char *to_field;              /* event field holding the recipient */
+    plugboard_mail_templates_t *templates;
     char host_name[128]; /* for tmp/ names, '/' and ':' escaped */
     char domain[128];    /* right side of Message-ID */
     uint64_t sequence;   /* per-instance counter for tmp/ names */
@@ -213,377 +122,6 @@ static const char *const s_consumes[] = {
     PLUGBOARD_EV_TICKET_SOLVED,     PLUGBOARD_EV_EMAIL_BOUNCED,
     PLUGBOARD_EV_DELIVERY_DEAD,     NULL,
 };
-
-static const char s_generic_subject[] = "{{$type}} for {{$key}}";
-static const char s_generic_body[] =
-    "Event {{$type}} ({{$id}}) from {{$source}}, key {{$key}}, "
-    "at {{$time}}.\n"
-    "\n"
-    "There is no template for this event type, so its full content "
-    "follows.\n"
-    "\n";
-
-/* ------------------------------------------------------------------ */
-/* Addresses                                                           */
-/* ------------------------------------------------------------------ */
-
-static bool
-s_is_atext(unsigned char c)
-{
-    return isalnum(c) || strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL || c >= 0x80;
-}
-
-/*
- * A single bare address: local@domain, one '@', no spaces, controls,
- * angle brackets, commas or quotes; dots not leading, trailing or doubled.
- * UTF-8 is allowed (RFC 6531 addresses).
- */
-static bool
-s_address_ok(const char *s, size_t n)
-{
-    if (n < 3 || n > S_ADDRESS_MAX)
-        return false;
-    const char *at = memchr(s, '@', n);
-    if (!at || memchr(at + 1, '@', n - (size_t)(at - s) - 1))
-        return false;
-    size_t local = (size_t)(at - s);
-    size_t domain = n - local - 1;
-    if (local == 0 || domain == 0)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        bool first = i == 0 || i == local + 1;
-        bool last = i == local - 1 || i == n - 1;
-        if (c == '@')
-            continue;
-        if (c == '.') {
-            if (first || last || s[i + 1] == '.')
-                return false;
-            continue;
-        }
-        if (i < local ? !s_is_atext(c) : !(isalnum(c) || c == '-' || c >= 0x80))
-            return false;
-    }
-    return true;
-}
-
-/*
- * Append RFC 2047 encoded words for s, folded with CRLF SP between words
- * so each line stays within 78 characters; col is where the first word
- * starts on its line.  Words end on UTF-8 character boundaries (RFC 2047
- * section 5) and are at most 75 characters.
- */
-static void
-s_encode_words(s_buf_t *out, const char *s, size_t n, size_t col)
-{
-    size_t i = 0;
-    while (i < n) {
-        /* "=?UTF-8?B?" + base64 + "?=": 12 characters of overhead */
-        size_t room = col + 75 <= 78 ? 75 : 78 - col;
-        size_t max = room > 12 + 4 ? (room - 12) / 4 * 3 : 3;
-        if (max > S_WORD_BYTES)
-            max = S_WORD_BYTES;
-        size_t end = i + max < n ? i + max : n;
-        /* step back over at most 3 continuation bytes to a character
-         * start; invalid UTF-8 is cut where it falls */
-        size_t cut = end;
-        for (int k = 0; k < 3 && cut < n && cut > i + 1 &&
-                        ((unsigned char)s[cut] & 0xC0) == 0x80;
-             k++)
-            cut--;
-        if (cut < n && ((unsigned char)s[cut] & 0xC0) != 0x80)
-            end = cut;
-        char b64[4 * ((S_WORD_BYTES + 2) / 3) + 1];
-        plugboard_base64_encode((const uint8_t *)s + i, end - i, b64);
-        if (i > 0)
-            s_buf_adds(out, "\r\n ");
-        s_buf_adds(out, "=?UTF-8?B?");
-        s_buf_adds(out, b64);
-        s_buf_adds(out, "?=");
-        i = end;
-        col = 1;
-    }
-}
-
-static bool
-s_is_ascii(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] >= 0x80)
-            return false;
-    return true;
-}
-
-/* Whether an ASCII display name must be a quoted-string: anything but
- * atext and spaces (a '.', ',' or '"', say) is special in a phrase. */
-static bool
-s_phrase_needs_quotes(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (s[i] != ' ' && !s_is_atext((unsigned char)s[i]))
-            return true;
-    return false;
-}
-
-/*
- * Parse "addr" or "Display Name <addr>" from a setting into a header-ready
- * value: a non-ASCII name becomes encoded words (the first starting at
- * column col, after the header's name), a name with specials is quoted.
- * Returns the value (caller owns, api->free), or NULL and fills errbuf
- * when the text is not such an address.
- */
-static char *
-s_mailbox_format(const plugboard_host_api_t *api, const char *setting,
-                 const char *text, size_t col, char *errbuf)
-{
-    size_t n = strlen(text);
-    while (n > 0 && isspace((unsigned char)text[n - 1]))
-        n--;
-    while (n > 0 && isspace((unsigned char)*text)) {
-        text++;
-        n--;
-    }
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)text[i];
-        if (c < 0x20 || c == 0x7f)
-            goto out_bad;
-    }
-    const char *name = text, *addr = text;
-    size_t name_len = 0, addr_len = n;
-    if (n > 0 && text[n - 1] == '>') {
-        const char *lt = memrchr(text, '<', n);
-        if (!lt)
-            goto out_bad;
-        addr = lt + 1;
-        addr_len = n - (size_t)(addr - text) - 1;
-        name_len = (size_t)(lt - text);
-        while (name_len > 0 && isspace((unsigned char)name[name_len - 1]))
-            name_len--;
-    }
-    if (!s_address_ok(addr, addr_len) || n > S_MAILBOX_MAX)
-        goto out_bad;
-
-    s_buf_t b = {.api = api};
-    if (name_len == 0) {
-        s_buf_add(&b, addr, addr_len);
-    } else {
-        if (name_len >= 2 && name[0] == '"' && name[name_len - 1] == '"') {
-            name++; /* quoted by the admin: quoted again below if needed */
-            name_len -= 2;
-        }
-        if (!s_is_ascii(name, name_len)) {
-            s_encode_words(&b, name, name_len, col);
-        } else if (s_phrase_needs_quotes(name, name_len)) {
-            s_buf_adds(&b, "\"");
-            for (size_t i = 0; i < name_len; i++) {
-                if (name[i] == '"' || name[i] == '\\')
-                    s_buf_adds(&b, "\\");
-                s_buf_add(&b, name + i, 1);
-            }
-            s_buf_adds(&b, "\"");
-        } else {
-            s_buf_add(&b, name, name_len);
-        }
-        s_buf_adds(&b, " <");
-        s_buf_add(&b, addr, addr_len);
-        s_buf_adds(&b, ">");
-    }
-    if (b.failed) {
-        s_buf_release(&b);
-        snprintf(errbuf, PLUGBOARD_ERRBUF_MAX, "out of memory");
-        return NULL;
-    }
-    return b.data;
-
-out_bad:
-    snprintf(errbuf, PLUGBOARD_ERRBUF_MAX,
-             "setting '%s' is not an address like \"Name "
-             "<user@example.com>\"",
-             setting);
-    return NULL;
-}
-
-/* ------------------------------------------------------------------ */
-/* Templates                                                           */
-/* ------------------------------------------------------------------ */
-
-/* Read a whole regular file (NUL-terminated, api->alloc).  Returns 0 or
- * an errno value; EFBIG when larger than S_TEMPLATE_MAX. */
-static int
-s_read_file(const plugboard_host_api_t *api, const char *path, char **out,
-            size_t *len)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return errno;
-    struct stat st;
-    int err = 0;
-    if (fstat(fd, &st) != 0)
-        err = errno;
-    else if (!S_ISREG(st.st_mode))
-        err = EINVAL;
-    else if (st.st_size > S_TEMPLATE_MAX)
-        err = EFBIG;
-    char *data = err ? NULL : api->alloc((size_t)st.st_size + 1);
-    if (!err && !data)
-        err = ENOMEM;
-    size_t got = 0;
-    while (!err && got < (size_t)st.st_size) {
-        ssize_t n = read(fd, data + got, (size_t)st.st_size - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            err = n < 0 ? errno : EIO;
-            break;
-        }
-        got += (size_t)n;
-    }
-    close(fd);
-    if (err) {
-        api->free(data);
-        return err;
-    }
-    data[got] = '\0';
-    *out = data;
-    *len = got;
-    return 0;
-}
-
-/* Split template text into subject and body.  Returns NULL on success or
- * what is wrong with it. */
-static const char *
-s_template_parse(const plugboard_host_api_t *api, const char *text, size_t len,
-                 s_template_t *t)
-{
-    if (memchr(text, '\0', len))
-        return "contains a NUL byte";
-    const char *nl = memchr(text, '\n', len);
-    size_t line_len = nl ? (size_t)(nl - text) : len;
-    if (line_len > 0 && text[line_len - 1] == '\r')
-        line_len--;
-    if (line_len < 8 || strncasecmp(text, "Subject:", 8) != 0)
-        return "the first line must be 'Subject: <template>'";
-    const char *subj = text + 8;
-    size_t subj_len = line_len - 8;
-    while (subj_len > 0 && (*subj == ' ' || *subj == '\t')) {
-        subj++;
-        subj_len--;
-    }
-    if (subj_len > S_MAILBOX_MAX)
-        return "the Subject line is too long";
-    const char *body = nl ? nl + 1 : text + len;
-    const char *end = text + len;
-    if (body < end) {
-        /* the second line must be blank */
-        if (*body == '\r' && body + 1 < end && body[1] == '\n')
-            body += 2;
-        else if (*body == '\n')
-            body += 1;
-        else
-            return "the Subject line must be followed by a blank line";
-    }
-    t->subject = s_strndup(api, subj, subj_len);
-    t->body = s_strndup(api, body, (size_t)(end - body));
-    if (!t->subject || !t->body)
-        return "out of memory";
-    return NULL;
-}
-
-static void
-s_template_release(const plugboard_host_api_t *api, s_template_t *t)
-{
-    api->free(t->type);
-    api->free(t->subject);
-    api->free(t->body);
-}
-
-static bool
-s_is_template_name(const char *name)
-{
-    size_t n = strlen(name);
-    return n > 4 && name[0] != '.' && strcmp(name + n - 4, ".txt") == 0;
-}
-
-/* Load one template file into m->templates (which has room). */
-static int
-s_template_load(s_maildir_t *m, const char *dir, const char *name, char *errbuf)
-{
-    const plugboard_host_api_t *api = m->api;
-    char path[PATH_MAX];
-    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >=
-        sizeof path) {
-        snprintf(errbuf, PLUGBOARD_ERRBUF_MAX, "template path too long in '%s'",
-                 dir);
-        return -1;
-    }
-    char *text = NULL;
-    size_t len = 0;
-    int err = s_read_file(api, path, &text, &len);
-    if (err) {
-        snprintf(errbuf, PLUGBOARD_ERRBUF_MAX,
-                 "cannot read template '%s/%s': %s", dir, name,
-                 err == EFBIG ? "larger than 256 KiB" : strerror(err));
-        return -1;
-    }
-    s_template_t *t = &m->templates[m->template_count];
-    memset(t, 0, sizeof *t);
-    const char *why = s_template_parse(api, text, len, t);
-    api->free(text);
-    t->type = s_strndup(api, name, strlen(name) - 4);
-    if (!why && !t->type)
-        why = "out of memory";
-    if (why) {
-        s_template_release(api, t);
-        snprintf(errbuf, PLUGBOARD_ERRBUF_MAX,
-                 "cannot parse template '%s/%s': %s", dir, name, why);
-        return -1;
-    }
-    m->template_count++;
-    return 0;
-}
-
-/* Read every *.txt in dir.  Returns 0, or -1 with errbuf naming the file. */
-static int
-s_templates_load(s_maildir_t *m, const char *dir, char *errbuf)
-{
-    DIR *d = opendir(dir);
-    if (!d) {
-        snprintf(errbuf, PLUGBOARD_ERRBUF_MAX,
-                 "cannot open templates directory '%s': %s", dir,
-                 strerror(errno));
-        return -1;
-    }
-    size_t count = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        count += s_is_template_name(e->d_name);
-    m->templates = m->api->alloc((count ? count : 1) * sizeof *m->templates);
-    if (!m->templates) {
-        closedir(d);
-        snprintf(errbuf, PLUGBOARD_ERRBUF_MAX, "out of memory");
-        return -1;
-    }
-    rewinddir(d);
-    int rc = 0;
-    while (rc == 0 && (e = readdir(d)) != NULL) {
-        if (!s_is_template_name(e->d_name))
-            continue;
-        if (m->template_count == count)
-            break; /* the directory grew while we read it */
-        rc = s_template_load(m, dir, e->d_name, errbuf);
-    }
-    closedir(d);
-    return rc;
-}
-
-static const s_template_t *
-s_template_find(const s_maildir_t *m, const char *type)
-{
-    for (size_t i = 0; i < m->template_count; i++)
-        if (strcmp(m->templates[i].type, type) == 0)
-            return &m->templates[i];
-    return NULL;
-}
 
 /* ------------------------------------------------------------------ */
 /* open / close                                                        */
@@ -657,15 +195,30 @@ s_close(void *state)
     if (!m)
         return;
     const plugboard_host_api_t *api = m->api;
-    for (size_t i = 0; i < m->template_count; i++)
-        s_template_release(api, &m->templates[i]);
-    api->free(m->templates);
+    plugboard_mail_templates_destroy(&m->templates);
     api->free(m->root);
-    api->free(m->from);
-    api->free(m->to);
-    api->free(m->reply_to);
+    plugboard_mailbox_release(api, &m->from);
+    plugboard_mailbox_release(api, &m->to);
+    plugboard_mailbox_release(api, &m->reply_to);
     api->free(m->to_field);
     api->free(m);
+}
+
+/* One address setting into *mb; col is where its header value starts. */
+static int
+s_open_mailbox(const plugboard_host_api_t *api, const char *setting,
+               const char *text, size_t col, plugboard_mailbox_t *mb,
+               char *errbuf)
+{
+    int rc = plugboard_mailbox_parse(api, text, col, mb);
+    if (rc == PLUGBOARD_E_NOMEM)
+        snprintf(errbuf, PLUGBOARD_ERRBUF_MAX, "out of memory");
+    else if (rc != 0)
+        snprintf(errbuf, PLUGBOARD_ERRBUF_MAX,
+                 "setting '%s' is not an address like \"Name "
+                 "<user@example.com>\"",
+                 setting);
+    return rc;
 }
 
 /* The address settings: from (required), to and reply_to (optional). */
@@ -678,14 +231,12 @@ s_open_addresses(s_maildir_t *m, const plugboard_settings_t *settings,
     const char *to = api->setting_string(settings, "to");
     const char *reply_to = api->setting_string(settings, "reply_to");
     /* col: where the value starts, after "From: ", "To: ", "Reply-To: " */
-    m->from = s_mailbox_format(api, "from", from ? from : "", 6, errbuf);
-    if (!m->from)
+    if (s_open_mailbox(api, "from", from ? from : "", 6, &m->from, errbuf))
         return -1;
-    if (to && *to && !(m->to = s_mailbox_format(api, "to", to, 4, errbuf)))
+    if (to && *to && s_open_mailbox(api, "to", to, 4, &m->to, errbuf))
         return -1;
     if (reply_to && *reply_to &&
-        !(m->reply_to =
-              s_mailbox_format(api, "reply_to", reply_to, 10, errbuf)))
+        s_open_mailbox(api, "reply_to", reply_to, 10, &m->reply_to, errbuf))
         return -1;
     return 0;
 }
@@ -721,12 +272,12 @@ s_open(const plugboard_host_api_t *api, plugboard_host_t *host,
     }
     if (s_open_addresses(m, settings, errbuf) != 0 ||
         s_maildir_prepare(root, errbuf) != 0 ||
-        s_templates_load(m, templates, errbuf) != 0)
+        !(m->templates = plugboard_mail_templates_load(api, templates, errbuf)))
         goto out_close;
     s_hostname_init(m);
     api->log(host, PLUGBOARD_LOG_INFO,
              "opened maildir='%s' templates=%zu template_dir='%s'", root,
-             m->template_count, templates);
+             plugboard_mail_templates_count(m->templates), templates);
     *state = m;
     return 0;
 
@@ -740,250 +291,41 @@ out_close:
 /* ------------------------------------------------------------------ */
 
 /*
- * The event id as it appears in file names and Message-ID: as is when it
- * is short and made of [A-Za-z0-9_-] (host ids always are), otherwise the
- * SHA-256 of it in hex, so any id maps to one safe name.
+ * The message for ev to rcpt (a checked bare address): the SDK's rendering
+ * and RFC 5322 text, with the event's id and type in X-Plugboard-* fields.
+ * Returns the text (api->free) or NULL when out of memory.
  */
-static void
-s_safe_id(const char *id, char out[2 * SHA256_DIGEST_LENGTH + 2])
-{
-    size_t n = strlen(id);
-    bool safe = n > 0 && n <= S_ID_MAX;
-    for (size_t i = 0; safe && i < n; i++) {
-        unsigned char c = (unsigned char)id[i];
-        safe = isalnum(c) || c == '_' || c == '-';
-    }
-    if (safe) {
-        memcpy(out, id, n + 1);
-        return;
-    }
-    unsigned char md[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)id, n, md);
-    out[0] = 'h';
-    for (size_t i = 0; i < SHA256_DIGEST_LENGTH; i++)
-        snprintf(out + 1 + 2 * i, 3, "%02x", md[i]);
-}
-
-/* RFC 5322 date-time in UTC, independent of locale. */
-static void
-s_rfc5322_date(int64_t ms, char *out, size_t out_len)
-{
-    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed",
-                                       "Thu", "Fri", "Sat"};
-    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr",
-                                         "May", "Jun", "Jul", "Aug",
-                                         "Sep", "Oct", "Nov", "Dec"};
-    time_t secs = (time_t)(ms / 1000);
-    struct tm tm;
-    if (!gmtime_r(&secs, &tm)) {
-        secs = 0;
-        gmtime_r(&secs, &tm);
-    }
-    snprintf(out, out_len, "%s, %02d %s %04d %02d:%02d:%02d +0000",
-             days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900,
-             tm.tm_hour, tm.tm_min, tm.tm_sec);
-}
-
-/* "Name: value" CRLF.  value is header-ready (validated or encoded at
- * open); controls are still blanked so nothing can start a new line. */
-static void
-s_add_header(s_buf_t *out, const char *name, const char *value)
-{
-    s_buf_adds(out, name);
-    s_buf_adds(out, ": ");
-    for (const char *p = value; *p; p++) {
-        bool fold = p[0] == '\r' && p[1] == '\n' && p[2] == ' ';
-        if (fold) {
-            s_buf_add(out, p, 3); /* our own folding between words */
-            p += 2;
-        } else {
-            unsigned char c = (unsigned char)*p;
-            char ch = c < 0x20 || c == 0x7f ? ' ' : (char)c;
-            s_buf_add(out, &ch, 1);
-        }
-    }
-    s_buf_adds(out, "\r\n");
-}
-
-/*
- * Plain ASCII text folded at spaces (RFC 5322 section 2.2.3) so lines stay
- * within 78 characters where a space allows it.  Folding inserts CRLF
- * before a space that precedes a word, so unfolding gives the text back
- * and no line is only whitespace.
- */
-static void
-s_add_folded(s_buf_t *out, const char *s, size_t n, size_t col)
-{
-    size_t i = 0;
-    while (i < n) {
-        /* the next segment: this character up to the next foldable space */
-        size_t j = i + 1;
-        while (j < n && !(s[j] == ' ' && j + 1 < n && s[j + 1] != ' '))
-            j++;
-        if (col + (j - i) > 78 && s[i] == ' ' && col > 1) {
-            s_buf_adds(out, "\r\n");
-            col = 0;
-        }
-        s_buf_add(out, s + i, j - i);
-        col += j - i;
-        i = j;
-    }
-}
-
-/* The longest run of characters without a space. */
-static size_t
-s_longest_word(const char *s, size_t n)
-{
-    size_t best = 0, run = 0;
-    for (size_t i = 0; i < n; i++) {
-        run = s[i] == ' ' ? 0 : run + 1;
-        best = run > best ? run : best;
-    }
-    return best;
-}
-
-/* Subject: plain ASCII folded at spaces, or else encoded words (also for
- * text that could be mistaken for encoded words, or cannot be folded). */
-static void
-s_add_subject(s_buf_t *out, const char *subject)
-{
-    size_t n = strlen(subject);
-    while (n > 0 && subject[n - 1] == ' ')
-        n--;
-    while (n > 0 && *subject == ' ') {
-        subject++;
-        n--;
-    }
-    s_buf_adds(out, "Subject: ");
-    bool plain = s_is_ascii(subject, n) && !memmem(subject, n, "=?", 2) &&
-                 s_longest_word(subject, n) <= 78 - 9;
-    if (plain)
-        s_add_folded(out, subject, n, 9);
-    else
-        s_encode_words(out, subject, n, 9);
-    s_buf_adds(out, "\r\n");
-}
-
-/*
- * Quoted-printable (RFC 2045 6.7): output lines at most 76 characters,
- * soft breaks "=" CRLF, '=' and non-ASCII and controls as =XX, space and
- * tab encoded at the end of a line.  Input line breaks (LF or CRLF) become
- * CRLF; a line starting "From " gets its F encoded for mbox readers.
- */
-static void
-s_add_qp_body(s_buf_t *out, const char *body)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    const char *p = body;
-    while (*p) {
-        const char *nl = strchr(p, '\n');
-        size_t n = nl ? (size_t)(nl - p) : strlen(p);
-        if (nl && n > 0 && p[n - 1] == '\r')
-            n--;
-        size_t col = 0;
-        for (size_t i = 0; i < n; i++) {
-            unsigned char c = (unsigned char)p[i];
-            bool last = i + 1 == n;
-            bool literal = (c >= 33 && c <= 126 && c != '=') ||
-                           ((c == ' ' || c == '\t') && !last);
-            if (col == 0 && c == 'F' && n - i >= 5 &&
-                strncmp(p + i, "From ", 5) == 0)
-                literal = false;
-            size_t width = literal ? 1 : 3;
-            if (col + width > (last ? 76u : 75u)) {
-                s_buf_adds(out, "=\r\n");
-                col = 0;
-            }
-            if (literal) {
-                s_buf_add(out, (const char *)&p[i], 1);
-            } else {
-                char enc[3] = {'=', hex[c >> 4], hex[c & 15]};
-                s_buf_add(out, enc, 3);
-            }
-            col += width;
-        }
-        s_buf_adds(out, "\r\n");
-        if (!nl)
-            break;
-        p = nl + 1;
-    }
-}
-
-/* The generic body's tail: the event as indented JSON. */
-static void
-s_add_event_json(s_buf_t *body, const plugboard_host_api_t *api,
-                 const plugboard_event_t *ev)
-{
-    char *line = api->event_to_json(ev);
-    if (!line) {
-        body->failed = true;
-        return;
-    }
-    json_t *doc = json_loads(line, 0, NULL);
-    char *pretty =
-        doc ? json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
-    s_buf_adds(body, pretty ? pretty : line);
-    s_buf_adds(body, "\n");
-    free(pretty); /* jansson's allocator */
-    json_decref(doc);
-    api->free(line);
-}
-
-typedef struct s_mail {
-    const char *rcpt; /* formatted To value */
-    const char *type;
-    const char *safe_id;
-    char *subject; /* rendered, api->alloc */
-    s_buf_t body;  /* rendered text, before QP */
-} s_mail_t;
-
-/* Render subject and body for ev.  Returns false when out of memory. */
-static bool
-s_render(const s_maildir_t *m, const plugboard_event_t *ev, s_mail_t *mail)
+static char *
+s_build(const s_maildir_t *m, const plugboard_event_t *ev, const char *rcpt,
+        const char *safe_id, size_t *len)
 {
     const plugboard_host_api_t *api = m->api;
-    const s_template_t *t = s_template_find(m, mail->type);
-    const char *subj_t = t ? t->subject : s_generic_subject;
-    const char *body_t = t ? t->body : s_generic_body;
-    mail->subject =
-        plugboard_template_render(api, ev, subj_t, PLUGBOARD_ESCAPE_HEADER);
-    char *body =
-        plugboard_template_render(api, ev, body_t, PLUGBOARD_ESCAPE_NONE);
-    mail->body.api = api;
-    if (body) {
-        s_buf_adds(&mail->body, body);
-        api->free(body);
-    } else {
-        mail->body.failed = true;
-    }
-    if (!t)
-        s_add_event_json(&mail->body, api, ev);
-    return mail->subject && !mail->body.failed;
-}
-
-static void
-s_build(const s_maildir_t *m, const plugboard_event_t *ev, const s_mail_t *mail,
-        s_buf_t *msg)
-{
-    const plugboard_host_api_t *api = m->api;
-    char date[64];
-    s_rfc5322_date(api->now_ms(), date, sizeof date);
-    s_buf_printf(msg, "Date: %s\r\n", date);
-    s_add_header(msg, "From", m->from);
-    s_add_header(msg, "To", mail->rcpt);
-    if (m->reply_to)
-        s_add_header(msg, "Reply-To", m->reply_to);
-    s_add_subject(msg, mail->subject[0] ? mail->subject : mail->type);
-    s_buf_printf(msg, "Message-ID: <%s.%" PRIu32 "@%s>\r\n", mail->safe_id,
-                 api->event_attempt(ev), m->domain);
-    s_buf_adds(msg, "MIME-Version: 1.0\r\n"
-                    "Content-Type: text/plain; charset=UTF-8\r\n"
-                    "Content-Transfer-Encoding: quoted-printable\r\n"
-                    "Auto-Submitted: auto-generated\r\n");
-    s_buf_printf(msg, "X-Plugboard-Event-Id: %s\r\n", mail->safe_id);
-    s_add_header(msg, "X-Plugboard-Event-Type", mail->type);
-    s_buf_adds(msg, "\r\n");
-    s_add_qp_body(msg, mail->body.data ? mail->body.data : "");
+    plugboard_mail_content_t content;
+    if (plugboard_mail_render(api, m->templates, ev, &content) != 0)
+        return NULL;
+    const char *type = api->event_type(ev);
+    char message_id[PLUGBOARD_MAIL_ID_TOKEN_MAX + 160];
+    snprintf(message_id, sizeof message_id, "%s.%" PRIu32 "@%s", safe_id,
+             api->event_attempt(ev), m->domain);
+    const plugboard_header_t extra[] = {
+        {.name = "X-Plugboard-Event-Id", .value = safe_id},
+        {.name = "X-Plugboard-Event-Type", .value = type},
+    };
+    plugboard_mail_t mail = {
+        .date_ms = api->now_ms(),
+        .from = m->from.header,
+        .to = m->to.header ? m->to.header : rcpt,
+        .reply_to = m->reply_to.header,
+        .message_id = message_id,
+        .subject = content.subject[0] ? content.subject : type,
+        .text = content.text,
+        .html = content.html,
+        .extra = extra,
+        .extra_count = sizeof extra / sizeof extra[0],
+    };
+    char *msg = plugboard_mail_build(api, &mail, len);
+    plugboard_mail_content_release(api, &content);
+    return msg;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1088,7 +430,7 @@ s_publish(const char *tmp, const char *dst)
 
 /* Write msg as new/<name>: tmp/, fsync, link, fsync new/.  Fills r. */
 static void
-s_store(s_maildir_t *m, const char *name, const s_buf_t *msg,
+s_store(s_maildir_t *m, const char *name, const char *msg, size_t msg_len,
         plugboard_result_t *r)
 {
     char unique[256], tmp[PATH_MAX], dst[PATH_MAX], newdir[PATH_MAX];
@@ -1102,7 +444,7 @@ s_store(s_maildir_t *m, const char *name, const s_buf_t *msg,
         s_retry(r, "create a file in", m, "tmp", errno);
         return;
     }
-    int err = s_write_all(fd, msg->data, msg->len);
+    int err = s_write_all(fd, msg, msg_len);
     if (!err && fsync(fd) != 0)
         err = errno;
     if (close(fd) != 0 && !err)
@@ -1138,12 +480,12 @@ s_recipient(const s_maildir_t *m, const plugboard_event_t *ev, const char *type,
             plugboard_result_t *r)
 {
     const plugboard_host_api_t *api = m->api;
-    const char *src = m->to;
+    const char *src = m->to.address;
     size_t len = src ? strlen(src) : 0;
     const char *field =
         strcmp(type, PLUGBOARD_EV_DELIVERY_DEAD) == 0 ? "owner" : m->to_field;
     if (!src && (!api->event_string(ev, field, &src, &len) ||
-                 !s_address_ok(src, len))) {
+                 !plugboard_mail_address_ok(src, len))) {
         r->outcome = PLUGBOARD_REJECT;
         snprintf(r->reason, sizeof r->reason,
                  "recipient field '%s' is missing or not an address", field);
@@ -1162,14 +504,12 @@ s_deliver(void *state, const plugboard_event_t *ev, plugboard_result_t *r)
 {
     s_maildir_t *m = state;
     const plugboard_host_api_t *api = m->api;
-    char safe_id[2 * SHA256_DIGEST_LENGTH + 2];
-    s_safe_id(api->event_id(ev), safe_id);
-    s_mail_t mail = {.type = api->event_type(ev), .safe_id = safe_id};
+    char safe_id[PLUGBOARD_MAIL_ID_TOKEN_MAX];
+    plugboard_mail_id_token(api->event_id(ev), safe_id);
 
-    char *rcpt = s_recipient(m, ev, mail.type, r);
+    char *rcpt = s_recipient(m, ev, api->event_type(ev), r);
     if (!rcpt)
         return;
-    mail.rcpt = rcpt;
 
     /* the name every delivery of this event uses in new/ and cur/ */
     int64_t secs = api->event_time_ms(ev) / 1000;
@@ -1181,18 +521,15 @@ s_deliver(void *state, const plugboard_event_t *ev, plugboard_result_t *r)
         return; /* delivered before and already read */
     }
 
-    s_buf_t msg = {.api = api};
-    if (s_render(m, ev, &mail))
-        s_build(m, ev, &mail, &msg);
-    if (!mail.subject || mail.body.failed || msg.failed) {
+    size_t len = 0;
+    char *msg = s_build(m, ev, rcpt, safe_id, &len);
+    if (!msg) {
         r->outcome = PLUGBOARD_RETRY;
         snprintf(r->reason, sizeof r->reason, "out of memory");
     } else {
-        s_store(m, name, &msg, r);
+        s_store(m, name, msg, len, r);
     }
-    s_buf_release(&msg);
-    s_buf_release(&mail.body);
-    api->free(mail.subject);
+    api->free(msg);
     api->free(rcpt);
 }
 

@@ -717,14 +717,12 @@ s_rfc5322_date(int64_t ms, char *out, size_t out_len)
              tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
-/* "Name: value" CRLF.  value is header-ready (validated or encoded);
- * controls are still blanked so nothing can start a new line, except our
- * own folding between encoded words (CRLF SP). */
+/* Append a header-ready value (validated or encoded), with controls still
+ * blanked so nothing can start a new line, except our own folding between
+ * encoded words (CRLF SP). */
 static void
-s_add_header(s_buf_t *out, const char *name, const char *value)
+s_add_sanitized(s_buf_t *out, const char *value)
 {
-    s_buf_adds(out, name);
-    s_buf_adds(out, ": ");
     for (const char *p = value; *p; p++) {
         bool fold = p[0] == '\r' && p[1] == '\n' && p[2] == ' ';
         if (fold) {
@@ -736,6 +734,15 @@ s_add_header(s_buf_t *out, const char *name, const char *value)
             s_buf_add(out, &ch, 1);
         }
     }
+}
+
+/* "Name: value" CRLF. */
+static void
+s_add_header(s_buf_t *out, const char *name, const char *value)
+{
+    s_buf_adds(out, name);
+    s_buf_adds(out, ": ");
+    s_add_sanitized(out, value);
     s_buf_adds(out, "\r\n");
 }
 
@@ -911,12 +918,7 @@ plugboard_mail_build(const plugboard_host_api_t *api,
         s_add_header(&msg, "Reply-To", mail->reply_to);
     s_add_subject(&msg, mail->subject ? mail->subject : "");
     s_buf_adds(&msg, "Message-ID: <");
-    s_add_header(&msg, "", mail->message_id); /* blanks any control */
-    msg.len -= 2;                             /* drop its CRLF ... */
-    memmove(msg.data + msg.len - strlen(mail->message_id) - 2,
-            msg.data + msg.len - strlen(mail->message_id),
-            strlen(mail->message_id)); /* ... and its ": " */
-    msg.len -= 2;
+    s_add_sanitized(&msg, mail->message_id);
     s_buf_adds(&msg, ">\r\nMIME-Version: 1.0\r\n");
     char boundary[64];
     s_boundary(mail->message_id, boundary, sizeof boundary);
