@@ -884,6 +884,9 @@ out_fail:
         s_stat_add(&r->stats.journal_errors, 1);
         pb_error("router", "journal commit failed: %s",
                  pb_journal_errmsg(r->journal));
+        /* the failure may have taken the whole busy timeout: "try later"
+         * counts from now, not from before the attempt */
+        now = pb_monotonic_ms();
     }
     for (size_t i = 0; i < r->emit_count; i++) {
         emit_t *e = &r->emits[i];
@@ -1160,9 +1163,14 @@ s_check_timeouts(pb_router_t *r, int64_t now)
         dest_t *ds = &r->dests[i];
         if (!ds->inflight)
             continue;
-        for (dl_t *d = ds->head; d; d = d->next) {
-            if (!d->inflight || d->changing ||
-                now - d->sent_ms < ds->timeout_ms)
+        /* only deliveries in flight can time out: stop after the last
+         * one instead of walking the whole backlog every turn */
+        int seen = 0;
+        for (dl_t *d = ds->head; d && seen < ds->inflight; d = d->next) {
+            if (!d->inflight)
+                continue;
+            seen++;
+            if (d->changing || now - d->sent_ms < ds->timeout_ms)
                 continue;
             if (!began)
                 began = pb_journal_begin(r->journal) == 0;

@@ -1026,6 +1026,89 @@ Test(router, a_journal_that_cannot_commit_refuses_and_recovers)
 }
 
 /*
+ * A dead letter that cannot be written loses nothing: while another
+ * connection holds the write lock, a REJECT cannot be recorded, so the
+ * delivery stays pending in the journal (and no notice goes out); once
+ * the lock is gone it is delivered again and, rejected again, becomes a
+ * proper dead letter with its notice.  This test waits out the journal's
+ * 5 s busy timeout once, and the router's retry of an unwritable dead
+ * letter (5 s) once.
+ */
+Test(router, a_dead_letter_that_cannot_be_written_stays_pending)
+{
+    rig_start(&(struct rig_opts){.to = {"a"}, .notify = "ops"});
+    char id[PB_ID_LEN + 1];
+    emit_accepted(1, "ann@example.com", id);
+    pb_peer_msg_t d = expect_dlv(g.a, T_WAIT_MS);
+
+    char path[4096];
+    snprintf(path, sizeof path, "%s/journal.db", g.dir);
+    sqlite3 *lock = NULL;
+    cr_assert_eq(sqlite3_open_v2(path, &lock, SQLITE_OPEN_READWRITE, NULL),
+                 SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(lock, "BEGIN EXCLUSIVE", NULL, NULL, NULL),
+                 SQLITE_OK, "%s", sqlite3_errmsg(lock));
+
+    cr_assert_eq(pb_peer_result(g.a, d.id, 1, PLUGBOARD_REJECT, 0,
+                                "HTTP 422: email is invalid"),
+                 0);
+    pb_router_stats_t st;
+    int64_t deadline = pb_monotonic_ms() + 12000;
+    do {
+        usleep(20000);
+        pb_router_stats(g.router, &st);
+    } while ((st.journal_errors == 0 || st.inflight != 0) &&
+             pb_monotonic_ms() < deadline);
+    cr_assert_geq(st.journal_errors, 1, "the failed write is counted");
+    cr_assert_eq(st.dead, 0, "not a dead letter yet");
+    cr_assert_eq(st.pending, 1);
+    cr_assert_eq(st.inflight, 0,
+                 "not sent again while the journal is still locked");
+    struct row rows[4];
+    cr_assert_eq(journal_rows(rows, 4), 1, "no notice was stored");
+    cr_assert_eq(rows[0].state, PB_DELIVERY_PENDING);
+    cr_assert_eq(rows[0].attempts, 0);
+    expect_silence(g.ops, 100);
+
+    sqlite3_exec(lock, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(lock);
+
+    /* delivered again, rejected again: now a dead letter */
+    pb_peer_msg_t again = expect_dlv(g.a, 9000);
+    cr_assert_eq(again.id, d.id, "the same delivery");
+    cr_assert_str_eq(pb_peer_msg_event_id(&again), id);
+    cr_assert_eq(pb_peer_result(g.a, again.id, again.attempt, PLUGBOARD_REJECT,
+                                0, "HTTP 422: email is invalid"),
+                 0);
+    pb_peer_msg_t n = expect_dlv(g.ops, T_WAIT_MS);
+    cr_assert_str_eq(pb_envelope_type(n.env), PLUGBOARD_EV_DELIVERY_DEAD);
+    const char *s = NULL;
+    size_t len = 0;
+    cr_assert(pb_event_string(n.env, "event.id", &s, &len));
+    cr_assert_eq(len, strlen(id));
+    cr_assert_eq(memcmp(s, id, len), 0);
+    cr_assert(pb_event_string(n.env, "last_error", &s, &len));
+    cr_assert_eq(len, strlen("HTTP 422: email is invalid"));
+    cr_assert_eq(pb_peer_result(g.ops, n.id, n.attempt, PLUGBOARD_OK, 0, NULL),
+                 0);
+    WAIT_STATS(st, st.dead == 1 && st.delivered == 1);
+    cr_assert_eq(st.dead, 1);
+    cr_assert_eq(st.delivered, 1, "the notice");
+    cr_assert_eq(st.pending, 0);
+    expect_silence(g.a, 200);
+
+    cr_assert_eq(journal_rows(rows, 4), 2);
+    cr_assert_str_eq(rows[0].event_id, id);
+    cr_assert_eq(rows[0].state, PB_DELIVERY_DEAD);
+    cr_assert_str_eq(rows[0].error, "HTTP 422: email is invalid");
+    cr_assert_str_eq(rows[1].destination, "ops");
+    cr_assert_eq(rows[1].state, PB_DELIVERY_DELIVERED);
+    pb_peer_msg_release(&d);
+    pb_peer_msg_release(&again);
+    pb_peer_msg_release(&n);
+}
+
+/*
  * An envelope id the journal already holds is the same event sent again
  * (an emitter that lost its ACK): a duplicate, not an error, and never a
  * reason to refuse, or half-store, the events sent with it.
