@@ -3,8 +3,11 @@ BUILD      ?= build
 TEST_BUILD ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CONFIG     ?= etc/plugboard.cfg
+BENCH_BUILD ?= build-bench
+PEERS      ?= 0
 
-.PHONY: all deps test-deps build demo run check test clean
+.PHONY: all deps test-deps build demo run check test install clean \
+        bench bench-quick bench-build
 
 all: build
 
@@ -30,7 +33,8 @@ run: build
 	    $(BUILD)/plugboard run -c $(CONFIG)
 
 check: build
-	@$(BUILD)/plugboard check -c $(CONFIG)
+	@STRIPE_WEBHOOK_SECRET=$${STRIPE_WEBHOOK_SECRET:-whsec_plugboard_demo_only} \
+	    $(BUILD)/plugboard check -c $(CONFIG)
 
 # Everything under AddressSanitizer and UndefinedBehaviorSanitizer.
 test: test-deps
@@ -40,5 +44,30 @@ test: test-deps
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    ctest --output-on-failure -j$(JOBS)
 
+# Install the binary, the bundled connectors (into $(PREFIX)/lib/plugboard/
+# plugins, the host's default plugin directory), the connector SDK (headers,
+# libplugboard-sdk.a, libplugboard-harness.a, plugboard-sdk.pc, the CMake
+# package for find_package(plugboard)) and its docs.  DESTDIR stages it.
+PREFIX     ?= /usr/local
+install: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPLUGBOARD_TESTS=OFF \
+	    -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS)
+	@DESTDIR=$(DESTDIR) cmake --install $(BUILD)
+
+# Benchmarks in a Release (non-sanitized) build: a table on stdout and
+# bench/results.json.  PEERS=1 also installs and measures Node-RED.
+bench-build:
+	@PEERS=$(PEERS) bash scripts/install-deps --bench
+	@cmake -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=Release \
+	    -DPLUGBOARD_SANITIZE=OFF -DPLUGBOARD_TESTS=OFF -DPLUGBOARD_BENCH=ON >/dev/null
+	@cmake --build $(BENCH_BUILD) -j$(JOBS) >/dev/null
+
+bench: bench-build
+	@/usr/bin/python3 bench/run.py --build $(BENCH_BUILD) $(if $(filter 1,$(PEERS)),--peers)
+
+bench-quick: bench-build
+	@/usr/bin/python3 bench/run.py --build $(BENCH_BUILD) --quick $(if $(filter 1,$(PEERS)),--peers)
+
 clean:
-	rm -rf $(BUILD) $(TEST_BUILD)
+	rm -rf $(BUILD) $(TEST_BUILD) $(BENCH_BUILD)

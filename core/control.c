@@ -353,11 +353,23 @@ s_cli_options(int argc, char **argv, cli_t *o)
             o->all_for = optarg;
             break;
         case 'A':
-            o->after = atoll(optarg);
+        case 'l': {
+            char *end;
+            errno = 0;
+            long long v = strtoll(optarg, &end, 10);
+            if (!*optarg || *end || errno || v <= 0 ||
+                (opt == 'l' && v > 100000)) {
+                fprintf(stderr, "error: --%s needs a positive integer%s, "
+                        "got '%s'\n", opt == 'A' ? "after" : "limit",
+                        opt == 'l' ? " up to 100000" : "", optarg);
+                return -1;
+            }
+            if (opt == 'A')
+                o->after = v;
+            else
+                o->limit = (int)v;
             break;
-        case 'l':
-            o->limit = atoi(optarg);
-            break;
+        }
         case 'h':
             return 1;
         default:
@@ -522,10 +534,27 @@ pb_cli_dlq(int argc, char **argv)
         fputs(s_dlq_usage, prc > 0 ? stdout : stderr);
         return prc > 0 ? 0 : 2;
     }
-    const char *arg = optind < argc - 1 ? argv[1 + optind] : NULL;
+    int npos = argc - 1 - optind;
+    const char *arg = npos > 0 ? argv[1 + optind] : NULL;
+    if (npos > 1) {
+        fprintf(stderr, "error: unexpected argument '%s'; one id at a "
+                "time\n", argv[2 + optind]);
+        return 2;
+    }
     char *end = NULL;
+    errno = 0;
     long long id = arg ? strtoll(arg, &end, 10) : 0;
-    bool have_id = arg && *arg && end && !*end;
+    bool have_id = arg && *arg && end && !*end && errno == 0 && id > 0;
+    if (arg && !have_id) {
+        fprintf(stderr, "error: '%s' is not a dead-letter id (a positive "
+                "integer from `plugboard dlq list`)\n", arg);
+        return 2;
+    }
+    if ((strcmp(sub, "list") == 0 && arg) ||
+        (strcmp(sub, "replay") == 0 && have_id && o.all_for)) {
+        fprintf(stderr, "error: give either an id or --all-for, not both\n");
+        return 2;
+    }
     json_t *req = NULL;
     void (*print)(json_t *) = NULL;
     if (strcmp(sub, "list") == 0) {

@@ -14,7 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "error.h"
@@ -89,6 +92,7 @@ struct pb_journal {
     char *path;
     char *wal_path;
     bool memory; /* ":memory:", for benchmarks and tests */
+    int lock_fd; /* <dir>/journal.lock, held for the journal's life */
     char last_error[256]; /* the last failure, kept past a rollback */
 };
 
@@ -114,6 +118,39 @@ s_exec(pb_journal_t *j, const char *sql)
     return 0;
 }
 
+/* One host per data directory: two routers on one journal would deliver
+ * everything twice.  The lock dies with the process, so a crash leaves no
+ * stale lock behind. */
+static int
+s_lock(pb_journal_t *j, const char *dir, char *err, size_t err_len)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/journal.lock", dir);
+    j->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (j->lock_fd < 0) {
+        snprintf(err, err_len, "cannot open '%s': %s", path,
+                 strerror(errno));
+        return -1;
+    }
+    if (flock(j->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = "";
+        ssize_t n = pread(j->lock_fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        snprintf(err, err_len,
+                 "data_dir '%s' is in use by another plugboard host%s%s%s; "
+                 "each host needs its own data_dir",
+                 dir, pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "");
+        return -1;
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+    if (ftruncate(j->lock_fd, 0) == 0 &&
+        pwrite(j->lock_fd, pid, (size_t)len, 0) != len)
+        pb_warn("journal", "cannot write the pid into '%s'", path);
+    return 0;
+}
+
 pb_journal_t *
 pb_journal_open(const char *dir, char *err, size_t err_len)
 {
@@ -123,6 +160,12 @@ pb_journal_open(const char *dir, char *err, size_t err_len)
     else if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         snprintf(err, err_len, "cannot create data directory '%s': %s", dir,
                  strerror(errno));
+        return NULL;
+    }
+    struct stat dst;
+    if (!memory && (stat(dir, &dst) != 0 || !S_ISDIR(dst.st_mode))) {
+        snprintf(err, err_len, "data directory '%s' is not a directory",
+                 dir);
         return NULL;
     }
     pb_journal_t *j = calloc(1, sizeof *j);
@@ -136,6 +179,9 @@ pb_journal_open(const char *dir, char *err, size_t err_len)
     snprintf(j->path, n, memory ? "%s" : "%s/journal.db", dir);
     snprintf(j->wal_path, n, memory ? "%s" : "%s/journal.db-wal", dir);
     j->memory = memory;
+    j->lock_fd = -1;
+    if (!memory && s_lock(j, dir, err, err_len) != 0)
+        goto out_close;
 
     if (sqlite3_open_v2(j->path, &j->db,
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
@@ -204,6 +250,8 @@ pb_journal_close(pb_journal_t **jp)
                                   NULL, NULL);
         sqlite3_close(j->db);
     }
+    if (j->lock_fd >= 0)
+        close(j->lock_fd);
     free(j->path);
     free(j->wal_path);
     free(j);

@@ -4,7 +4,10 @@
  *   plugboard run [-c FILE]           start the host
  *   plugboard check [-c FILE]         validate a config, start nothing
  *   plugboard describe PLUGIN         print a plugin's documentation
- *   plugboard version | help
+ *   plugboard new-connector NAME [DIR]  write a connector project scaffold
+ *   plugboard plugin-check PATH.so      check a plugin against the contract
+ *   plugboard version | help [COMMAND]
+ * Every command answers --help.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -22,7 +25,9 @@
 #include "error.h"
 #include "loader.h"
 #include "log.h"
+#include "plugin_check.h"
 #include "runtime.h"
+#include "scaffold.h"
 
 #define S_DEFAULT_CONFIG "etc/plugboard.cfg"
 
@@ -37,11 +42,15 @@ static const char s_usage[] =
     "  dlq list|show|replay|drop\n"
     "                         dead letters of the running host (dlq --help)\n"
     "  ctl status|dlq         ask the running host (ctl --help)\n"
+    "  new-connector NAME [DIR]\n"
+    "                         write a new connector project (SDK scaffold)\n"
+    "  plugin-check PATH.so [--settings FILE]\n"
+    "                         check a plugin against the connector contract\n"
     "  version                print the version\n"
-    "  help [COMMAND]         this text\n"
+    "  help [COMMAND]         this text, or COMMAND's (also COMMAND --help)\n"
     "\n"
     "PLUGIN is a plugin name searched in DIR (default %s) or a path to a\n"
-    ".so file.  The config file's syntax is documented in README.md.\n";
+    ".so file.  The config file is documented in docs/operations.md.\n";
 
 static void
 s_print_usage(FILE *out)
@@ -157,15 +166,7 @@ s_cmd_run(int argc, char **argv)
         break;
     }
     close(sfd);
-    pb_router_stats_t st;
-    pb_runtime_stats(rt, &st);
     pb_runtime_stop(&rt);
-    pb_info("main", "stopped accepted=%llu duplicates=%llu delivered=%llu "
-            "retried=%llu dead=%llu pending=%llu",
-            (unsigned long long)st.accepted,
-            (unsigned long long)st.duplicates,
-            (unsigned long long)st.delivered, (unsigned long long)st.retried,
-            (unsigned long long)st.dead, (unsigned long long)st.pending);
     return 0;
 }
 
@@ -267,11 +268,73 @@ s_cmd_version(int argc, char **argv)
     return 0;
 }
 
+/* --help of the commands that do not answer it themselves. */
+typedef struct s_help {
+    const char *name;
+    const char *text;
+} s_help_t;
+
+static const s_help_t s_helps[] = {
+    {"run", "usage: plugboard run [-c FILE]\n"
+            "\n"
+            "Start the host: validate FILE completely, load the connectors,\n"
+            "open the journal and the HTTP listener, and route events until\n"
+            "SIGINT or SIGTERM, which stop intake and drain deliveries in\n"
+            "flight.  FILE defaults to $PLUGBOARD_CONFIG, then\n"
+            "etc/plugboard.cfg.  Logs go to stderr, one key=value line each.\n"},
+    {"check", "usage: plugboard check [-c FILE]\n"
+              "\n"
+              "Validate FILE as `run` would (syntax, every setting of every\n"
+              "connector against its plugin, routes against what connectors\n"
+              "consume and emit) and start nothing.  Prints every error with\n"
+              "file and line; exit status 0 when valid, 1 when not.\n"},
+    {"describe", "usage: plugboard describe PLUGIN [-p DIR]\n"
+                 "\n"
+                 "Print a connector plugin's documentation: its settings\n"
+                 "(type, default, range, help), the event types it consumes\n"
+                 "and emits, and its callbacks.  PLUGIN is a name looked up\n"
+                 "in DIR (default: the host's plugin directory) or a path to\n"
+                 "a .so file.\n"},
+    {"version", "usage: plugboard version\n"
+                "\n"
+                "Print the host's version and the connector ABI it speaks.\n"},
+    {"help", "usage: plugboard help [COMMAND]\n"
+             "\n"
+             "List the commands, or print COMMAND's help.\n"},
+    {"new-connector", pb_scaffold_help},
+    {"plugin-check", pb_plugin_check_help},
+};
+
+static const char *
+s_help_text(const char *name)
+{
+    for (size_t i = 0; i < sizeof s_helps / sizeof *s_helps; i++)
+        if (strcmp(s_helps[i].name, name) == 0)
+            return s_helps[i].text;
+    return NULL;
+}
+
+static const s_command_t *s_find_command(const char *name);
+
 static int
 s_cmd_help(int argc, char **argv)
 {
-    s_print_usage(stdout);
-    return 0;
+    if (argc < 2) {
+        s_print_usage(stdout);
+        return 0;
+    }
+    const char *text = s_help_text(argv[1]);
+    if (text) {
+        fputs(text, stdout);
+        return 0;
+    }
+    const s_command_t *cmd = s_find_command(argv[1]);
+    if (!cmd) {
+        fprintf(stderr, "error: unknown command '%s'\n", argv[1]);
+        return 2;
+    }
+    char *args[] = {argv[1], "--help", NULL};
+    return cmd->run(2, args);
 }
 
 static const s_command_t s_commands[] = {
@@ -280,12 +343,23 @@ static const s_command_t s_commands[] = {
     {"describe", s_cmd_describe},
     {"dlq", pb_cli_dlq},
     {"ctl", pb_cli_ctl},
+    {"new-connector", pb_scaffold_cmd},
+    {"plugin-check", pb_plugin_check_cmd},
     {"version", s_cmd_version},
     {"--version", s_cmd_version},
     {"help", s_cmd_help},
     {"--help", s_cmd_help},
     {"-h", s_cmd_help},
 };
+
+static const s_command_t *
+s_find_command(const char *name)
+{
+    for (size_t i = 0; i < sizeof s_commands / sizeof *s_commands; i++)
+        if (strcmp(name, s_commands[i].name) == 0)
+            return &s_commands[i];
+    return NULL;
+}
 
 int
 main(int argc, char **argv)
@@ -294,10 +368,18 @@ main(int argc, char **argv)
         s_print_usage(stderr);
         return 2;
     }
-    for (size_t i = 0; i < sizeof s_commands / sizeof *s_commands; i++)
-        if (strcmp(argv[1], s_commands[i].name) == 0)
-            return s_commands[i].run(argc - 1, argv + 1);
-    fprintf(stderr, "error: unknown command '%s'\n", argv[1]);
-    s_print_usage(stderr);
-    return 2;
+    const s_command_t *cmd = s_find_command(argv[1]);
+    if (!cmd) {
+        fprintf(stderr, "error: unknown command '%s'\n", argv[1]);
+        s_print_usage(stderr);
+        return 2;
+    }
+    /* COMMAND --help: from the table above, else the command answers */
+    const char *help = s_help_text(cmd->name);
+    if (help && argc > 2 &&
+        (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
+        fputs(help, stdout);
+        return 0;
+    }
+    return cmd->run(argc - 1, argv + 1);
 }

@@ -147,6 +147,8 @@ struct pb_router {
 
     int64_t last_prune_ms;
     ev_t *recover_last;
+    int64_t *orphans;        /* recovered deliveries to removed connectors */
+    size_t orphan_count, orphan_cap;
 
     struct {
         atomic_uint_fast64_t accepted, duplicates, unrouted, delivered,
@@ -1034,6 +1036,9 @@ s_control(pb_router_t *r, json_t *req)
         json_t *ids;
         if (json_is_integer(idv))
             ids = json_pack("[O]", idv);
+        else if (replay && all_for && s_find_route(r, all_for) < 0)
+            return pb_control_error("no route '%s' in the running "
+                                    "configuration", all_for);
         else if (replay && all_for)
             ids = pb_journal_dead_ids(r->journal, all_for);
         else
@@ -1242,9 +1247,13 @@ s_recover_one(void *ctx, const pb_journal_delivery_t *jd)
     pb_router_t *r = ctx;
     int dest = s_find_dest(r, jd->destination, strlen(jd->destination));
     if (dest < 0) {
+        /* never dropped silently: it becomes a dead letter an admin can
+         * see, and replay once the connector is configured again */
+        S_GROW(r, orphans, orphan_count, orphan_cap);
+        r->orphans[r->orphan_count++] = jd->delivery_id;
         pb_warn("router",
-                "pending delivery=%lld for connector=%s which is not "
-                "configured; left in the journal",
+                "pending delivery=%lld for connector=%s which is no longer "
+                "configured; made a dead letter",
                 (long long)jd->delivery_id, jd->destination);
         return 0;
     }
@@ -1278,6 +1287,31 @@ s_recover_one(void *ctx, const pb_journal_delivery_t *jd)
             s_ev_release(r->recover_last);
         r->recover_last = ev; /* keeps the reference s_ev_new gave */
     }
+    return 0;
+}
+
+/* Dead-letter, in one transaction, what recovery found for connectors
+ * that are no longer configured. */
+static int
+s_bury_orphans(pb_router_t *r)
+{
+    if (pb_journal_begin(r->journal) != 0)
+        return PB_EJOURNAL;
+    for (size_t i = 0; i < r->orphan_count; i++) {
+        const char *why = "connector removed: its connector is no longer "
+                          "configured";
+        if (pb_journal_record_attempt(r->journal, r->orphans[i], 0,
+                                      PLUGBOARD_REJECT, why) != 0 ||
+            pb_journal_update(r->journal, r->orphans[i], PB_DELIVERY_DEAD, 0,
+                              0, why) != 0) {
+            pb_journal_rollback(r->journal);
+            return PB_EJOURNAL;
+        }
+    }
+    if (pb_journal_commit(r->journal) != 0)
+        return PB_EJOURNAL;
+    s_stat_add(&r->stats.dead, (int64_t)r->orphan_count);
+    r->orphan_count = 0;
     return 0;
 }
 
@@ -1369,6 +1403,11 @@ pb_router_start(const pb_router_options_t *opt, char *err, size_t err_len)
                  pb_journal_errmsg(r->journal));
         goto out_destroy;
     }
+    if (r->orphan_count && s_bury_orphans(r) != 0) {
+        snprintf(err, err_len, "cannot record deliveries to removed "
+                 "connectors: %s", pb_journal_errmsg(r->journal));
+        goto out_destroy;
+    }
     if (r->dl_count)
         pb_info("router", "recovered pending deliveries=%zu", r->dl_count);
     r->last_prune_ms = pb_monotonic_ms() - S_PRUNE_EVERY_MS + 5000;
@@ -1429,6 +1468,7 @@ pb_router_stop(pb_router_t **rp)
     free(r->routes);
     free(r->dests);
     free(r->table);
+    free(r->orphans);
     free(r->keys);
     free(r->emits);
     free(r->changes);

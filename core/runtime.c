@@ -4,10 +4,12 @@
 #include "runtime.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "connector.h"
@@ -46,11 +48,37 @@ typedef struct s_loadctx {
     size_t search_count;
 } loadctx_t;
 
+static bool
+s_is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Does this executable live in the build tree (beside PB_BUILD_PLUGIN_DIR)? */
+static bool
+s_running_from_build_tree(void)
+{
+    static const char plugins[] = PB_BUILD_PLUGIN_DIR;
+    const char *slash = strrchr(plugins, '/');
+    size_t root = slash ? (size_t)(slash - plugins) : 0;
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    return root > 0 && n > (ssize_t)root &&
+           strncmp(exe, plugins, root) == 0 && exe[root] == '/';
+}
+
+/* The build tree's plugins for a binary run from the build tree; the
+ * installed ones (PB_INSTALL_PLUGIN_DIR, from CMAKE_INSTALL_PREFIX) for
+ * an installed binary, even when a build directory is still around. */
 const char *
 pb_runtime_default_plugin_dir(void)
 {
-    struct stat st;
-    if (stat(PB_BUILD_PLUGIN_DIR, &st) == 0 && S_ISDIR(st.st_mode))
+    if (s_running_from_build_tree() && s_is_dir(PB_BUILD_PLUGIN_DIR))
+        return PB_BUILD_PLUGIN_DIR;
+    if (s_is_dir(PB_INSTALL_PLUGIN_DIR))
+        return PB_INSTALL_PLUGIN_DIR;
+    if (s_is_dir(PB_BUILD_PLUGIN_DIR))
         return PB_BUILD_PLUGIN_DIR;
     return PB_INSTALL_PLUGIN_DIR;
 }
@@ -285,6 +313,19 @@ pb_runtime_stop(pb_runtime_t **rtp)
     for (size_t i = 0; rt->connectors && i < n; i++)
         pb_connector_stop(&rt->connectors[i]);
     pb_http_stop(&rt->http);
+    if (rt->router) {
+        /* the last word on this run, once nothing can change it */
+        pb_router_stats_t st;
+        pb_router_stats(rt->router, &st);
+        pb_info("runtime",
+                "stopped accepted=%llu duplicates=%llu delivered=%llu "
+                "retried=%llu dead=%llu pending=%llu",
+                (unsigned long long)st.accepted,
+                (unsigned long long)st.duplicates,
+                (unsigned long long)st.delivered,
+                (unsigned long long)st.retried, (unsigned long long)st.dead,
+                (unsigned long long)st.pending);
+    }
     pb_router_stop(&rt->router);
     free(rt->connectors);
     if (rt->zctx)

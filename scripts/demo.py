@@ -96,7 +96,7 @@ def main() -> int:
     args = ap.parse_args()
 
     shutil.rmtree("var", ignore_errors=True)
-    os.makedirs("var/outbox", exist_ok=True)
+    os.makedirs("var", mode=0o700, exist_ok=True)  # customer data: owner only
     outboxes = ("var/outbox/crm.jsonl", "var/mail", "var/outbox/support.jsonl")
 
     env = dict(os.environ, STRIPE_WEBHOOK_SECRET=SECRET)
@@ -177,6 +177,11 @@ def main() -> int:
     for name, status, text in refused:
         print(f"  {name}: HTTP {status}: {text}")
     print("  duplicate: accepted once, not routed again (see 'duplicates' above)")
+    print("\n== dead letters (see `plugboard dlq list` while a host runs)")
+    print("  Stripe's sample events mostly carry no customer e-mail, so the mail")
+    print("  connector refuses them permanently; each becomes a dead letter and the")
+    print("  route's owner gets a notice in the Maildir (the '[plugboard] ... could")
+    print("  not reach mail' messages above). Nothing is dropped silently.")
     return 0 if code == 0 else 1
 
 

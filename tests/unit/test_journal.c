@@ -312,8 +312,23 @@ Test(journal, open_names_the_file_it_cannot_open)
     fclose(f);
     char err[512] = "";
     cr_assert_null(pb_journal_open(s_dir, err, sizeof err));
-    assert_contains(err, "journal.db");
+    assert_contains(err, "not a directory");
     assert_contains(err, s_dir);
+}
+
+Test(journal, a_second_host_on_the_same_directory_is_refused)
+{
+    char err[512] = "";
+    pb_journal_t *first = pb_journal_open(s_dir, err, sizeof err);
+    cr_assert_not_null(first, "%s", err);
+    cr_assert_null(pb_journal_open(s_dir, err, sizeof err));
+    assert_contains(err, "in use by another plugboard host");
+    assert_contains(err, s_dir);
+    pb_journal_close(&first);
+    /* the lock goes with its holder */
+    pb_journal_t *again = pb_journal_open(s_dir, err, sizeof err);
+    cr_assert_not_null(again, "%s", err);
+    pb_journal_close(&again);
 }
 
 Test(journal, open_refuses_a_file_that_is_not_a_journal)
@@ -932,4 +947,34 @@ Test(journal, read_only_journal_with_a_wal_is_refused_at_open)
     pending_t p;
     cr_assert_eq(pending(j, &p), 2);
     pb_journal_close(&j);
+}
+
+/* ------------------------------------------------------------------ */
+/* Memory journal (benchmarks and tests)                               */
+/* ------------------------------------------------------------------ */
+
+Test(journal, memory_journal_works_and_touches_no_disk)
+{
+    char err[512] = "";
+    pb_journal_t *j = pb_journal_open(NULL, err, sizeof err);
+    cr_assert_not_null(j, "%s", err);
+    int64_t ids[2] = {0};
+    bool dup = true;
+    cr_assert_eq(pb_journal_begin(j), 0);
+    cr_assert_eq(append(j, "m1", "vendor-1", s_two, 2, ids, &dup), 0);
+    cr_assert(!dup);
+    cr_assert_eq(pb_journal_commit(j), 0);
+    pending_t p;
+    cr_assert_eq(pending(j, &p), 2);
+    assert_pend(&p, 0, "m1", "crm");
+    cr_assert_eq(pb_journal_size(j), 0);
+    pb_journal_close(&j);
+
+    /* a new memory journal starts empty */
+    j = pb_journal_open(NULL, err, sizeof err);
+    cr_assert_not_null(j, "%s", err);
+    cr_assert_eq(pending(j, &p), 0);
+    pb_journal_close(&j);
+    struct stat st;
+    cr_assert_neq(stat(":memory:", &st), 0, "no file named :memory:");
 }
