@@ -62,11 +62,11 @@ s_strndup(const plugboard_host_api_t *api, const char *s, size_t n)
 typedef struct s_maildir {
     const plugboard_host_api_t *api;
     plugboard_host_t *host;
-    char *root;                  /* the Maildir */
-    plugboard_mailbox_t from;    /* formatted header value and address */
-    plugboard_mailbox_t to;      /* fixed recipient, header NULL if unset */
+    char *root;                   /* the Maildir */
+    plugboard_mailbox_t from;     /* formatted header value and address */
+    plugboard_mailbox_t to;       /* fixed recipient, header NULL if unset */
     plugboard_mailbox_t reply_to; /* header NULL if unset */
-    char *to_field;              /* event field holding the recipient */
+    char *to_field;               /* event field holding the recipient */
     plugboard_mail_templates_t *templates;
     char host_name[128]; /* for tmp/ names, '/' and ':' escaped */
     char domain[128];    /* right side of Message-ID */

@@ -256,6 +256,20 @@ s_add_display_name(s_buf_t *b, const char *name, size_t name_len, size_t col)
     }
 }
 
+/* The longest line of a folded header value. */
+static size_t
+s_longest_line(const char *s)
+{
+    size_t best = 0;
+    while (s && *s) {
+        const char *nl = strstr(s, "\r\n");
+        size_t n = nl ? (size_t)(nl - s) : strlen(s);
+        best = n > best ? n : best;
+        s = nl ? nl + 2 : s + n;
+    }
+    return best;
+}
+
 int
 plugboard_mailbox_parse(const plugboard_host_api_t *api, const char *text,
                         size_t col, plugboard_mailbox_t *out)
@@ -300,6 +314,10 @@ plugboard_mailbox_parse(const plugboard_host_api_t *api, const char *text,
     s_buf_add(&b, addr, addr_len);
     if (name_len > 0)
         s_buf_adds(&b, ">");
+    if (!b.failed && s_longest_line(b.data) > S_MAILBOX_MAX) {
+        s_buf_release(&b); /* a quoted name that long cannot be folded */
+        return PLUGBOARD_E_INVALID;
+    }
     out->address = s_strndup(api, addr, addr_len);
     if (b.failed || !out->address) {
         s_buf_release(&b);
@@ -323,8 +341,7 @@ plugboard_mailbox_release(const plugboard_host_api_t *api,
 }
 
 void
-plugboard_mail_id_token(const char *id,
-                        char out[PLUGBOARD_MAIL_ID_TOKEN_MAX])
+plugboard_mail_id_token(const char *id, char out[PLUGBOARD_MAIL_ID_TOKEN_MAX])
 {
     size_t n = id ? strlen(id) : 0;
     bool safe = n > 0 && n <= S_ID_MAX;
@@ -485,8 +502,7 @@ s_template_read(const plugboard_host_api_t *api, const char *dir,
 {
     char path[PATH_MAX];
     *text = NULL;
-    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >=
-        sizeof path)
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path)
         return s_template_error(errbuf, "read", dir, name, "path too long");
     int err = s_read_file(api, path, text, len);
     if (err == ENOENT && optional)
@@ -529,8 +545,8 @@ s_template_load(plugboard_mail_templates_t *set, const char *dir,
     }
     char html_name[NAME_MAX + 2];
     snprintf(html_name, sizeof html_name, "%.*s.html", (int)type_len, name);
-    if (s_template_read(api, dir, html_name, true, &t->html, &len,
-                        errbuf) != 0) {
+    if (s_template_read(api, dir, html_name, true, &t->html, &len, errbuf) !=
+        0) {
         s_template_release(api, t);
         return -1;
     }
@@ -554,8 +570,8 @@ s_check_orphan_html(const char *dir, const char *name, char *errbuf)
 }
 
 plugboard_mail_templates_t *
-plugboard_mail_templates_load(const plugboard_host_api_t *api,
-                              const char *dir, char *errbuf)
+plugboard_mail_templates_load(const plugboard_host_api_t *api, const char *dir,
+                              char *errbuf)
 {
     DIR *d = opendir(dir);
     if (!d) {
@@ -656,8 +672,8 @@ plugboard_mail_render(const plugboard_host_api_t *api,
     out->subject = plugboard_template_render(
         api, ev, t ? t->subject : s_generic_subject, PLUGBOARD_ESCAPE_HEADER);
     s_buf_t text = {.api = api};
-    char *body = plugboard_template_render(api, ev, t ? t->text : s_generic_body,
-                                           PLUGBOARD_ESCAPE_NONE);
+    char *body = plugboard_template_render(
+        api, ev, t ? t->text : s_generic_body, PLUGBOARD_ESCAPE_NONE);
     if (body) {
         s_buf_adds(&text, body);
         api->free(body);

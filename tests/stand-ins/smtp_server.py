@@ -10,7 +10,7 @@ accepts connections, and stores every message it accepts as
 
 both written to a temporary name and renamed, .json last, so a reader that
 sees the .json sees the whole message.  DIR/session.log gets one line per
-EHLO, STARTTLS and AUTH attempt (the login, never the password).
+EHLO, completed STARTTLS and AUTH attempt (the login, never the password).
 
 Replies can be scripted at any time through DIR/rules, read on every
 command; one rule a line:
@@ -80,16 +80,15 @@ class Store:
                   encoding="utf-8") as f:
             f.write(line + "\n")
 
-    def save(self, envelope, session):
+    def save(self, envelope, session, tls):
         self.count += 1
         base = os.path.join(self.messages, "%04d" % self.count)
         write_atomic(base + ".eml", envelope.original_content)
         meta = {
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
-            "auth": session.auth_data.login.decode()
-            if isinstance(session.auth_data, LoginPassword) else None,
-            "tls": session.ssl is not None,
+            "auth": getattr(session, "authenticated_as", None),
+            "tls": tls,
         }
         write_atomic(base + ".json", json.dumps(meta).encode())
 
@@ -102,6 +101,11 @@ class Handler:
         self.store.log("EHLO " + hostname)
         session.host_name = hostname
         return responses
+
+    def handle_STARTTLS(self, server, session, envelope):
+        # called once the TLS handshake after STARTTLS is done
+        self.store.log("STARTTLS")
+        return True
 
     async def handle_MAIL(self, server, session, envelope, address, options):
         reply = self.store.rule("mail")
@@ -121,7 +125,9 @@ class Handler:
     async def handle_DATA(self, server, session, envelope):
         reply = self.store.rule("data") or "250 2.0.0 OK stored"
         if reply.startswith("2"):
-            self.store.save(envelope, session)
+            tls = (session.ssl is not None
+                   or server.transport.get_extra_info("ssl_object") is not None)
+            self.store.save(envelope, session, tls)
         delay = self.store.rule("data-delay")
         if delay:
             await asyncio.sleep(delay)
@@ -135,6 +141,8 @@ def make_authenticator(store, user, password):
         store.log("AUTH %s %s" % (mechanism, auth_data.login.decode()))
         ok = (auth_data.login.decode() == user
               and auth_data.password.decode() == password)
+        if ok:
+            session.authenticated_as = user
         return AuthResult(success=ok, handled=False)
     return authenticate
 
@@ -156,15 +164,7 @@ async def serve(args):
         kwargs["require_starttls"] = True
 
     def factory():
-        server = SMTP(Handler(store), **kwargs)
-        if args.starttls:
-            original = server.smtp_STARTTLS
-
-            async def logged(arg):
-                store.log("STARTTLS")
-                return await original(arg)
-            server.smtp_STARTTLS = logged
-        return server
+        return SMTP(Handler(store), **kwargs)
 
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
