@@ -25,6 +25,9 @@
 
 #include <plugboard/helpers.h>
 #include <plugboard/plugboard.h>
+#include <plugboard/vendor.h>
+
+#include "stripe_sink.h"
 
 #define S_PLUGIN_VERSION "0.1.0"
 #define S_HEADER "Stripe-Signature"
@@ -42,10 +45,10 @@ static const plugboard_setting_spec_t s_settings[] = {
     {
         .name = "signing_secret",
         .type = PLUGBOARD_SETTING_STRING,
-        .required = true,
         .secret = true,
         .help = "the endpoint's signing secret (whsec_...), from the "
-                "Stripe dashboard or `stripe listen`",
+                "Stripe dashboard or `stripe listen`; needed for webhooks "
+                "(set it, api_key, or both)",
     },
     {
         .name = "signing_secret_previous",
@@ -71,7 +74,13 @@ static const plugboard_setting_spec_t s_settings[] = {
                 "payment.failed from invoice.payment_failed only (Stripe "
                 "sends both)",
     },
+    STRIPE_SINK_SETTINGS,
     {.name = NULL},
+};
+
+static const char *const s_consumes[] = {
+    PLUGBOARD_EV_CONTACT_UPSERTED,
+    NULL,
 };
 
 static const char *const s_emits[] = {
@@ -95,6 +104,7 @@ typedef struct s_stripe {
     size_t secret_count;
     int64_t tolerance_ms;
     bool prefer_invoice_events;
+    stripe_sink_t *sink; /* NULL without api_key */
 } s_stripe_t;
 
 /* What a webhook request comes to. */
@@ -1025,7 +1035,14 @@ s_open(const plugboard_host_api_t *api, plugboard_host_t *host,
         api->setting_string(settings, "signing_secret_previous");
     s_stripe_t *st;
 
-    if (s_check_secret("signing_secret", secret, errbuf) != 0
+    if (secret == NULL && api->setting_string(settings, "api_key") == NULL) {
+        snprintf(errbuf, PLUGBOARD_ERRBUF_MAX,
+                 "set 'signing_secret' (webhooks), 'api_key' (updating "
+                 "customers) or both");
+        return -1;
+    }
+    if ((secret != NULL
+         && s_check_secret("signing_secret", secret, errbuf) != 0)
         || (previous != NULL
             && s_check_secret("signing_secret_previous", previous, errbuf)
                    != 0)) {
@@ -1039,14 +1056,20 @@ s_open(const plugboard_host_api_t *api, plugboard_host_t *host,
     memset(st, 0, sizeof *st);
     st->api = api;
     st->host = host;
-    st->secrets[st->secret_count++] = secret;
+    if (stripe_sink_open(api, host, settings, &st->sink, errbuf) != 0) {
+        api->free(st);
+        return -1;
+    }
+    if (secret != NULL) {
+        st->secrets[st->secret_count++] = secret;
+    }
     if (previous != NULL) {
         st->secrets[st->secret_count++] = previous;
     }
     st->tolerance_ms = api->setting_int(settings, "tolerance");
     st->prefer_invoice_events =
         api->setting_bool(settings, "prefer_invoice_events");
-    if (strncmp(secret, "whsec_", 6) != 0) {
+    if (secret != NULL && strncmp(secret, "whsec_", 6) != 0) {
         api->log(host, PLUGBOARD_LOG_WARN,
                  "signing_secret does not start with whsec_; Stripe "
                  "endpoint secrets do");
@@ -1061,8 +1084,25 @@ s_close(void *state)
     s_stripe_t *st = state;
 
     if (st != NULL) {
+        stripe_sink_close(&st->sink);
         st->api->free(st);
     }
+}
+
+/* contact.upserted: see stripe_sink.c. */
+static void
+s_deliver(void *state, const plugboard_event_t *event,
+          plugboard_result_t *result)
+{
+    s_stripe_t *st = state;
+
+    if (st->sink == NULL) {
+        plugboard_result_set(result, PLUGBOARD_REJECT, 0,
+                             "this stripe connector has no api_key: it "
+                             "cannot update customers");
+        return;
+    }
+    stripe_sink_deliver(st->sink, event, result);
 }
 
 /* Answer with an error status, count it and log it. */
@@ -1167,6 +1207,12 @@ s_webhook(void *state, const plugboard_request_t *req,
                  "method_rejected");
         return;
     }
+    if (st->secret_count == 0) {
+        s_refuse(st, resp, 503, "webhooks are not configured: set "
+                                "signing_secret",
+                 "not_configured");
+        return;
+    }
     s_verify(st, req, &check);
     if (check.status != 0) {
         s_refuse(st, resp, check.status, check.reason, check.counter);
@@ -1222,12 +1268,15 @@ static const plugboard_connector_t s_connector = {
     .name = "stripe",
     .version = S_PLUGIN_VERSION,
     .summary = "Stripe webhooks: verified payments, refunds, failed "
-               "payments, cancellations, disputes and customers",
+               "payments, cancellations, disputes and customers; updates "
+               "customers from contact.upserted",
     .settings = s_settings,
-    .consumes = NULL,
+    .consumes = s_consumes,
     .emits = s_emits,
+    .deliver_timeout_ms = 60000,
     .open = s_open,
     .close = s_close,
+    .deliver = s_deliver,
     .webhook = s_webhook,
 };
 

@@ -12,6 +12,7 @@
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <curl/curl.h>
@@ -29,7 +30,8 @@ struct plugboard_http {
     size_t len;
     size_t cap;
     bool too_big;
-    bool failed; /* out of memory while receiving */
+    bool failed;     /* out of memory while receiving */
+    bool fresh_next; /* the next request opens a new connection */
 };
 
 /* ------------------------------------------------------------------ */
@@ -47,8 +49,8 @@ plugboard_http_new(const plugboard_host_api_t *api,
     }
     memset(c, 0, sizeof *c);
     c->api = api;
-    c->max_body = opt != NULL && opt->max_body > 0 ? opt->max_body
-                                                   : S_DEFAULT_MAX_BODY;
+    c->max_body =
+        opt != NULL && opt->max_body > 0 ? opt->max_body : S_DEFAULT_MAX_BODY;
     c->curl = curl_easy_init();
     if (c->curl == NULL) {
         api->free(c);
@@ -59,9 +61,8 @@ plugboard_http_new(const plugboard_host_api_t *api,
     curl_easy_setopt(c->curl, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(c->curl, CURLOPT_NOPROXY, S_NOPROXY);
     curl_easy_setopt(c->curl, CURLOPT_USERAGENT,
-                     opt != NULL && opt->user_agent != NULL
-                         ? opt->user_agent
-                         : "plugboard");
+                     opt != NULL && opt->user_agent != NULL ? opt->user_agent
+                                                            : "plugboard");
     curl_easy_setopt(c->curl, CURLOPT_CONNECTTIMEOUT_MS,
                      (long)(opt != NULL && opt->connect_timeout_ms > 0
                                 ? opt->connect_timeout_ms
@@ -152,10 +153,9 @@ s_transport_error(plugboard_http_t *c, CURLcode rc, const char *errbuf,
 }
 
 int
-plugboard_http_request(plugboard_http_t *c, const char *method,
-                       const char *url, const char *const *headers,
-                       const char *body, size_t body_len,
-                       plugboard_http_reply_t *reply)
+plugboard_http_request(plugboard_http_t *c, const char *method, const char *url,
+                       const char *const *headers, const char *body,
+                       size_t body_len, plugboard_http_reply_t *reply)
 {
     struct curl_slist *list = NULL;
     char errbuf[CURL_ERROR_SIZE] = "";
@@ -189,13 +189,14 @@ plugboard_http_request(plugboard_http_t *c, const char *method,
         curl_easy_setopt(c->curl, CURLOPT_CUSTOMREQUEST, NULL);
     } else {
         curl_easy_setopt(c->curl, CURLOPT_POST, 1L);
-        curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, body != NULL ? body
-                                                                   : "");
+        curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, body != NULL ? body : "");
         curl_easy_setopt(c->curl, CURLOPT_POSTFIELDSIZE_LARGE,
                          (curl_off_t)(body != NULL ? body_len : 0));
         curl_easy_setopt(c->curl, CURLOPT_CUSTOMREQUEST,
                          strcmp(method, "POST") == 0 ? NULL : method);
     }
+    curl_easy_setopt(c->curl, CURLOPT_FRESH_CONNECT, c->fresh_next ? 1L : 0L);
+    c->fresh_next = false;
     rc = curl_easy_perform(c->curl);
     curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, NULL);
     curl_easy_setopt(c->curl, CURLOPT_ERRORBUFFER, NULL);
@@ -215,13 +216,18 @@ plugboard_http_request(plugboard_http_t *c, const char *method,
     return 0;
 }
 
+void
+plugboard_http_fresh_next(plugboard_http_t *c)
+{
+    c->fresh_next = true;
+}
+
 const char *
 plugboard_http_header(plugboard_http_t *c, const char *name)
 {
     struct curl_header *h = NULL;
 
-    if (curl_easy_header(c->curl, name, 0, CURLH_HEADER, -1, &h)
-        != CURLHE_OK) {
+    if (curl_easy_header(c->curl, name, 0, CURLH_HEADER, -1, &h) != CURLHE_OK) {
         return NULL;
     }
     return h->value;
@@ -338,8 +344,7 @@ plugboard_http_classify(const plugboard_http_reply_t *r, const char *what,
 
     if (s == 0) {
         plugboard_result_set(out, PLUGBOARD_RETRY, 0, "%s: %s%s", what,
-                             r->timed_out ? "timed out: " : "",
-                             r->transport);
+                             r->timed_out ? "timed out: " : "", r->transport);
     } else if (s >= 200 && s < 300) {
         out->outcome = PLUGBOARD_OK;
     } else if (s == 429) {
@@ -351,15 +356,15 @@ plugboard_http_classify(const plugboard_http_reply_t *r, const char *what,
     } else if (s == 401 || s == 403) {
         plugboard_result_set(out, PLUGBOARD_REJECT, 0,
                              "%s: authentication failed: check the token "
-                             "(HTTP %ld)", what, s);
+                             "(HTTP %ld)",
+                             what, s);
     } else if (s == 408 || s == 409 || s == 425 || s >= 500) {
-        plugboard_result_set(out, PLUGBOARD_RETRY,
-                             r->retry_after_ms > 0 ? r->retry_after_ms : 0,
-                             "%s: HTTP %ld: %s", what, s,
-                             s_clean(message, clean, sizeof clean));
+        plugboard_result_set(
+            out, PLUGBOARD_RETRY, r->retry_after_ms > 0 ? r->retry_after_ms : 0,
+            "%s: HTTP %ld: %s", what, s, s_clean(message, clean, sizeof clean));
     } else {
-        plugboard_result_set(out, PLUGBOARD_REJECT, 0, "%s: HTTP %ld: %s",
-                             what, s, s_clean(message, clean, sizeof clean));
+        plugboard_result_set(out, PLUGBOARD_REJECT, 0, "%s: HTTP %ld: %s", what,
+                             s, s_clean(message, clean, sizeof clean));
     }
     return out->outcome;
 }
@@ -430,8 +435,8 @@ s_quote_big_ints(const char *text, size_t len, size_t *out_len)
                 end++;
             }
             integer = end == len || strchr(".eE", text[end]) == NULL;
-            if (integer && end > start + (ch == '-')
-                && !s_fits_int64(text + start, end - start)) {
+            if (integer && end > start + (ch == '-') &&
+                !s_fits_int64(text + start, end - start)) {
                 out[o++] = '"';
                 memcpy(out + o, text + start, end - start);
                 o += end - start;
@@ -478,8 +483,8 @@ plugboard_json_id(const json_t *v, char *buf, size_t size)
     if (json_is_string(v)) {
         size_t len = json_string_length(v);
 
-        if (len == 0 || len >= size
-            || memchr(json_string_value(v), '\0', len) != NULL) {
+        if (len == 0 || len >= size ||
+            memchr(json_string_value(v), '\0', len) != NULL) {
             return NULL;
         }
         memcpy(buf, json_string_value(v), len + 1);

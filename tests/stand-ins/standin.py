@@ -260,6 +260,8 @@ def main(vendor, argv=None):
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--record", default=None)
     ap.add_argument("--ready", default=None)
+    ap.add_argument("--parent", type=int, default=0,
+                    help="exit when this process (the test) is gone")
     args = ap.parse_args(argv)
     server = Server(vendor, args.record)
     httpd = ThreadingHTTPServer(("127.0.0.1", args.port),
@@ -277,6 +279,13 @@ def main(vendor, argv=None):
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if args.parent:
+        def watch():
+            while os.getppid() == args.parent:
+                time.sleep(0.2)
+            httpd.shutdown()
+
+        threading.Thread(target=watch, daemon=True).start()
     try:
         httpd.serve_forever(poll_interval=0.05)
     finally:

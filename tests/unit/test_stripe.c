@@ -250,8 +250,10 @@ Test(stripe, descriptor_declares_a_webhook_source)
     cr_assert_str_eq(d->name, "stripe");
     cr_assert_str_eq(d->version, "0.1.0");
     cr_assert_not_null(d->summary);
-    cr_assert_null(d->consumes);
-    cr_assert_null(d->deliver);
+    /* the sink side (test_stripe_sink.c): contact.upserted only */
+    cr_assert_str_eq(d->consumes[0], "contact.upserted");
+    cr_assert_null(d->consumes[1]);
+    cr_assert_not_null(d->deliver);
     cr_assert_not_null(d->webhook);
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         bool found = false;

@@ -43,9 +43,9 @@ typedef struct plugboard_http_options {
  * client: valid until the next request or destroy.
  */
 typedef struct plugboard_http_reply {
-    long status;            /* HTTP status; 0 when no answer came */
-    bool timed_out;         /* with status 0: the timeout expired */
-    char transport[128];    /* with status 0: what went wrong */
+    long status;         /* HTTP status; 0 when no answer came */
+    bool timed_out;      /* with status 0: the timeout expired */
+    char transport[128]; /* with status 0: what went wrong */
     const char *body;
     size_t body_len;
     int64_t retry_after_ms; /* from Retry-After; -1 when absent */
@@ -70,6 +70,15 @@ int plugboard_http_request(plugboard_http_t *c, const char *method,
                            const char *url, const char *const *headers,
                            const char *body, size_t body_len,
                            plugboard_http_reply_t *reply);
+
+/*
+ * Send the next request on a new connection.  libcurl silently sends a
+ * request again when the reused connection it went out on turns out to be
+ * dead before any answer came, which would repeat a create the vendor may
+ * already have done; call this before a request that creates something and
+ * carries no idempotency key.
+ */
+void plugboard_http_fresh_next(plugboard_http_t *c);
 
 /* A header of the last answer (case-insensitive), or NULL.  Borrowed
  * until the next request. */
@@ -108,8 +117,7 @@ plugboard_outcome_t plugboard_http_classify(const plugboard_http_reply_t *r,
                                             plugboard_result_t *out);
 
 /* Printf into out->reason, replacing control characters by spaces. */
-void plugboard_result_set(plugboard_result_t *out,
-                          plugboard_outcome_t outcome,
+void plugboard_result_set(plugboard_result_t *out, plugboard_outcome_t outcome,
                           int64_t retry_after_ms, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
