@@ -61,7 +61,8 @@ bench-build:
 	@PEERS=$(PEERS) bash scripts/install-deps --bench
 	@cmake -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=Release \
 	    -DPLUGBOARD_SANITIZE=OFF -DPLUGBOARD_TESTS=OFF -DPLUGBOARD_BENCH=ON >/dev/null
-	@cmake --build $(BENCH_BUILD) -j$(JOBS) >/dev/null
+	@cmake --build $(BENCH_BUILD) -j$(JOBS) >$(BENCH_BUILD)/build.log 2>&1 || \
+	    { cat $(BENCH_BUILD)/build.log; exit 1; }
 
 bench: bench-build
 	@/usr/bin/python3 bench/run.py --build $(BENCH_BUILD) $(if $(filter 1,$(PEERS)),--peers)

@@ -960,10 +960,11 @@ static const char *const s_plugboard_keys[] = {
     "http",     "drain_timeout", "dedupe_retention", "delivered_retention",
     NULL};
 static const char *const s_http_keys[] = {
-    "listen", "body_limit", "idle_timeout", "max_connections", NULL};
+    "listen",          "body_limit",   "idle_timeout",
+    "max_connections", "admin_listen", NULL};
 static const char *const s_connector_keys[] = {
     "name",     "plugin", "isolation", "concurrency", "deliver_timeout",
-    "settings", NULL};
+    "settings", "watch",  NULL};
 static const char *const s_route_keys[] = {
     "name",       "from",  "when",   "to",    "why",
     "on_failure", "owner", "notify", "retry", NULL};
@@ -1014,6 +1015,11 @@ s_load_http(pb_cfg_reader_t *r, pb_config_t *cfg, const config_setting_t *g)
                &cfg->idle_timeout_ms);
     s_int(r, g, gp, "max_connections", 1, PB_MAX_CONNECTIONS_MAX,
           &cfg->max_connections);
+    if (s_string(r, g, gp, "admin_listen", true, &cfg->admin_listen) > 0 &&
+        !s_listen_valid(cfg->admin_listen))
+        s_err(r, s_member(g, "admin_listen"), "plugboard.http.admin_listen",
+              "expected \"HOST:PORT\" such as \"127.0.0.1:9787\", got '%s'",
+              cfg->admin_listen);
 }
 
 static void
@@ -1146,6 +1152,12 @@ s_load_connector(pb_cfg_reader_t *r, pb_config_t *cfg, config_setting_t *c,
         conn->concurrency = (int)concurrency;
     s_duration(r, c, path, "deliver_timeout", 1, PB_MS_HOUR,
                &conn->deliver_timeout_ms);
+    config_setting_t *watch = s_member(c, "watch");
+    if (watch && config_setting_type(watch) != CONFIG_TYPE_BOOL)
+        s_err(r, watch, s_path(label, sizeof label, path, "watch"),
+              "expected true or false, got %s", s_kind(watch));
+    else if (watch)
+        conn->watch = config_setting_get_bool(watch) != 0;
     if (s_group(r, c, path, "settings", &settings) > 0)
         s_load_raw_settings(r, conn, settings,
                             s_path(label, sizeof label, path, "settings"));
@@ -1547,6 +1559,7 @@ pb_config_destroy(pb_config_t **cfgp)
     free(cfg->data_dir);
     free(cfg->run_dir);
     free(cfg->listen);
+    free(cfg->admin_listen);
     s_free_strings(cfg->plugin_path, cfg->plugin_path_count);
     free(cfg->log_level);
     for (size_t i = 0; i < cfg->connector_count; i++)
@@ -2185,4 +2198,71 @@ pb_config_bind(pb_config_t *cfg, pb_descriptor_fn describe, void *ctx,
         ok &= s_check_route(cfg, r, descs, diag);
     free(descs);
     return ok ? 0 : PB_ECONFIG;
+}
+
+/* ------------------------------------------------------------------ */
+/* A standalone settings file (plugboard plugin-check --settings)      */
+/* ------------------------------------------------------------------ */
+
+static const char *const s_settings_file_keys[] = {"settings", NULL};
+
+void
+pb_raw_settings_free(pb_raw_setting_t *raw, size_t count)
+{
+    for (size_t i = 0; raw && i < count; i++) {
+        free(raw[i].name);
+        free(raw[i].str);
+    }
+    free(raw);
+}
+
+int
+pb_settings_file_load(const char *path, pb_raw_setting_t **out,
+                      size_t *count, pb_diag_t *diag)
+{
+    pb_cfg_reader_t r = {.path = path, .diag = diag};
+    pb_connector_conf_t conn = {0};
+    config_t lc;
+    config_setting_t *g = NULL;
+
+    *out = NULL;
+    *count = 0;
+    char *text = s_read_file(path, SIZE_MAX / 2, NULL);
+    if (!text) {
+        pb_diag_add(diag, "cannot read settings file '%s': %s", path,
+                    strerror(errno));
+        return PB_ECONFIG;
+    }
+    char *dir = s_dirname(path);
+    r.include_dir = dir;
+    config_init(&lc);
+    if (dir)
+        config_set_include_dir(&lc, dir);
+    if (!s_add_text(&r, NULL, path, text))
+        goto out_release;
+    if (!config_read_string(&lc, text)) {
+        s_syntax_error(&r, &lc);
+        goto out_release;
+    }
+    s_check_keys(&r, config_root_setting(&lc), "", s_settings_file_keys);
+    int found = s_group(&r, config_root_setting(&lc), "", "settings", &g);
+    if (found == 0) {
+        pb_diag_add(diag, "%s: missing 'settings': write settings = { ... };",
+                    path);
+        r.failed = true;
+    } else if (found > 0) {
+        s_load_raw_settings(&r, &conn, g, "settings");
+    }
+
+out_release:
+    config_destroy(&lc);
+    s_reader_release(&r);
+    free(dir);
+    if (r.failed) {
+        pb_raw_settings_free(conn.settings, conn.settings_count);
+        return PB_ECONFIG;
+    }
+    *out = conn.settings;
+    *count = conn.settings_count;
+    return 0;
 }

@@ -62,6 +62,7 @@ typedef struct pb_connector_conf {
     char *isolation;  /* "thread" (default) or "process" */
     int concurrency;  /* 1..64, default 1 */
     int64_t deliver_timeout_ms; /* 0 = plugin's or host default */
+    bool watch;       /* upgrade when the plugin file changes */
     pb_raw_setting_t *settings;
     size_t settings_count;
     int line;
@@ -95,6 +96,8 @@ typedef struct pb_config {
     char *data_dir;      /* default "var" (relative to the working dir) */
     char *run_dir;       /* default <data_dir>/run */
     char *listen;        /* "127.0.0.1:8787"; NULL = no HTTP listener */
+    char *admin_listen;  /* /metrics, /healthz, /readyz only; NULL = none
+                            (then /metrics is on listen) */
     int64_t body_limit;  /* bytes, default 1 MiB, 1 KiB..64 MiB */
     int64_t idle_timeout_ms; /* keep-alive idle timeout, default 30s */
     int64_t max_connections; /* default 1024 */
@@ -162,5 +165,16 @@ plugboard_settings_t *pb_settings_bind(const plugboard_setting_spec_t *spec,
                                        const pb_raw_setting_t *raw,
                                        size_t raw_count, const char *where,
                                        pb_diag_t *diag);
+
+/*
+ * A standalone settings file, as `plugboard plugin-check --settings` reads
+ * it: one group, settings = { name = value; ... };  Values are read as in
+ * a connector's settings group (unbound: pass them to pb_settings_bind).
+ * Returns 0 with *out (caller frees with pb_raw_settings_free), or
+ * PB_ECONFIG with every error, file and line in diag.
+ */
+int pb_settings_file_load(const char *path, pb_raw_setting_t **out,
+                          size_t *count, pb_diag_t *diag);
+void pb_raw_settings_free(pb_raw_setting_t *raw, size_t count);
 
 #endif /* PB_CONFIG_H */

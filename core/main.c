@@ -25,6 +25,7 @@
 #include "error.h"
 #include "loader.h"
 #include "log.h"
+#include "map.h"
 #include "plugin_check.h"
 #include "runtime.h"
 #include "scaffold.h"
@@ -41,7 +42,10 @@ static const char s_usage[] =
     "                         print a connector plugin's settings and events\n"
     "  dlq list|show|replay|drop\n"
     "                         dead letters of the running host (dlq --help)\n"
-    "  ctl status|dlq         ask the running host (ctl --help)\n"
+    "  ctl status|top|constraint|dlq\n"
+    "                         ask the running host (ctl --help)\n"
+    "  map [-c FILE] [--format text|dot|svg] [--live]\n"
+    "                         the integration map: connectors and routes\n"
     "  new-connector NAME [DIR]\n"
     "                         write a new connector project (SDK scaffold)\n"
     "  plugin-check PATH.so [--settings FILE]\n"
@@ -144,7 +148,10 @@ s_cmd_run(int argc, char **argv)
             {.fd = sfd, .events = POLLIN},
             {.fd = pb_runtime_control_fd(rt), .events = POLLIN},
         };
-        if (poll(fds, 2, -1) < 0) {
+        /* a short timeout: housekeeping (retired instances, watch) */
+        int ready = poll(fds, 2, 200);
+        pb_runtime_tick(rt);
+        if (ready < 0) {
             if (errno == EINTR)
                 continue;
             break;
@@ -157,8 +164,8 @@ s_cmd_run(int argc, char **argv)
         if (read(sfd, &si, sizeof si) != (ssize_t)sizeof si)
             continue;
         if (si.ssi_signo == SIGHUP) {
-            pb_warn("main", "SIGHUP received; reload is not available in "
-                    "this version, configuration unchanged");
+            pb_info("main", "SIGHUP received; reloading config=%s", path);
+            pb_runtime_reload(rt);
             continue;
         }
         pb_info("main", "signal=%s stopping",
@@ -343,6 +350,7 @@ static const s_command_t s_commands[] = {
     {"describe", s_cmd_describe},
     {"dlq", pb_cli_dlq},
     {"ctl", pb_cli_ctl},
+    {"map", pb_cli_map},
     {"new-connector", pb_scaffold_cmd},
     {"plugin-check", pb_plugin_check_cmd},
     {"version", s_cmd_version},

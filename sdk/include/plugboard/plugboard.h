@@ -10,9 +10,11 @@
  * A connector links nothing from the host executable: every service the host
  * offers (emitting events, reading events, logging, clock, memory) is a
  * function pointer in the host API table passed to open().  The table is
- * append-only: entries added in a later ABI revision go at the end, after an
- * "ABI n" marker, and a connector built against a newer header tests them
- * for NULL before use.
+ * append-only: entries added in a later revision of an ABI go at the end,
+ * after an "ABI 1.n" marker (PLUGBOARD_ABI_VERSION does not change), and a
+ * connector built against a newer header tests them with PLUGBOARD_API_HAS
+ * before use.  The descriptor grows the same way; its size field tells the
+ * host how much of it the plugin has.  docs/sdk.md states the policy.
  *
  * Threading rules (ABI 1):
  *   - open, close, deliver and webhook of one connector instance are called
@@ -20,8 +22,9 @@
  *     descriptor sets PLUGBOARD_DELIVER_THREAD_SAFE, in which case deliver
  *     may run on several worker threads at once against the same state.
  *   - Host API functions may be called from the thread the host called
- *     into.  A connector's own threads may call log, now_ms, alloc and free
- *     only; they must all be joined before close() returns.
+ *     into.  A connector's own threads may call log, now_ms, monotonic_ms,
+ *     alloc and free only; they must all be joined before close() returns.
+ *     (`plugboard plugin-check` detects calls from other threads.)
  *
  * Ownership rules:
  *   - Strings and views the host passes in are borrowed for the duration
@@ -295,6 +298,16 @@ typedef struct plugboard_host_api {
      * plugboard_connector_custom_total{connector,name}. */
     void (*count)(plugboard_host_t *host, const char *name, int64_t delta);
 } plugboard_host_api_t;
+
+/*
+ * Does the host's table have entry field?  Entries appended in a later
+ * revision of this ABI are absent from an older host's (shorter) table:
+ *     if (PLUGBOARD_API_HAS(api, some_newer_call)) api->some_newer_call(...);
+ */
+#define PLUGBOARD_API_HAS(api, field)                                       \
+    ((api)->size >= offsetof(plugboard_host_api_t, field) +                  \
+                        sizeof((api)->field) &&                              \
+     (api)->field != NULL)
 
 /* Error codes returned by host API calls. */
 #define PLUGBOARD_E_INVALID  (-22) /* bad argument or event             */

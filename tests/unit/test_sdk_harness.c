@@ -1,0 +1,134 @@
+/*
+ * test_sdk_harness.c - the SDK test harness (plugboard/harness.h) as a
+ * connector author uses it: open with settings, deliver canonical samples
+ * and JSON events, feed webhook requests, read what was emitted through
+ * the host API table.  Uses the "good" test plugin.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <plugboard/harness.h>
+
+#include "harness.h"
+
+#define GOOD PB_TEST_PLUGIN_DIR "/good.so"
+
+static char *s_dir;
+static char s_record[4200];
+
+static void
+setup(void)
+{
+    s_dir = pb_test_tempdir("pb-harness");
+    cr_assert_not_null(s_dir);
+    snprintf(s_record, sizeof s_record, "%s/record.jsonl", s_dir);
+}
+
+static void
+teardown(void)
+{
+    pb_test_rmtree(s_dir);
+    free(s_dir);
+}
+
+static plugboard_harness_t *
+open_good(const char *extra)
+{
+    char record[4300], err[512];
+    snprintf(record, sizeof record, "record=%s", s_record);
+    const char *settings[] = {record, extra, NULL};
+    plugboard_harness_t *h =
+        plugboard_harness_open(GOOD, "shop", settings, err, sizeof err);
+    cr_assert_not_null(h, "%s", err);
+    return h;
+}
+
+TestSuite(sdk_harness, .init = setup, .fini = teardown);
+
+Test(sdk_harness, delivers_canonical_samples)
+{
+    plugboard_harness_t *h = open_good(NULL);
+    plugboard_result_t r;
+    cr_assert_eq(plugboard_harness_deliver_sample(h, "ticket.created", &r), 0);
+    cr_expect_eq(r.outcome, PLUGBOARD_OK, "%s", r.reason);
+    char *rec = pb_test_read_file(s_record, NULL);
+    cr_assert_not_null(rec);
+    cr_expect(strstr(rec, "\"subject\":\"Printer on fire\""), "%s", rec);
+    cr_expect(strstr(rec, "\"key\":\"ada@example.com\""), "%s", rec);
+    free(rec);
+    cr_expect_eq(plugboard_harness_deliver_sample(h, "ticket.exploded", &r),
+                 PLUGBOARD_E_INVALID);
+    plugboard_harness_close(&h);
+    cr_expect_null(h);
+}
+
+Test(sdk_harness, delivers_json_events_with_their_attempt)
+{
+    plugboard_harness_t *h = open_good("fail_first=1");
+    plugboard_result_t r;
+    const char *ev = "{\"type\":\"payment.failed\",\"key\":\"k@example.com\","
+                     "\"data\":{\"amount\":5,\"currency\":\"EUR\"}}";
+    cr_assert_eq(plugboard_harness_deliver_json(h, ev, 1, &r), 0);
+    cr_expect_eq(r.outcome, PLUGBOARD_RETRY);
+    cr_expect_neq(r.reason[0], '\0');
+    cr_expect_eq(plugboard_harness_deliver_json(h, "{\"data\":{}}", 1, &r),
+                 PLUGBOARD_E_INVALID, "no type");
+    cr_expect_eq(
+        plugboard_harness_deliver(h, "payment.failed", NULL, "[1]", 1, &r),
+        PLUGBOARD_E_INVALID, "data must be an object");
+    plugboard_harness_close(&h);
+}
+
+Test(sdk_harness, captures_what_a_webhook_emits)
+{
+    plugboard_harness_t *h = open_good(NULL);
+    const char body[] = "{\"type\":\"contact.upserted\",\"key\":\"a@b.c\","
+                        "\"data\":{\"contact\":{\"email\":\"a@b.c\"}}}";
+    int status = 0;
+    char *resp = NULL;
+    cr_assert_eq(plugboard_harness_webhook(h, "POST", NULL, body,
+                                           sizeof body - 1, &status, &resp),
+                 0);
+    cr_expect_eq(status, 200, "%s", resp);
+    free(resp);
+    cr_assert_eq(plugboard_harness_emitted_count(h), 1);
+    const plugboard_host_api_t *api = plugboard_harness_api();
+    const plugboard_event_t *ev = plugboard_harness_emitted(h, 0);
+    cr_expect_str_eq(api->event_type(ev), "contact.upserted");
+    cr_expect_str_eq(api->event_source(ev), "shop");
+    const char *email = NULL;
+    size_t len = 0;
+    cr_expect(api->event_string(ev, "contact.email", &email, &len));
+    cr_expect_eq(len, 5);
+    plugboard_harness_clear(h);
+    cr_expect_eq(plugboard_harness_emitted_count(h), 0);
+    cr_expect_null(plugboard_harness_emitted(h, 0));
+    plugboard_harness_close(&h);
+}
+
+Test(sdk_harness, refuses_bad_settings_before_open)
+{
+    char err[512];
+    const char *wrong[] = {"fail_first=lots", NULL};
+    cr_expect_null(plugboard_harness_open(GOOD, NULL, wrong, err, sizeof err));
+    cr_expect(strstr(err, "fail_first"), "%s", err);
+    const char *unknown[] = {"colour=blue", NULL};
+    cr_expect_null(
+        plugboard_harness_open(GOOD, NULL, unknown, err, sizeof err));
+    cr_expect(strstr(err, "colour"), "%s", err);
+    cr_expect_null(plugboard_harness_open(PB_TEST_PLUGIN_DIR "/wrong_abi.so",
+                                          NULL, NULL, err, sizeof err));
+    cr_expect(strstr(err, "ABI 2"), "%s", err);
+}
+
+Test(sdk_harness, samples_are_the_documented_examples)
+{
+    size_t len = 0;
+    const char *json = plugboard_harness_sample("payment.refunded", &len);
+    cr_assert_not_null(json);
+    cr_expect(memmem(json, len, "\"re_3KhZ6f\"", 11));
+    cr_expect_null(plugboard_harness_sample("nope", NULL));
+}
