@@ -402,6 +402,27 @@ Test(main_flow, check_and_describe_from_the_command_line)
               out);
     free(out);
 
+    /* the shipped configs stay valid */
+    const char *shipped[] = {"check", "-c", PB_SOURCE_DIR "/etc/plugboard.cfg",
+                             NULL};
+    cr_expect_eq(pb_hostproc_run_cli(s_dir, shipped, s_env, &out), 0, "%s",
+                 out);
+    free(out);
+    const char *example[] = {"check", "-c",
+                             PB_SOURCE_DIR "/etc/examples/production.cfg",
+                             NULL};
+    const char *prod_env[] = {"STRIPE_WEBHOOK_SECRET=whsec_x",
+                              "STRIPE_API_KEY=rk_test_x",
+                              "HUBSPOT_TOKEN=pat-x",
+                              "HUBSPOT_CLIENT_SECRET=s",
+                              "SMTP_PASSWORD=p",
+                              "ZENDESK_API_TOKEN=z",
+                              "ZENDESK_WEBHOOK_SECRET=w",
+                              NULL};
+    cr_expect_eq(pb_hostproc_run_cli(s_dir, example, prod_env, &out), 0,
+                 "%s", out);
+    free(out);
+
     const char *describe[] = {"describe", "-p", PB_PLUGIN_DIR, "stripe",
                               NULL};
     cr_expect_eq(pb_hostproc_run_cli(s_dir, describe, NULL, &out), 0);
