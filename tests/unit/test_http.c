@@ -10,6 +10,8 @@
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
@@ -895,4 +897,34 @@ Test(http, bad_listen_addresses_are_refused_with_a_reason)
         cr_assert_null(pb_http_start(&opt, err, sizeof err), "%s", bad[i]);
         cr_assert_neq(err[0], '\0');
     }
+}
+
+/* select() stops at descriptor 1023; the listener must not.  Fill the
+ * low descriptors first so every socket the listener sees is above 1024. */
+Test(http, works_with_descriptors_above_1024)
+{
+    struct rlimit rl;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_max < 2048)
+        cr_skip_test("RLIMIT_NOFILE hard limit %llu is below 2048",
+                     (unsigned long long)rl.rlim_max);
+    rl.rlim_cur = rl.rlim_max < 4096 ? rl.rlim_max : 4096;
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    int fillers[1100];
+    size_t n = 0;
+    for (; n < sizeof fillers / sizeof *fillers; n++) {
+        fillers[n] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        cr_assert_geq(fillers[n], 0);
+    }
+    start(MODE_INLINE);
+    int fd = connect_server();
+    cr_assert_gt(fd, 1024, "the client socket is above 1024 too");
+    close(fd);
+    reply_t r = exchange("POST /hooks/x HTTP/1.1\r\nHost: t\r\n"
+                         "Content-Length: 2\r\n\r\nhi");
+    cr_expect_eq(r.status, 201);
+    r = exchange("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    cr_expect_eq(r.status, 200);
+    for (size_t i = 0; i < n; i++)
+        close(fillers[i]);
 }
