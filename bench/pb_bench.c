@@ -11,13 +11,16 @@
  *       and WAL mode are the journal's), synchronous=FULL, B events per
  *       transaction: the durable-store ceiling.
  *   pb_bench route   --size S --count N --sinks K --journal on|off --dir D
+ *                    [--window W]
  *       One source -> K counting sinks through the real config loader,
  *       plugin loader, journal, router and connector actors, wired as
  *       core/runtime.c wires them.  A bench thread is the source actor: a
  *       DEALER named "source" that sends EMIT batches of envelopes built
  *       with pb_builder_encode and keeps a bounded window of them waiting
  *       for their ACK.  The clock runs from the first EMIT until the sinks
- *       have seen all N x K deliveries.
+ *       have seen all N x K deliveries.  --window is the router's
+ *       per-destination window (default 16, what core/runtime.c gives every
+ *       connector), for experiments.
  *   pb_bench latency --count N --rate R --dir D
  *       The same wiring with the journal on, one event at a time at R per
  *       second: emit -> ACK (accepted, durable) and emit -> the sink's
@@ -53,10 +56,11 @@
 #define PB_BENCH_PLUGIN_DIR "build-bench/bench/plugins"
 #endif
 
-#define S_EMIT_BATCH 64    /* envelopes per EMIT message */
-#define S_EMIT_WINDOW 16   /* EMIT messages waiting for their ACK */
+#define S_EMIT_BATCH 32    /* envelopes per EMIT message (the router
+                              reads at most 64 parts per message) */
+#define S_EMIT_WINDOW 32   /* EMIT messages waiting for their ACK */
 #define S_MAX_SINKS 8
-#define S_WAIT_MS 300000   /* give up on a run after this long */
+#define S_WAIT_MS 60000    /* give up on a run after this long */
 #define S_ENDPOINT "inproc://plugboard-router"
 
 typedef struct s_opts {
@@ -69,6 +73,7 @@ typedef struct s_opts {
     bool journal;
     const char *dir;
     double rate;
+    int window;
 } opts_t;
 
 static double
@@ -395,7 +400,7 @@ s_host_start(host_t *h, const opts_t *o)
         const plugboard_connector_t *d = pb_plugin_descriptor(h->plugins[i]);
         dests[i] = (pb_router_dest_options_t){
             .name = h->cfg->connectors[i].name,
-            .window = 16, /* what core/runtime.c gives every connector */
+            .window = o->window, /* core/runtime.c gives 16 */
             .timeout_ms = h->cfg->connectors[i].deliver_timeout_ms
                               ? h->cfg->connectors[i].deliver_timeout_ms
                               : d->deliver_timeout_ms,
@@ -494,7 +499,10 @@ s_recv_ack(void *sock)
 {
     zmq_pollitem_t it = {.socket = sock, .events = ZMQ_POLLIN};
     for (;;) {
-        if (zmq_poll(&it, 1, S_WAIT_MS) <= 0)
+        int ready = zmq_poll(&it, 1, S_WAIT_MS);
+        if (ready < 0)
+            s_die("ack", zmq_strerror(errno));
+        if (ready == 0)
             s_die("ack", "no acknowledgement from the router");
         zmq_msg_t cmd, body;
         zmq_msg_init(&cmd);
@@ -578,13 +586,13 @@ s_bench_route(const opts_t *o)
            "\"events_per_s\":%.1f,\"deliveries_per_s\":%.1f,"
            "\"accepted_per_s\":%.1f,\"commits\":%" PRIu64 ","
            "\"events_per_commit\":%.1f,\"emit_batch\":%d,"
-           "\"emit_window\":%d}\n",
+           "\"emit_window\":%d,\"window\":%d}\n",
            o->size, o->count, o->sinks, o->journal ? "true" : "false", dt,
            t_acked - t0, (double)o->count / dt,
            (double)o->count * o->sinks / dt,
            (double)o->count / (t_acked - t0), st.commits,
            st.commits ? (double)st.accepted / (double)st.commits : 0.0,
-           S_EMIT_BATCH, S_EMIT_WINDOW);
+           S_EMIT_BATCH, S_EMIT_WINDOW, o->window);
 }
 
 static int
@@ -658,7 +666,8 @@ s_usage(void)
     fprintf(stderr,
             "usage: pb_bench zmq|sqlite|route|latency [--size BYTES] "
             "[--count N] [--batch N] [--targets N] [--sinks N] "
-            "[--journal on|off] [--dir DIR] [--rate PER_S]\n");
+            "[--journal on|off] [--dir DIR] [--rate PER_S] "
+            "[--window N]\n");
     exit(2);
 }
 
@@ -666,7 +675,8 @@ int
 main(int argc, char **argv)
 {
     opts_t o = {.size = 256, .count = 100000, .batch = 1024, .targets = 1,
-                .sinks = 1, .journal = true, .rate = 20};
+                .sinks = 1, .journal = true, .rate = 20,
+                .window = 16};
     if (argc < 2)
         s_usage();
     o.mode = argv[1];
@@ -688,11 +698,13 @@ main(int argc, char **argv)
             o.dir = v;
         else if (strcmp(k, "--rate") == 0)
             o.rate = atof(v);
+        else if (strcmp(k, "--window") == 0)
+            o.window = atoi(v);
         else
             s_usage();
     }
     if (o.count < 1 || o.batch < 1 || o.sinks < 1 || o.sinks > S_MAX_SINKS ||
-        o.targets < 1 || o.rate <= 0)
+        o.targets < 1 || o.rate <= 0 || o.window < 1)
         s_usage();
     s_size_pad(o.size);
     if (strcmp(o.mode, "zmq") == 0) {
