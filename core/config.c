@@ -2266,3 +2266,38 @@ out_release:
     *count = conn.settings_count;
     return 0;
 }
+
+/* ------------------------------------------------------------------ */
+/* The run directory of a file that may not validate (ctl reload)      */
+/* ------------------------------------------------------------------ */
+
+int
+pb_config_run_dir(const char *path, char *out, size_t out_len)
+{
+    char *text = s_read_file(path, SIZE_MAX / 2, NULL);
+    if (!text)
+        return PB_ECONFIG;
+    config_t lc;
+    config_init(&lc);
+    char *dir = s_dirname(path);
+    if (dir)
+        config_set_include_dir(&lc, dir);
+    int rc = PB_ECONFIG;
+    if (config_read_string(&lc, text)) {
+        const char *run = NULL, *data = "var";
+        config_lookup_string(&lc, "plugboard.run_dir", &run);
+        config_lookup_string(&lc, "plugboard.data_dir", &data);
+        size_t n = strlen(data);
+        while (n > 1 && data[n - 1] == '/')
+            n--;
+        if (run)
+            snprintf(out, out_len, "%s", run);
+        else
+            snprintf(out, out_len, "%.*s/run", (int)n, data);
+        rc = 0;
+    }
+    config_destroy(&lc);
+    free(dir);
+    free(text);
+    return rc;
+}

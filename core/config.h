@@ -120,6 +120,15 @@ typedef struct pb_config {
 pb_config_t *pb_config_load(const char *path, pb_diag_t *diag);
 void pb_config_destroy(pb_config_t **cfg);
 
+/*
+ * The run directory path names (plugboard.run_dir, else
+ * <plugboard.data_dir>/run), read from a file that parses but may not
+ * validate - so that `ctl reload` can reach the running host and have it
+ * report what is wrong.  Returns 0, or PB_ECONFIG when the file cannot be
+ * read or parsed.
+ */
+int pb_config_run_dir(const char *path, char *out, size_t out_len);
+
 /* Find a connector by name; NULL when none.  Borrowed. */
 pb_connector_conf_t *pb_config_connector(const pb_config_t *cfg,
                                          const char *name);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -19,6 +20,7 @@
 #include "error.h"
 #include "hostapi.h"
 #include "log.h"
+#include "metrics.h"
 #include "router.h"
 
 #define S_MAX_STAGED 1000 /* events one callback may emit */
@@ -31,11 +33,14 @@ typedef struct s_parked {
 
 struct pb_connector {
     char name[64];
+    char rid[80];               /* routing id: name, or name#generation */
+    atomic_bool retired;        /* the router said BYE: nothing more comes */
     const plugboard_connector_t *desc;
     const plugboard_settings_t *settings;
     void *zctx;
     char endpoint[256];
     int64_t ack_timeout_ms;
+    pb_mconn_t *mc;             /* metrics; NULL for none */
 
     pthread_t thread;
     pthread_t self;             /* the actor thread, for emit checks */
@@ -155,10 +160,13 @@ static void
 s_handle_webhook(pb_connector_t *c, pb_webhook_t *w)
 {
     plugboard_response_t *resp = pb_webhook_response(w);
+    int64_t t0 = pb_metrics_now_ns();
     c->in_callback = true;
     c->desc->webhook(c->state, pb_webhook_request(w), resp);
     c->in_callback = false;
+    pb_mconn_busy(c->mc, pb_metrics_now_ns() - t0);
     int status = pb_response_status(resp);
+    pb_mconn_webhook(c->mc, status);
     if (c->staged_count == 0 || status < 200 || status > 299) {
         s_unstage(c);
         pb_webhook_complete(w, 0, NULL);
@@ -294,6 +302,7 @@ s_handle_delivery(pb_connector_t *c, const uint8_t *hdr, size_t hlen,
 {
     if (hlen != 12)
         return;
+    pb_mconn_delivery_received(c->mc);
     plugboard_result_t res;
     memset(&res, 0, sizeof res);
     char why[200];
@@ -311,9 +320,11 @@ s_handle_delivery(pb_connector_t *c, const uint8_t *hdr, size_t hlen,
         uint32_t attempt;
         memcpy(&attempt, hdr + 8, 4);
         pb_envelope_set_attempt(env, attempt);
+        int64_t t0 = pb_metrics_now_ns();
         c->in_callback = true;
         c->desc->deliver(c->state, env, &res);
         c->in_callback = false;
+        pb_mconn_busy(c->mc, pb_metrics_now_ns() - t0);
         if (res.outcome > PLUGBOARD_REJECT) {
             snprintf(res.reason, sizeof res.reason,
                      "connector returned unknown outcome %d",
@@ -352,6 +363,8 @@ s_handle_message(pb_connector_t *c)
         size_t clen = zmq_msg_size(&parts[0]);
         if (clen == 3 && memcmp(cmd, PB_MSG_ACK, 3) == 0)
             s_handle_ack(c, zmq_msg_data(&parts[1]), zmq_msg_size(&parts[1]));
+        else if (clen == 3 && memcmp(cmd, PB_MSG_BYE, 3) == 0)
+            atomic_store(&c->retired, true);
         else if (clen == 3 && memcmp(cmd, PB_MSG_DELIVER, 3) == 0 && n == 3)
             s_handle_delivery(c, zmq_msg_data(&parts[1]),
                               zmq_msg_size(&parts[1]),
@@ -381,7 +394,7 @@ s_open(pb_connector_t *c)
     c->sock = zmq_socket(c->zctx, ZMQ_DEALER);
     int zero = 0;
     if (!c->sock ||
-        zmq_setsockopt(c->sock, ZMQ_ROUTING_ID, c->name, strlen(c->name)) ||
+        zmq_setsockopt(c->sock, ZMQ_ROUTING_ID, c->rid, strlen(c->rid)) ||
         zmq_setsockopt(c->sock, ZMQ_LINGER, &zero, sizeof zero) ||
         zmq_setsockopt(c->sock, ZMQ_SNDHWM, &zero, sizeof zero) ||
         zmq_setsockopt(c->sock, ZMQ_RCVHWM, &zero, sizeof zero) ||
@@ -419,6 +432,7 @@ s_thread(void *arg)
         return NULL;
     }
     s_signal_open(c, 1);
+    pb_mconn_running(c->mc, 1);
 
     int64_t stop_deadline = 0;
     for (;;) {
@@ -457,6 +471,7 @@ s_thread(void *arg)
     }
     while (c->parked_count)
         s_unpark(c, 0, 503, "shutting down; retry later\n");
+    pb_mconn_running(c->mc, -1);
     c->desc->close(c->state);
     c->state = NULL;
     zmq_close(c->sock);
@@ -468,17 +483,64 @@ pb_connector_t *
 pb_connector_start(const pb_connector_options_t *opt, char *err,
                    size_t err_len)
 {
+    pb_connector_t *c = pb_connector_spawn(opt, err, err_len);
+    if (c && pb_connector_wait_open(c, -1, err, err_len) != 0)
+        pb_connector_stop(&c);
+    return c;
+}
+
+int
+pb_connector_wait_open(pb_connector_t *c, int64_t timeout_ms, char *err,
+                       size_t err_len)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    int64_t ns = until.tv_nsec + (timeout_ms > 0 ? timeout_ms : 0) * 1000000;
+    until.tv_sec += (time_t)(ns / 1000000000);
+    until.tv_nsec = (long)(ns % 1000000000);
+    pthread_mutex_lock(&c->lock);
+    while (c->open_state == 0 && timeout_ms != 0)
+        if (timeout_ms < 0)
+            pthread_cond_wait(&c->cond, &c->lock);
+        else if (pthread_cond_timedwait(&c->cond, &c->lock, &until) != 0)
+            break;
+    int state = c->open_state;
+    pthread_mutex_unlock(&c->lock);
+    if (state == 0)
+        return PB_ETIMEDOUT;
+    if (state < 0) {
+        snprintf(err, err_len, "cannot start connector '%s': %s", c->name,
+                 c->open_err);
+        return PB_EIO;
+    }
+    return 0;
+}
+
+bool
+pb_connector_retired(const pb_connector_t *c)
+{
+    return atomic_load(&((pb_connector_t *)c)->retired);
+}
+
+pb_connector_t *
+pb_connector_spawn(const pb_connector_options_t *opt, char *err,
+                   size_t err_len)
+{
     pb_connector_t *c = calloc(1, sizeof *c);
     if (!c) {
         snprintf(err, err_len, "out of memory");
         return NULL;
     }
     snprintf(c->name, sizeof c->name, "%s", opt->name);
+    snprintf(c->rid, sizeof c->rid, "%s",
+             opt->routing_id ? opt->routing_id : opt->name);
     snprintf(c->endpoint, sizeof c->endpoint, "%s", opt->router_endpoint);
     c->desc = pb_plugin_descriptor(opt->plugin);
     c->settings = opt->settings;
     c->zctx = opt->zmq_ctx;
     c->ack_timeout_ms = opt->ack_timeout_ms > 0 ? opt->ack_timeout_ms : 10000;
+    c->mc = opt->metrics;
+    pb_mconn_set_workers(c->mc, 1); /* deliver runs on the actor thread */
     pb_host_init(&c->host, c->name, s_stage, s_count, c);
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->cond, NULL);
@@ -486,16 +548,6 @@ pb_connector_start(const pb_connector_options_t *opt, char *err,
     if (c->wake_fd < 0 || pthread_create(&c->thread, NULL, s_thread, c)) {
         snprintf(err, err_len, "cannot start connector '%s': %s", c->name,
                  strerror(errno));
-        goto out_free;
-    }
-    pthread_mutex_lock(&c->lock);
-    while (c->open_state == 0)
-        pthread_cond_wait(&c->cond, &c->lock);
-    pthread_mutex_unlock(&c->lock);
-    if (c->open_state < 0) {
-        pthread_join(c->thread, NULL);
-        snprintf(err, err_len, "cannot start connector '%s': %s", c->name,
-                 c->open_err);
         goto out_free;
     }
     return c;

@@ -13,12 +13,14 @@
 #ifndef PB_CONNECTOR_H
 #define PB_CONNECTOR_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <plugboard/plugboard.h>
 
 #include "http.h"
 #include "loader.h"
+#include "metrics.h"
 
 typedef struct pb_connector pb_connector_t;
 
@@ -30,6 +32,11 @@ typedef struct pb_connector_options {
     const plugboard_settings_t *settings; /* borrowed until stop returns */
     int64_t ack_timeout_ms;               /* webhook answered 503 when the
                                              router does not acknowledge */
+    const char *routing_id;               /* NULL = name; "name#gen" for an
+                                             instance started beside the
+                                             running one (copied) */
+    pb_mconn_t *metrics;                  /* borrowed until stop returns;
+                                             NULL: none */
 } pb_connector_options_t;
 
 /*
@@ -38,6 +45,25 @@ typedef struct pb_connector_options {
  */
 pb_connector_t *pb_connector_start(const pb_connector_options_t *opt,
                                    char *err, size_t err_len);
+
+/*
+ * The same in two steps, so a caller can do other work while plugins
+ * open: spawn starts the thread and returns at once (NULL with the reason
+ * in err when it could not); wait_open waits up to timeout_ms (< 0: for
+ * ever) and returns 0 once open succeeded, PB_ETIMEDOUT while it still
+ * runs, or PB_EIO with open's message in err.  After a failure, or to
+ * abandon an instance whose open succeeded, call pb_connector_stop (it
+ * joins the thread, so only once open has returned).
+ */
+pb_connector_t *pb_connector_spawn(const pb_connector_options_t *opt,
+                                   char *err, size_t err_len);
+int pb_connector_wait_open(pb_connector_t *c, int64_t timeout_ms, char *err,
+                           size_t err_len);
+
+/* Has the router said BYE (a newer instance or a reload replaced this
+ * one)?  Everything it was sent before has then been read: once it has
+ * finished those, pb_connector_stop does not wait long.  Thread-safe. */
+bool pb_connector_retired(const pb_connector_t *c);
 
 /*
  * Stop: finish queued webhooks, wait (bounded) for their acknowledgements,

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "reload.h"
 
 #define S_MAX_REQUEST 65536
 #define S_MAX_RESPONSE (64u * 1024u * 1024u)
@@ -292,6 +293,7 @@ out_close:
 #include <time.h>
 
 #include "config.h"
+#include "observe.h"
 
 #define S_CLIENT_TIMEOUT_MS 15000
 
@@ -591,28 +593,23 @@ pb_cli_dlq(int argc, char **argv)
     return s_finish(resp, o.json, print);
 }
 
+/* connectors and routes with their numbers (core/observe.c) */
 static void
 s_print_status(json_t *resp)
 {
-    printf("plugboard %s\n\n", s_str(resp, "version"));
-    printf("%-16s %-12s %-10s %s\n", "CONNECTOR", "PLUGIN", "VERSION",
-           "STATE");
-    size_t i;
-    json_t *c;
-    json_array_foreach(json_object_get(resp, "connectors"), i, c)
-    printf("%-16s %-12s %-10s %s\n", s_str(c, "name"), s_str(c, "plugin"),
-           s_str(c, "version"), s_str(c, "state"));
-    json_t *t = json_object_get(resp, "totals");
-    printf("\n");
-    const char *key;
-    json_t *v;
-    json_object_foreach(t, key, v)
-    printf("%-12s %lld\n", key, (long long)json_integer_value(v));
+    pb_observe_print_status(resp, stdout);
+    pb_reload_print_status(resp, stdout);
 }
 
 static const char s_ctl_usage[] =
     "usage: plugboard ctl status [-c FILE] [--json]\n"
+    "       plugboard ctl top [-c FILE] [--window DURATION] [-n COUNT]\n"
+    "       plugboard ctl constraint [-c FILE] [--window DURATION] "
+    "[--json]\n"
     "       plugboard ctl dlq ...   (same as plugboard dlq ...)\n"
+    "       plugboard ctl reload [-c FILE] [--json]\n"
+    "       plugboard ctl upgrade CONNECTOR [--plugin PATH] [-c FILE] "
+    "[--json]\n"
     "Talks to the running host through the control socket in its run_dir.\n";
 
 int
@@ -625,6 +622,12 @@ pb_cli_ctl(int argc, char **argv)
     }
     if (strcmp(argv[1], "dlq") == 0)
         return pb_cli_dlq(argc - 1, argv + 1);
+    if (strcmp(argv[1], "top") == 0)
+        return pb_cli_top(argc - 1, argv + 1);
+    if (strcmp(argv[1], "constraint") == 0)
+        return pb_cli_constraint(argc - 1, argv + 1);
+    if (strcmp(argv[1], "reload") == 0 || strcmp(argv[1], "upgrade") == 0)
+        return pb_reload_cli(argc - 1, argv + 1);
     if (strcmp(argv[1], "status") == 0) {
         cli_t o;
         int prc = s_cli_options(argc - 1, argv + 1, &o);

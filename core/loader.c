@@ -4,8 +4,10 @@
  */
 #include "loader.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -19,6 +21,9 @@
 struct pb_plugin {
     void *handle;
     char *path;                   /* the file asked for */
+    char *copy;                   /* the private copy loaded, kept on disk
+                                     while loaded (a worker process loads
+                                     the same bytes); NULL without one */
     plugboard_connector_t desc;   /* fields this host knows, copied */
 };
 
@@ -68,6 +73,28 @@ out_close:
     if (rc != 0)
         unlink(to);
     return rc;
+}
+
+/* Remove private copies left by hosts that no longer run (killed before
+ * they could unlink them): files named "<pid>-..." of a gone pid. */
+static void
+s_sweep(const char *copy_dir)
+{
+    DIR *d = opendir(copy_dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (end == e->d_name || *end != '-' || pid <= 0 ||
+            pid == (long)getpid() || kill((pid_t)pid, 0) == 0 ||
+            errno != ESRCH)
+            continue;
+        char stale[4400];
+        snprintf(stale, sizeof stale, "%s/%s", copy_dir, e->d_name);
+        unlink(stale);
+    }
+    if (d)
+        closedir(d);
 }
 
 static bool
@@ -196,16 +223,19 @@ pb_plugin_load(const char *name_or_path, const char *const *search_path,
         }
         const char *base = strrchr(path, '/');
         base = base ? base + 1 : path;
+        unsigned seq = atomic_fetch_add(&s_copy_seq, 1);
+        if (seq == 0)
+            s_sweep(copy_dir);
         snprintf(copy, sizeof copy, "%s/%d-%u-%s", copy_dir, (int)getpid(),
-                 atomic_fetch_add(&s_copy_seq, 1), base);
+                 seq, base);
         if (s_copy_file(path, copy, err, err_len) != 0)
             return NULL;
         open_path = copy;
     }
 
     void *handle = dlopen(open_path, RTLD_NOW | RTLD_LOCAL);
-    if (copy_dir)
-        unlink(copy); /* the mapping keeps the copy alive */
+    if (copy_dir && !handle)
+        unlink(copy);
     if (!handle) {
         snprintf(err, err_len, "cannot load plugin '%s': %s", path,
                  dlerror());
@@ -230,7 +260,10 @@ pb_plugin_load(const char *name_or_path, const char *const *search_path,
         goto out_close;
 
     pb_plugin_t *p = calloc(1, sizeof *p);
-    if (!p || !(p->path = strdup(path))) {
+    if (!p || !(p->path = strdup(path)) ||
+        (copy_dir && !(p->copy = strdup(copy)))) {
+        if (p)
+            free(p->path);
         free(p);
         snprintf(err, err_len, "out of memory");
         goto out_close;
@@ -245,6 +278,8 @@ pb_plugin_load(const char *name_or_path, const char *const *search_path,
 
 out_close:
     dlclose(handle);
+    if (copy_dir)
+        unlink(copy);
     return NULL;
 }
 
@@ -257,6 +292,9 @@ pb_plugin_destroy(pb_plugin_t **plugin)
     *plugin = NULL;
     if (p->handle)
         dlclose(p->handle);
+    if (p->copy)
+        unlink(p->copy);
+    free(p->copy);
     free(p->path);
     free(p);
 }
@@ -271,4 +309,10 @@ const char *
 pb_plugin_path(const pb_plugin_t *plugin)
 {
     return plugin->path;
+}
+
+const char *
+pb_plugin_file(const pb_plugin_t *plugin)
+{
+    return plugin->copy ? plugin->copy : plugin->path;
 }

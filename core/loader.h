@@ -37,4 +37,9 @@ const plugboard_connector_t *pb_plugin_descriptor(const pb_plugin_t *plugin);
 /* The file the plugin was loaded from (not the private copy). */
 const char *pb_plugin_path(const pb_plugin_t *plugin);
 
+/* The file actually loaded: the private copy, which stays on disk until
+ * pb_plugin_destroy (so a worker process can load the very same build),
+ * or the path when there is no copy.  Borrowed until destroy. */
+const char *pb_plugin_file(const pb_plugin_t *plugin);
+
 #endif /* PB_LOADER_H */

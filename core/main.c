@@ -3,6 +3,8 @@
  *
  *   plugboard run [-c FILE]           start the host
  *   plugboard check [-c FILE]         validate a config, start nothing
+ *   plugboard ctl status|top|constraint|dlq   ask the running host
+ *   plugboard map [-c FILE]           the integration map (text, DOT)
  *   plugboard describe PLUGIN         print a plugin's documentation
  *   plugboard new-connector NAME [DIR]  write a connector project scaffold
  *   plugboard plugin-check PATH.so      check a plugin against the contract

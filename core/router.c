@@ -25,13 +25,16 @@
 #include "hostapi.h"
 #include "control.h"
 #include "log.h"
+#include "metrics.h"
 #include "retry.h"
 
 #define S_BATCH_MAX 1024        /* messages per group commit */
+#define S_MAX_PARTS 1100        /* parts of one message: 1000 events + room */
 #define S_SCAN_MAX 20000        /* deliveries looked at per dispatch pass */
 #define S_KEYSET_SLOTS 65536    /* must exceed 2 * S_SCAN_MAX */
 #define S_DEAD_RETRY_MS 5000    /* dead letter not writable: try later */
 #define S_PRUNE_EVERY_MS 60000
+#define S_MH_CACHE 8            /* hop series cached per route */
 
 typedef struct s_event {
     int refs;
@@ -40,6 +43,7 @@ typedef struct s_event {
     char *type;
     uint8_t *frame;
     size_t len;
+    int64_t accepted_ms;     /* wall clock: latency and age metrics */
 } ev_t;
 
 typedef struct s_delivery {
@@ -50,19 +54,27 @@ typedef struct s_delivery {
     int attempts;            /* attempts made so far */
     int64_t next_ms;
     int64_t sent_ms;
+    int64_t sent_us;         /* monotonic, for the latency histogram */
+    pb_mhop_t *mh;           /* its (route, destination) series */
     bool inflight;
     bool changing;           /* a change for it is in the current batch */
+    bool removed;            /* a reload removed its route or destination:
+                                its answer ends it (reload section) */
     struct s_delivery *prev, *next; /* destination FIFO */
     struct s_delivery *hnext;       /* id hash chain */
 } dl_t;
 
 typedef struct s_dest {
     char *name;
+    char peer[80];           /* routing id deliveries go to: name or
+                                "name#generation" (reload section) */
+    bool retired;            /* removed by a reload: answers only */
     bool ready;
     int inflight;
     int window;
     int64_t timeout_ms;
     dl_t *head, *tail;
+    pb_mconn_t *mc;          /* its metrics, looked up on first use */
 } dest_t;
 
 typedef struct s_route {
@@ -70,6 +82,8 @@ typedef struct s_route {
     int *to;                 /* destination indexes */
     size_t to_count;
     int notify;              /* destination index or -1 */
+    pb_mhop_t *mh[S_MH_CACHE]; /* series of to[0..7] (metrics) */
+    pb_mhop_t *mh_notify;
 } route_t;
 
 typedef struct s_keyslot {
@@ -84,12 +98,14 @@ typedef struct s_change {
     int64_t after_ms;
     char reason[PLUGBOARD_REASON_MAX];
     bool dead;               /* computed: becomes a dead letter */
+    bool timeout;            /* no answer in time (metrics reason) */
     int64_t next_ms;         /* computed for retries */
 } change_t;
 
 /* One EMIT in the current batch. */
 typedef struct s_emit {
-    char peer[64];
+    char peer[80];           /* the routing id, answered with ACK */
+    char source[64];         /* its connector name (before any '#') */
     uint64_t token;
     int status;
     uint32_t accepted, duplicates, unrouted;
@@ -147,8 +163,20 @@ struct pb_router {
 
     int64_t last_prune_ms;
     ev_t *recover_last;
+    zmq_msg_t *parts;        /* S_MAX_PARTS, the message being read */
     int64_t *orphans;        /* recovered deliveries to removed connectors */
     size_t orphan_count, orphan_cap;
+
+    /* reload: table swaps waiting for the end of the batch, and routing
+     * ids that said HELO before a swap made them a destination's peer */
+    struct s_swapreq **swaps;
+    size_t swap_count, swap_cap;
+    char (*hellos)[80];
+    size_t hello_count;
+
+    pb_metrics_t *metrics;   /* borrowed; NULL for none */
+    bool recovering;         /* recovered deliveries are not "received" */
+    int64_t last_gauges_ms;
 
     struct {
         atomic_uint_fast64_t accepted, duplicates, unrouted, delivered,
@@ -156,6 +184,13 @@ struct pb_router {
             pending, inflight;
     } stats;
 };
+
+/* reconfiguration by reload and upgrade: the section at the end */
+static bool s_peer_is(const char *name, const char *peer);
+static void s_hello(pb_router_t *r, int dest, const char *peer);
+static void s_queue_swap(pb_router_t *r, zmq_msg_t *parts);
+static void s_answer_swaps(pb_router_t *r);
+static void s_removed_reason(char *reason, size_t len);
 
 /* ---------------------------------------------------------------- */
 /* small helpers                                                     */
@@ -234,6 +269,7 @@ s_ev_new(const char *id, const char *key, const char *type,
     if (!ev)
         return NULL;
     ev->refs = 1;
+    ev->accepted_ms = pb_now_ms();
     ev->id = strdup(id);
     ev->key = strdup(key);
     ev->type = strdup(type);
@@ -285,6 +321,32 @@ s_lookup(const pb_router_t *r, int64_t id)
     return NULL;
 }
 
+/* The metrics series of (route, dest); NULL without metrics. */
+static pb_mhop_t *
+s_hop_of(pb_router_t *r, int route, int dest)
+{
+    if (!r->metrics || route < 0)
+        return NULL;
+    const route_t *rt = &r->routes[route];
+    for (size_t t = 0; t < rt->to_count && t < S_MH_CACHE; t++)
+        if (rt->to[t] == dest && rt->mh[t])
+            return rt->mh[t];
+    if (dest == rt->notify && rt->mh_notify)
+        return rt->mh_notify;
+    return pb_metrics_hop(r->metrics, rt->conf->name, r->dests[dest].name);
+}
+
+static pb_mconn_t *
+s_dest_mc(pb_router_t *r, int dest)
+{
+    if (!r->metrics || dest < 0)
+        return NULL;
+    if (!r->dests[dest].mc)
+        r->dests[dest].mc = pb_metrics_connector(r->metrics,
+                                                 r->dests[dest].name);
+    return r->dests[dest].mc;
+}
+
 static void
 s_add(pb_router_t *r, ev_t *ev, int route, int dest, int64_t id,
       int attempts, int64_t next_ms)
@@ -301,6 +363,10 @@ s_add(pb_router_t *r, ev_t *ev, int route, int dest, int64_t id,
     d->dest = dest;
     d->attempts = attempts;
     d->next_ms = next_ms;
+    d->mh = s_hop_of(r, route, dest);
+    pb_mhop_pending_add(d->mh, 1);
+    if (!r->recovering)
+        pb_mhop_received(d->mh);
     size_t b = (size_t)id & (r->table_size - 1);
     d->hnext = r->table[b];
     r->table[b] = d;
@@ -334,7 +400,9 @@ s_remove(pb_router_t *r, dl_t *d)
     if (d->inflight) {
         ds->inflight--;
         s_stat_add(&r->stats.inflight, -1);
+        pb_mhop_inflight_add(d->mh, -1);
     }
+    pb_mhop_pending_add(d->mh, -1);
     r->dl_count--;
     s_stat_add(&r->stats.pending, -1);
     s_ev_release(d->ev);
@@ -400,7 +468,7 @@ s_send_delivery(pb_router_t *r, dest_t *ds, dl_t *d, int64_t now)
     uint32_t attempt = (uint32_t)d->attempts + 1;
     memcpy(hdr, &d->id, 8);
     memcpy(hdr + 8, &attempt, 4);
-    if (s_send_parts(r, ds->name, PB_MSG_DELIVER, hdr, sizeof hdr,
+    if (s_send_parts(r, ds->peer, PB_MSG_DELIVER, hdr, sizeof hdr,
                      d->ev->frame, d->ev->len, true) != 0) {
         if (errno == EHOSTUNREACH)
             ds->ready = false;
@@ -408,6 +476,8 @@ s_send_delivery(pb_router_t *r, dest_t *ds, dl_t *d, int64_t now)
     }
     d->inflight = true;
     d->sent_ms = now;
+    d->sent_us = pb_metrics_now_us();
+    pb_mhop_inflight_add(d->mh, 1);
     ds->inflight++;
     s_stat_add(&r->stats.inflight, 1);
     return true;
@@ -447,7 +517,8 @@ s_key_taken(pb_router_t *r, const char *key)
 static void
 s_dispatch_dest(pb_router_t *r, dest_t *ds, int64_t now, int64_t *next_due)
 {
-    if (!ds->ready || ds->inflight >= ds->window || !ds->head)
+    if (!ds->ready || ds->retired || ds->inflight >= ds->window ||
+        !ds->head)
         return;
     if (++r->key_gen == 0) {
         memset(r->keys, 0, S_KEYSET_SLOTS * sizeof *r->keys);
@@ -464,7 +535,7 @@ s_dispatch_dest(pb_router_t *r, dest_t *ds, int64_t now, int64_t *next_due)
             continue;
         }
         bool taken = keyed && s_key_taken(r, key);
-        if (taken)
+        if (taken || d->removed)
             continue;
         if (d->next_ms > now) {
             if (d->next_ms < *next_due)
@@ -606,6 +677,8 @@ s_handle_emit(pb_router_t *r, const char *peer, zmq_msg_t *parts,
     emit_t *e = &r->emits[r->emit_count++];
     memset(e, 0, sizeof *e);
     snprintf(e->peer, sizeof e->peer, "%s", peer);
+    snprintf(e->source, sizeof e->source, "%.*s", (int)strcspn(peer, "#"),
+             peer);
     if (nparts >= 1 && zmq_msg_size(&parts[0]) == 8)
         e->token = s_get_u64(zmq_msg_data(&parts[0]));
     if (nparts < 2 || zmq_msg_size(&parts[0]) != 8) {
@@ -629,7 +702,7 @@ s_handle_emit(pb_router_t *r, const char *peer, zmq_msg_t *parts,
             pb_warn("router", "rejected frame from connector=%s: %s", peer,
                     why);
             e->status = err ? err : PB_EPROTO;
-        } else if (strcmp(pb_envelope_source(envs[i]), peer) != 0) {
+        } else if (!s_peer_is(pb_envelope_source(envs[i]), peer)) {
             pb_warn("router",
                     "rejected frame from connector=%s: source is '%s'", peer,
                     pb_envelope_source(envs[i]));
@@ -649,7 +722,7 @@ s_handle_emit(pb_router_t *r, const char *peer, zmq_msg_t *parts,
         pb_envelope_t *env = envs[i];
         pb_journal_target_t targets[S_MAX_TARGETS];
         int route_of[S_MAX_TARGETS], dest_of[S_MAX_TARGETS];
-        size_t tn = s_targets(r, peer, pb_envelope_type(env), targets,
+        size_t tn = s_targets(r, e->source, pb_envelope_type(env), targets,
                               route_of, dest_of, S_MAX_TARGETS);
         if (tn == S_MAX_TARGETS)
             pb_warn("router", "event type=%s from connector=%s matches %d "
@@ -661,7 +734,7 @@ s_handle_emit(pb_router_t *r, const char *peer, zmq_msg_t *parts,
         pb_journal_event_t je = {
             .id = pb_envelope_id(env),
             .type = pb_envelope_type(env),
-            .source = peer,
+            .source = e->source,
             .key = pb_envelope_key(env),
             .dedupe_id = pb_envelope_dedupe_id(env),
             .time_ms = pb_envelope_time_ms(env),
@@ -727,7 +800,7 @@ s_handle_result(pb_router_t *r, const char *peer, zmq_msg_t *parts,
     dl_t *d = s_lookup(r, id);
     if (!d || !d->inflight || d->changing ||
         (uint32_t)d->attempts + 1 != attempt ||
-        strcmp(r->dests[d->dest].name, peer) != 0) {
+        !s_peer_is(r->dests[d->dest].name, peer)) {
         pb_debug("router", "stale result delivery=%lld from connector=%s",
                  (long long)id, peer);
         return;
@@ -789,6 +862,19 @@ s_write_change(pb_router_t *r, change_t *c, int64_t now)
                              c->reason);
 }
 
+/* Count an answer (or a timeout) in the hop's series. */
+static void
+s_count_result(const change_t *c, bool committed)
+{
+    dl_t *d = c->dl;
+    if (d->inflight)
+        pb_mhop_attempt(d->mh, pb_metrics_now_us() - d->sent_us);
+    if (c->outcome == PLUGBOARD_REJECT)
+        pb_mhop_rejected(d->mh);
+    if (c->outcome == PLUGBOARD_OK && committed)
+        pb_mhop_delivered(d->mh, pb_now_ms() - d->ev->accepted_ms);
+}
+
 /* Apply a change in memory once its fate in the journal is known. */
 static void
 s_apply_change(pb_router_t *r, change_t *c, bool committed, int64_t now)
@@ -797,6 +883,7 @@ s_apply_change(pb_router_t *r, change_t *c, bool committed, int64_t now)
     dest_t *ds = &r->dests[d->dest];
     const char *dest = ds->name;
     d->changing = false;
+    s_count_result(c, committed);
     if (c->outcome == PLUGBOARD_OK && committed) {
         s_stat_add(&r->stats.delivered, 1);
         s_remove(r, d);
@@ -806,6 +893,7 @@ s_apply_change(pb_router_t *r, change_t *c, bool committed, int64_t now)
         d->inflight = false;
         ds->inflight--;
         s_stat_add(&r->stats.inflight, -1);
+        pb_mhop_inflight_add(d->mh, -1);
     }
     d->attempts++;
     if (c->dead && committed) {
@@ -815,6 +903,7 @@ s_apply_change(pb_router_t *r, change_t *c, bool committed, int64_t now)
                 s_route_name(r, d->route), dest, d->ev->id, d->attempts,
                 c->reason);
         s_stat_add(&r->stats.dead, 1);
+        pb_mhop_dead(d->mh);
         s_remove(r, d);
         return;
     }
@@ -838,6 +927,9 @@ s_apply_change(pb_router_t *r, change_t *c, bool committed, int64_t now)
         return;
     }
     s_stat_add(&r->stats.retried, 1);
+    pb_mhop_retried(d->mh, c->timeout         ? PB_RETRY_TIMEOUT
+                           : c->after_ms > 0 ? PB_RETRY_THROTTLED
+                                             : PB_RETRY_FAILED);
     d->next_ms = committed ? c->next_ms : now + S_DEAD_RETRY_MS;
     pb_info("router",
             "retry route=%s destination=%s event=%s attempt=%d in_ms=%lld "
@@ -867,16 +959,22 @@ s_commit_batch(pb_router_t *r, bool began, int64_t now)
         change_t *c = &r->changes[i];
         c->dead = c->outcome != PLUGBOARD_OK &&
                   (c->outcome == PLUGBOARD_REJECT ||
+                   c->dl->removed ||
                    pb_retry_exhausted(s_policy(r, c->dl),
                                       c->dl->attempts + 1));
+        if (c->dead && c->dl->removed)
+            s_removed_reason(c->reason, sizeof c->reason);
     }
     if (began) {
         for (size_t i = 0; i < r->change_count; i++)
             if (s_write_change(r, &r->changes[i], now) != 0)
                 goto out_fail;
+        int64_t t0 = pb_metrics_now_us();
         if (pb_journal_commit(r->journal) == 0) {
             committed = true;
             s_stat_add(&r->stats.commits, 1);
+            pb_metrics_commit(r->metrics, pb_metrics_now_us() - t0,
+                              r->emit_count + r->change_count, true);
         }
     }
 out_fail:
@@ -884,6 +982,7 @@ out_fail:
         if (began)
             pb_journal_rollback(r->journal);
         s_stat_add(&r->stats.journal_errors, 1);
+        pb_metrics_commit(r->metrics, 0, 0, false);
         pb_error("router", "journal commit failed: %s",
                  pb_journal_errmsg(r->journal));
         /* the failure may have taken the whole busy timeout: "try later"
@@ -898,6 +997,9 @@ out_fail:
             s_stat_add(&r->stats.accepted, e->accepted);
             s_stat_add(&r->stats.duplicates, e->duplicates);
             s_stat_add(&r->stats.unrouted, e->unrouted);
+            pb_mconn_emitted(
+                s_dest_mc(r, s_find_dest(r, e->source, strlen(e->source))),
+                e->accepted, e->duplicates);
         }
         s_send_ack(r, e);
     }
@@ -1083,7 +1185,7 @@ s_read_batch(pb_router_t *r, int64_t now)
     bool began = false;
     bool journal_ok = true;
     for (int m = 0; m < S_BATCH_MAX; m++) {
-        zmq_msg_t parts[64];
+        zmq_msg_t *parts = r->parts;
         size_t nparts = 0;
         int more = 1;
         bool overflow = false;
@@ -1096,7 +1198,7 @@ s_read_batch(pb_router_t *r, int64_t now)
                 break;
             }
             more = zmq_msg_more(&tmp);
-            if (nparts < 64)
+            if (nparts < S_MAX_PARTS)
                 parts[nparts++] = tmp;
             else {
                 overflow = true;
@@ -1105,13 +1207,13 @@ s_read_batch(pb_router_t *r, int64_t now)
         }
         if (nparts == 0)
             break;
-        char peer[64] = "";
+        char peer[80] = "";
         size_t plen = zmq_msg_size(&parts[0]);
         if (plen < sizeof peer) {
             memcpy(peer, zmq_msg_data(&parts[0]), plen);
             peer[plen] = '\0';
         }
-        int dest = s_find_dest(r, peer, strlen(peer));
+        int dest = s_find_dest(r, peer, strcspn(peer, "#"));
         const char *cmd = nparts > 1 ? zmq_msg_data(&parts[1]) : "";
         size_t clen = nparts > 1 ? zmq_msg_size(&parts[1]) : 0;
         if (strcmp(peer, PB_CONTROL_PEER) == 0 && nparts == 4 &&
@@ -1122,11 +1224,25 @@ s_read_batch(pb_router_t *r, int64_t now)
             q->seq = s_get_u64(zmq_msg_data(&parts[2]));
             q->json = strndup(zmq_msg_data(&parts[3]),
                               zmq_msg_size(&parts[3]));
+        } else if (strcmp(peer, PB_CONTROL_PEER) == 0 && nparts == 4 &&
+                   clen == 4 && memcmp(cmd, PB_MSG_SWAP, 4) == 0) {
+            s_queue_swap(r, parts + 2);
+        } else if (!overflow && nparts == 2 && clen == 4 &&
+                   memcmp(cmd, PB_MSG_HELLO, 4) == 0) {
+            s_hello(r, dest, peer);
+        } else if (dest >= 0 && overflow && clen == 4 &&
+                   memcmp(cmd, PB_MSG_EMIT, 4) == 0) {
+            /* more events than one message may carry: refuse, answered */
+            s_stat_add(&r->stats.bad_frames, 1);
+            S_GROW(r, emits, emit_count, emit_cap);
+            emit_t *e = &r->emits[r->emit_count++];
+            memset(e, 0, sizeof *e);
+            snprintf(e->peer, sizeof e->peer, "%s", peer);
+            if (zmq_msg_size(&parts[2]) == 8)
+                e->token = s_get_u64(zmq_msg_data(&parts[2]));
+            e->status = PB_ETOOBIG;
         } else if (dest < 0 || overflow || nparts < 2) {
             s_stat_add(&r->stats.bad_frames, 1);
-        } else if (clen == 4 && memcmp(cmd, PB_MSG_HELLO, 4) == 0) {
-            r->dests[dest].ready = true;
-            pb_debug("router", "connector=%s ready", peer);
         } else if ((clen == 4 && memcmp(cmd, PB_MSG_EMIT, 4) == 0) ||
                    (clen == 3 && memcmp(cmd, PB_MSG_RESULT, 3) == 0)) {
             if (!began && journal_ok) {
@@ -1157,6 +1273,7 @@ s_read_batch(pb_router_t *r, int64_t now)
     if (began || r->emit_count || r->change_count)
         s_commit_batch(r, began, now);
     s_answer_control(r);
+    s_answer_swaps(r);
 }
 
 /* Deliveries in flight past their deadline count as transient failures. */
@@ -1185,6 +1302,7 @@ s_check_timeouts(pb_router_t *r, int64_t now)
             c->dl = d;
             d->changing = true;
             c->outcome = PLUGBOARD_RETRY;
+            c->timeout = true;
             snprintf(c->reason, sizeof c->reason,
                      "no answer within %lld ms", (long long)ds->timeout_ms);
             s_stat_add(&r->stats.timeouts, 1);
@@ -1203,6 +1321,34 @@ s_maybe_prune(pb_router_t *r, int64_t now)
     int64_t wall = pb_now_ms();
     pb_journal_prune(r->journal, wall - r->cfg->dedupe_retention_ms,
                      wall - r->cfg->delivered_retention_ms);
+}
+
+/* Once a second: each hop's oldest pending delivery, and the journal's
+ * size.  A destination's list is in acceptance order, so the first
+ * delivery of a hop met on it is that hop's oldest. */
+static void
+s_update_gauges(pb_router_t *r, int64_t now)
+{
+    if (!r->metrics || now - r->last_gauges_ms < 1000)
+        return;
+    r->last_gauges_ms = now;
+    pb_metrics_set_journal_size(r->metrics, pb_journal_size(r->journal));
+    int64_t wall = pb_now_ms();
+    for (size_t i = 0; i < r->dest_count; i++) {
+        pb_mhop_t *seen[64];
+        size_t n = 0, scanned = 0;
+        for (dl_t *d = r->dests[i].head; d && scanned < S_SCAN_MAX;
+             d = d->next, scanned++) {
+            bool dup = !d->mh;
+            for (size_t k = 0; k < n && !dup; k++)
+                dup = seen[k] == d->mh;
+            if (dup)
+                continue;
+            if (n < sizeof seen / sizeof *seen)
+                seen[n++] = d->mh;
+            pb_mhop_set_oldest(d->mh, wall - d->ev->accepted_ms);
+        }
+    }
 }
 
 static void *
@@ -1233,6 +1379,7 @@ s_thread(void *arg)
         s_check_timeouts(r, now);
         next_due = s_dispatch(r, now);
         s_maybe_prune(r, now);
+        s_update_gauges(r, now);
     }
     return NULL;
 }
@@ -1274,6 +1421,8 @@ s_recover_one(void *ctx, const pb_journal_delivery_t *jd)
         }
         ev = s_ev_new(jd->event_id, jd->key, pb_envelope_type(env),
                       jd->frame, jd->frame_len);
+        if (ev) /* accepted before this start: its age counts from then */
+            ev->accepted_ms = pb_envelope_time_ms(env);
         pb_envelope_destroy(&env);
         if (!ev)
             return PB_ENOMEM;
@@ -1342,6 +1491,9 @@ s_build_routes(pb_router_t *r, char *err, size_t err_len)
         rt->to_count = c->to_count;
         rt->notify = c->notify ? s_find_dest(r, c->notify, strlen(c->notify))
                                : -1;
+        for (size_t t = 0; t < rt->to_count && t < S_MH_CACHE; t++)
+            rt->mh[t] = pb_metrics_hop(r->metrics, c->name, c->to[t]);
+        rt->mh_notify = pb_metrics_hop(r->metrics, c->name, c->notify);
     }
     return 0;
 }
@@ -1358,11 +1510,13 @@ pb_router_start(const pb_router_options_t *opt, char *err, size_t err_len)
     snprintf(r->endpoint, sizeof r->endpoint, "%s", opt->endpoint);
     r->cfg = opt->config;
     r->journal = opt->journal;
+    r->metrics = opt->metrics;
     r->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     r->keys = calloc(S_KEYSET_SLOTS, sizeof *r->keys);
+    r->parts = calloc(S_MAX_PARTS, sizeof *r->parts);
     r->dests = calloc(opt->dest_count ? opt->dest_count : 1,
                       sizeof *r->dests);
-    if (r->wake_fd < 0 || !r->keys || !r->dests) {
+    if (r->wake_fd < 0 || !r->keys || !r->parts || !r->dests) {
         snprintf(err, err_len, "out of memory");
         goto out_destroy;
     }
@@ -1370,6 +1524,8 @@ pb_router_start(const pb_router_options_t *opt, char *err, size_t err_len)
     for (size_t i = 0; i < opt->dest_count; i++) {
         dest_t *ds = &r->dests[i];
         ds->name = strdup(opt->dests[i].name);
+        snprintf(ds->peer, sizeof ds->peer, "%s",
+                 opt->dests[i].peer ? opt->dests[i].peer : opt->dests[i].name);
         ds->window = opt->dests[i].window > 0 ? opt->dests[i].window : 16;
         ds->timeout_ms =
             opt->dests[i].timeout_ms > 0 ? opt->dests[i].timeout_ms : 30000;
@@ -1394,7 +1550,9 @@ pb_router_start(const pb_router_options_t *opt, char *err, size_t err_len)
                  opt->endpoint, zmq_strerror(errno));
         goto out_destroy;
     }
+    r->recovering = true;
     int prc = pb_journal_pending(r->journal, s_recover_one, r);
+    r->recovering = false;
     if (r->recover_last)
         s_ev_release(r->recover_last);
     r->recover_last = NULL;
@@ -1469,6 +1627,9 @@ pb_router_stop(pb_router_t **rp)
     free(r->dests);
     free(r->table);
     free(r->orphans);
+    free(r->parts);
+    free(r->swaps);
+    free(r->hellos);
     free(r->keys);
     free(r->emits);
     free(r->changes);
@@ -1562,4 +1723,416 @@ pb_router_control(pb_router_t *r, json_t *req, int timeout_ms)
             return resp;
         /* an answer to an earlier request that timed out: skip it */
     }
+}
+
+/* ---------------------------------------------------------------- */
+/* reconfiguration: reload and upgrade swap the table                */
+/* ---------------------------------------------------------------- */
+
+#define S_HELLOS_MAX 64         /* routing ids waiting for a swap */
+#define S_REMOVED "route removed"
+
+/* One pb_router_swap call; lives on the caller's stack until answered. */
+typedef struct s_swapreq {
+    const pb_router_table_t *table;
+    pb_router_swap_result_t result;
+    int rc;
+    atomic_bool done;
+} swapreq_t;
+
+/* Is peer (a routing id, "name" or "name#generation") connector name? */
+static bool
+s_peer_is(const char *name, const char *peer)
+{
+    size_t len = strcspn(peer, "#");
+    return strlen(name) == len && memcmp(name, peer, len) == 0;
+}
+
+/* The error a delivery whose route went away ends with. */
+static void
+s_removed_reason(char *reason, size_t len)
+{
+    char buf[PLUGBOARD_REASON_MAX + 64];
+    int n = snprintf(buf, sizeof buf, S_REMOVED " (last error: %s)", reason);
+    size_t copy = n < 0 ? 0 : (size_t)n;
+    if (copy >= len)
+        copy = len - 1;
+    memcpy(reason, buf, copy);
+    reason[copy] = '\0';
+}
+
+static void
+s_hello(pb_router_t *r, int dest, const char *peer)
+{
+    if (dest >= 0 && strcmp(r->dests[dest].peer, peer) == 0) {
+        r->dests[dest].ready = true;
+        pb_debug("router", "connector=%s ready", peer);
+        return;
+    }
+    /* an instance started beside the running one (or for a connector the
+     * table does not have yet): ready once a swap names it */
+    for (size_t i = 0; i < r->hello_count; i++)
+        if (strcmp(r->hellos[i], peer) == 0)
+            return;
+    if (!r->hellos && !(r->hellos = calloc(S_HELLOS_MAX, sizeof *r->hellos)))
+        abort();
+    if (r->hello_count == S_HELLOS_MAX) {
+        memmove(r->hellos, r->hellos + 1,
+                (S_HELLOS_MAX - 1) * sizeof *r->hellos);
+        r->hello_count--;
+    }
+    snprintf(r->hellos[r->hello_count++], sizeof r->hellos[0], "%s", peer);
+    pb_debug("router", "instance=%s ready, waiting for a swap", peer);
+}
+
+static bool
+s_take_hello(pb_router_t *r, const char *peer)
+{
+    for (size_t i = 0; i < r->hello_count; i++) {
+        if (strcmp(r->hellos[i], peer) != 0)
+            continue;
+        memmove(r->hellos + i, r->hellos + i + 1,
+                (r->hello_count - i - 1) * sizeof *r->hellos);
+        r->hello_count--;
+        return true;
+    }
+    return false;
+}
+
+static void
+s_queue_swap(pb_router_t *r, zmq_msg_t *parts)
+{
+    swapreq_t *q;
+    if (zmq_msg_size(&parts[1]) != sizeof q) {
+        s_stat_add(&r->stats.bad_frames, 1);
+        return;
+    }
+    memcpy(&q, zmq_msg_data(&parts[1]), sizeof q);
+    S_GROW(r, swaps, swap_count, swap_cap);
+    r->swaps[r->swap_count++] = q;
+}
+
+/* The old routing id of a destination gets nothing more. */
+static void
+s_bye(pb_router_t *r, const char *peer)
+{
+    if (s_send_parts(r, peer, PB_MSG_BYE, "", 0, NULL, 0, false) != 0)
+        pb_debug("router", "cannot say bye to instance=%s: %s", peer,
+                 zmq_strerror(errno));
+}
+
+static int
+s_live_dest(const pb_router_t *r, const char *name)
+{
+    for (size_t i = 0; i < r->dest_count; i++)
+        if (!r->dests[i].retired && strcmp(r->dests[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+static bool
+s_table_has(const pb_router_table_t *t, const char *name)
+{
+    for (size_t i = 0; i < t->dest_count; i++)
+        if (strcmp(t->dests[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+static bool
+s_keeps(const pb_router_table_t *t, const char *name)
+{
+    for (size_t i = 0; i < t->keep_count; i++)
+        if (strcmp(t->keep[i], name) == 0)
+            return true;
+    return false;
+}
+
+/* Does route ri still deliver to dest (as a destination or notifier)? */
+static bool
+s_route_reaches(const pb_router_t *r, int ri, int dest)
+{
+    const route_t *rt = &r->routes[ri];
+    for (size_t i = 0; i < rt->to_count; i++)
+        if (rt->to[i] == dest)
+            return true;
+    return rt->notify == dest;
+}
+
+/* The new destination array: the table's, in its order, taking over the
+ * running ones by name; then removed ones that still have deliveries or
+ * a running actor, as retired.  Fills dmap (old index -> new). */
+static dest_t *
+s_swap_dests(pb_router_t *r, const pb_router_table_t *t, int *dmap,
+             size_t *count)
+{
+    size_t old_n = r->dest_count, k = t->dest_count;
+    dest_t *nd = calloc(k + old_n + 1, sizeof *nd);
+    if (!nd)
+        return NULL;
+    for (size_t o = 0; o < old_n; o++)
+        dmap[o] = -1;
+    for (size_t j = 0; j < t->dest_count; j++) {
+        const pb_router_dest_options_t *opt = &t->dests[j];
+        const char *peer = opt->peer ? opt->peer : opt->name;
+        int o = s_live_dest(r, opt->name);
+        dest_t *ds = &nd[j];
+        if (o >= 0) {
+            *ds = r->dests[o];
+            dmap[o] = (int)j;
+        } else if (!(ds->name = strdup(opt->name))) {
+            abort();
+        }
+        ds->window = opt->window > 0 ? opt->window : 16;
+        ds->timeout_ms = opt->timeout_ms > 0 ? opt->timeout_ms : 30000;
+        if (o < 0 || strcmp(ds->peer, peer) != 0) {
+            if (o >= 0)
+                s_bye(r, ds->peer);
+            snprintf(ds->peer, sizeof ds->peer, "%s", peer);
+            ds->ready = s_take_hello(r, peer);
+        }
+    }
+    for (size_t o = 0; o < old_n; o++) {
+        dest_t *ds = &r->dests[o];
+        if (dmap[o] >= 0)
+            continue;
+        if (!ds->retired)
+            s_bye(r, ds->peer);
+        if (ds->head || s_keeps(t, ds->name)) {
+            nd[k] = *ds;
+            nd[k].retired = true;
+            nd[k].ready = false;
+            dmap[o] = (int)k++;
+        } else {
+            free(ds->name);
+        }
+    }
+    *count = k;
+    return nd;
+}
+
+/* Dead-letter, in one transaction, pending deliveries whose route or
+ * destination the new table lacks.  names[i] is dead[i]'s old route. */
+static void
+s_bury_removed(pb_router_t *r, dl_t **dead, const char **names, size_t n,
+               pb_router_swap_result_t *res)
+{
+    bool ok = pb_journal_begin(r->journal) == 0;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = pb_journal_record_attempt(r->journal, dead[i]->id, 0,
+                                       PLUGBOARD_REJECT, S_REMOVED) == 0 &&
+             pb_journal_update(r->journal, dead[i]->id, PB_DELIVERY_DEAD,
+                               dead[i]->attempts, 0, S_REMOVED) == 0;
+    if (ok)
+        ok = pb_journal_commit(r->journal) == 0;
+    else
+        pb_journal_rollback(r->journal);
+    for (size_t i = 0; i < n; i++) {
+        dl_t *d = dead[i];
+        if (!ok) {
+            d->removed = true; /* not dispatched; buried at the next swap */
+            continue;
+        }
+        pb_warn("router",
+                "dead letter route=%s destination=%s event=%s attempts=%d "
+                "error=\"" S_REMOVED "\"",
+                names[i], r->dests[d->dest].name, d->ev->id, d->attempts);
+        s_stat_add(&r->stats.dead, 1);
+        s_remove(r, d);
+        res->dead_lettered++;
+    }
+    if (!ok) {
+        s_stat_add(&r->stats.journal_errors, 1);
+        pb_error("router", "cannot write dead letters for removed routes: "
+                 "%s; deliveries=%zu kept pending, not dispatched",
+                 pb_journal_errmsg(r->journal), n);
+    }
+}
+
+/* Re-point every delivery to the new route indexes; collect those whose
+ * route or destination is gone. */
+static void
+s_swap_deliveries(pb_router_t *r, const route_t *old_routes,
+                  const int *rmap, pb_router_swap_result_t *res)
+{
+    dl_t **dead = NULL;
+    const char **names = NULL;
+    size_t n = 0, cap = 0;
+    for (size_t b = 0; b < r->table_size; b++) {
+        for (dl_t *d = r->table[b]; d; d = d->hnext) {
+            int nr = d->route >= 0 ? rmap[d->route] : -1;
+            bool gone = r->dests[d->dest].retired ||
+                        (d->route >= 0 &&
+                         (nr < 0 || !s_route_reaches(r, nr, d->dest)));
+            if (!gone && !d->removed) {
+                d->route = nr;
+                continue;
+            }
+            const char *name = d->route >= 0 ? old_routes[d->route].conf->name
+                                             : "(removed)";
+            d->route = -1;
+            if (d->inflight) {
+                d->removed = true;
+                res->finishing++;
+                continue;
+            }
+            if (n == cap) {
+                cap = cap ? cap * 2 : 64;
+                dead = realloc(dead, cap * sizeof *dead);
+                names = realloc(names, cap * sizeof *names);
+                if (!dead || !names)
+                    abort();
+            }
+            dead[n] = d;
+            names[n++] = name;
+        }
+    }
+    if (n)
+        s_bury_removed(r, dead, names, n, res);
+    free(dead);
+    free(names);
+}
+
+static int
+s_swap(pb_router_t *r, const pb_router_table_t *t,
+       pb_router_swap_result_t *res)
+{
+    memset(res, 0, sizeof *res);
+    size_t old_rn = r->route_count, count = 0;
+    int *dmap = malloc((r->dest_count + 1) * sizeof *dmap);
+    int *rmap = malloc((old_rn + 1) * sizeof *rmap);
+    dest_t *nd = dmap && rmap ? s_swap_dests(r, t, dmap, &count) : NULL;
+    if (!nd) {
+        free(dmap);
+        free(rmap);
+        return PB_ENOMEM;
+    }
+    free(r->dests);
+    r->dests = nd;
+    r->dest_count = count;
+    for (size_t b = 0; b < r->table_size; b++)
+        for (dl_t *d = r->table[b]; d; d = d->hnext)
+            d->dest = dmap[d->dest];
+
+    route_t *old_routes = r->routes;
+    r->cfg = t->config;
+    r->routes = NULL;
+    char err[256];
+    if (s_build_routes(r, err, sizeof err) != 0)
+        abort(); /* only out of memory: pb_router_swap checked names */
+    for (size_t i = 0; i < old_rn; i++)
+        rmap[i] = s_find_route(r, old_routes[i].conf->name);
+    s_swap_deliveries(r, old_routes, rmap, res);
+    for (size_t i = 0; i < old_rn; i++)
+        free(old_routes[i].to);
+    free(old_routes);
+    free(dmap);
+    free(rmap);
+    r->hello_count = 0; /* instances that never became peers */
+    pb_info("router",
+            "route table swapped destinations=%zu routes=%zu "
+            "dead_lettered=%zu finishing=%zu",
+            t->dest_count, r->route_count, res->dead_lettered,
+            res->finishing);
+    return 0;
+}
+
+static void
+s_answer_swaps(pb_router_t *r)
+{
+    for (size_t i = 0; i < r->swap_count; i++) {
+        swapreq_t *q = r->swaps[i];
+        q->rc = s_swap(r, q->table, &q->result);
+        atomic_store(&q->done, true);
+        if (s_send_parts(r, PB_CONTROL_PEER, PB_MSG_SWAP_REPLY, "", 0, NULL,
+                         0, false) != 0)
+            pb_error("router", "cannot answer a table swap: %s",
+                     zmq_strerror(errno));
+    }
+    r->swap_count = 0;
+}
+
+/* Every route's destinations and notifier are in the table. */
+static int
+s_check_table(const pb_router_table_t *t, char *err, size_t err_len)
+{
+    const pb_config_t *cfg = t->config;
+    for (size_t i = 0; i < cfg->route_count; i++) {
+        const pb_route_conf_t *c = &cfg->routes[i];
+        for (size_t k = 0; k <= c->to_count; k++) {
+            const char *name = k < c->to_count ? c->to[k] : c->notify;
+            if (name && !s_table_has(t, name)) {
+                snprintf(err, err_len, "route '%s': no connector '%s'",
+                         c->name, name);
+                return PB_EINVAL;
+            }
+        }
+    }
+    return 0;
+}
+
+int
+pb_router_swap(pb_router_t *r, const pb_router_table_t *table,
+               pb_router_swap_result_t *out, char *err, size_t err_len)
+{
+    int rc = s_check_table(table, err, err_len);
+    if (rc != 0)
+        return rc;
+    if (!r->ctl_sock) {
+        r->ctl_sock = zmq_socket(r->zctx, ZMQ_DEALER);
+        int zero = 0;
+        if (!r->ctl_sock ||
+            zmq_setsockopt(r->ctl_sock, ZMQ_ROUTING_ID, PB_CONTROL_PEER,
+                           strlen(PB_CONTROL_PEER)) ||
+            zmq_setsockopt(r->ctl_sock, ZMQ_LINGER, &zero, sizeof zero) ||
+            zmq_connect(r->ctl_sock, r->endpoint) != 0) {
+            snprintf(err, err_len, "cannot reach the router: %s",
+                     zmq_strerror(errno));
+            if (r->ctl_sock)
+                zmq_close(r->ctl_sock);
+            r->ctl_sock = NULL;
+            return PB_EIO;
+        }
+    }
+    swapreq_t q = {.table = table};
+    atomic_init(&q.done, false);
+    swapreq_t *qp = &q;
+    uint64_t seq = ++r->ctl_seq;
+    if (zmq_send(r->ctl_sock, PB_MSG_SWAP, 4, ZMQ_SNDMORE) < 0 ||
+        zmq_send(r->ctl_sock, &seq, 8, ZMQ_SNDMORE) < 0 ||
+        zmq_send(r->ctl_sock, &qp, sizeof qp, 0) < 0) {
+        snprintf(err, err_len, "cannot reach the router: %s",
+                 zmq_strerror(errno));
+        return PB_EIO;
+    }
+    /* the router holds a pointer to q: wait for its answer, however long
+     * (its thread never blocks for long) */
+    int64_t since = pb_monotonic_ms();
+    while (!atomic_load(&q.done)) {
+        zmq_pollitem_t item = {.socket = r->ctl_sock, .events = ZMQ_POLLIN};
+        if (zmq_poll(&item, 1, 1000) <= 0) {
+            if (pb_monotonic_ms() - since > 10000) {
+                pb_warn("router", "still waiting for the route table swap");
+                since = pb_monotonic_ms();
+            }
+            continue;
+        }
+        zmq_msg_t m;
+        int more = 1;
+        while (more) { /* an answer, or a stale CTLR: read it whole */
+            zmq_msg_init(&m);
+            if (zmq_msg_recv(&m, r->ctl_sock, 0) < 0) {
+                zmq_msg_close(&m);
+                break;
+            }
+            more = zmq_msg_more(&m);
+            zmq_msg_close(&m);
+        }
+    }
+    if (out)
+        *out = q.result;
+    if (q.rc != 0)
+        snprintf(err, err_len, "the router could not swap tables: %s",
+                 pb_strerror(q.rc));
+    return q.rc;
 }

@@ -17,6 +17,14 @@
  *                     "DLV"  id:i64 attempt:u32 | frame
  *   admin  -> router  "CTL"  seq:u64 | request JSON   (routing id "@control")
  *   router -> admin   "CTLR" seq:u64 | answer JSON
+ *   admin  -> router  "SWAP" seq:u64 | table pointer  (pb_router_swap)
+ *   router -> admin   "SWPR" seq:u64
+ *   router -> actor   "BYE"  ""      (nothing more will be delivered to
+ *                                     this routing id: it may stop)
+ * An actor's routing id is its connector name, or "name#generation" for
+ * an instance a reload or upgrade started beside the old one; the router
+ * maps both to the destination `name` and sends deliveries to the one
+ * routing id the current table names.
  * A frame that fails to decode, an envelope whose source is not the
  * sender, or a message of unknown shape is rejected and counted; the
  * sender of a bad EMIT gets an ACK with a negative status and nothing of
@@ -30,6 +38,7 @@
 
 #include "config.h"
 #include "journal.h"
+#include "metrics.h"
 
 typedef struct pb_router pb_router_t;
 
@@ -41,6 +50,9 @@ typedef struct pb_router pb_router_t;
 #define PB_MSG_CONTROL "CTL"
 #define PB_MSG_CONTROL_REPLY "CTLR"
 #define PB_CONTROL_PEER "@control"
+#define PB_MSG_SWAP "SWAP"
+#define PB_MSG_SWAP_REPLY "SWPR"
+#define PB_MSG_BYE "BYE"
 
 /* Per-destination limits the router needs from each connector. */
 typedef struct pb_router_dest_options {
@@ -48,6 +60,7 @@ typedef struct pb_router_dest_options {
     int window;             /* deliveries in flight, default 16 */
     int64_t timeout_ms;     /* a delivery not answered in time is a
                                transient failure */
+    const char *peer;       /* routing id to deliver to; NULL = name */
 } pb_router_dest_options_t;
 
 typedef struct pb_router_options {
@@ -58,6 +71,7 @@ typedef struct pb_router_options {
     size_t dest_count;
     pb_journal_t *journal;          /* borrowed; used only by the router
                                        thread until stop returns */
+    pb_metrics_t *metrics;          /* borrowed until stop; NULL: none */
 } pb_router_options_t;
 
 /*
@@ -107,5 +121,42 @@ void pb_router_stats(pb_router_t *r, pb_router_stats_t *out);
  * that must also call pb_router_stop.  Waits up to timeout_ms.
  */
 json_t *pb_router_control(pb_router_t *r, json_t *req, int timeout_ms);
+
+/*
+ * A new route table, for reload and upgrade.  Destinations are matched to
+ * the running ones by name: deliveries in memory keep their place and are
+ * re-pointed to the new route and destination indexes.  A destination
+ * whose peer changes gets "BYE" on its old routing id after everything
+ * sent to it, and its new deliveries go to the new routing id (ready once
+ * that actor said HELO, before or after the swap).  Pending deliveries of
+ * a route, or to a destination, the table no longer has become dead
+ * letters with the error "route removed" (no notice: the route is gone);
+ * those in flight finish, and end as such a dead letter unless they
+ * succeed.  A removed destination stays known (answers only) while it has
+ * deliveries in flight or its name is in keep.
+ */
+typedef struct pb_router_table {
+    const pb_config_t *config;      /* borrowed until the next swap or
+                                       stop; the old one is no longer used
+                                       when pb_router_swap returns */
+    const pb_router_dest_options_t *dests;
+    size_t dest_count;
+    const char *const *keep;        /* removed destinations whose old actor
+                                       still runs (its EMITs are acked) */
+    size_t keep_count;
+} pb_router_table_t;
+
+typedef struct pb_router_swap_result {
+    size_t dead_lettered;           /* pending deliveries made dead letters */
+    size_t finishing;               /* in flight, ending with the answer */
+} pb_router_swap_result_t;
+
+/*
+ * Hand the router thread a new table and wait until it uses it.  Call
+ * from the thread that calls pb_router_control.  Returns 0, or a negative
+ * code with the reason in err (the old table then stays).
+ */
+int pb_router_swap(pb_router_t *r, const pb_router_table_t *table,
+                   pb_router_swap_result_t *out, char *err, size_t err_len);
 
 #endif /* PB_ROUTER_H */

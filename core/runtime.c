@@ -4,6 +4,7 @@
 #include "runtime.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +19,11 @@
 #include "http.h"
 #include "journal.h"
 #include "loader.h"
+#include "hostapi.h"
 #include "log.h"
+#include "metrics.h"
+#include "observe.h"
+#include "reload.h"
 
 #ifndef PB_BUILD_PLUGIN_DIR
 #define PB_BUILD_PLUGIN_DIR "build/plugins"
@@ -40,6 +45,13 @@ struct pb_runtime {
     pb_connector_t **connectors;  /* one per connector, same order */
     pb_http_t *http;
     pb_control_t *control;
+    pb_metrics_t *metrics;        /* outlives every part that updates it */
+    pb_http_t *admin_http;        /* plugboard.http.admin_listen */
+    int64_t start_ms;
+    _Atomic bool started;         /* for /readyz */
+    bool metrics_on_admin;        /* /metrics only on admin_listen; fixed
+                                     at start (the listener reads it) */
+    pb_reload_t *reload;          /* owns the connectors once started */
 };
 
 typedef struct s_loadctx {
@@ -164,6 +176,8 @@ static int
 s_on_webhook(void *ctx, pb_webhook_t *w)
 {
     pb_runtime_t *rt = ctx;
+    if (rt->reload) /* safe against a reload swapping connectors */
+        return pb_reload_submit_webhook(rt->reload, w);
     const char *name = pb_webhook_connector(w);
     for (size_t i = 0; i < rt->cfg->connector_count; i++)
         if (strcmp(rt->cfg->connectors[i].name, name) == 0)
@@ -171,11 +185,147 @@ s_on_webhook(void *ctx, pb_webhook_t *w)
     return PB_ENOENT;
 }
 
+/* The numbers /metrics shows that the registry does not hold. */
+static void
+s_host_numbers(pb_runtime_t *rt, pb_metrics_host_t *h)
+{
+    pb_router_stats_t st;
+    pb_http_stats_t hs;
+    memset(&hs, 0, sizeof hs);
+    pb_runtime_stats(rt, &st);
+    if (rt->http)
+        pb_http_stats(rt->http, &hs);
+    *h = (pb_metrics_host_t){
+        .version = PB_VERSION,
+        .start_time_ms = rt->start_ms,
+        .accepted = st.accepted,
+        .duplicates = st.duplicates,
+        .unrouted = st.unrouted,
+        .bad_frames = st.bad_frames,
+        .journal_errors = st.journal_errors,
+        .http_requests = hs.requests,
+        .http_bad_request = hs.bad_request,
+        .http_too_large = hs.too_large,
+        .http_aborted = hs.aborted,
+    };
+}
+
+/* /metrics and /readyz; /metrics moves to admin_listen when there is one */
+static int
+s_on_page(void *ctx, const char *path, char **body, const char **type)
+{
+    pb_runtime_t *rt = ctx;
+    pb_metrics_host_t h;
+    s_host_numbers(rt, &h);
+    return pb_observe_page(rt->metrics, &h, rt->started,
+                           !rt->metrics_on_admin, path, body, type);
+}
+
+static int
+s_on_admin_page(void *ctx, const char *path, char **body, const char **type)
+{
+    pb_runtime_t *rt = ctx;
+    pb_metrics_host_t h;
+    s_host_numbers(rt, &h);
+    return pb_observe_page(rt->metrics, &h, rt->started, true, path, body,
+                           type);
+}
+
+/* Metrics first: the router and connectors update it from their start. */
+static int
+s_start_metrics(pb_runtime_t *rt, pb_diag_t *diag)
+{
+    rt->start_ms = pb_now_ms();
+    rt->metrics_on_admin = rt->cfg->admin_listen != NULL;
+    rt->metrics = pb_metrics_new();
+    if (!rt->metrics) {
+        pb_diag_add(diag, "out of memory");
+        return PB_ENOMEM;
+    }
+    for (size_t i = 0; i < rt->cfg->connector_count; i++) {
+        const plugboard_connector_t *d = pb_plugin_descriptor(rt->plugins[i]);
+        pb_mconn_describe(
+            pb_metrics_connector(rt->metrics, rt->cfg->connectors[i].name),
+            d->name, d->version);
+    }
+    return 0;
+}
+
+static int
+s_start_admin(pb_runtime_t *rt, pb_diag_t *diag)
+{
+    char err[512];
+    const pb_config_t *cfg = rt->cfg;
+    if (cfg->admin_listen) {
+        pb_http_options_t ao = {
+            .listen = cfg->admin_listen,
+            .body_limit = 1024,
+            .idle_timeout_s = 30,
+            .max_connections = 64,
+            .on_page = s_on_admin_page,
+            .ctx = rt,
+        };
+        rt->admin_http = pb_http_start(&ao, err, sizeof err);
+        if (!rt->admin_http) {
+            pb_diag_add(diag, "plugboard.http.admin_listen: %s", err);
+            return PB_EIO;
+        }
+        pb_info("runtime", "admin pages on %s port=%u", cfg->admin_listen,
+                (unsigned)pb_http_port(rt->admin_http));
+    }
+    if (pb_metrics_sampler_start(rt->metrics, PB_OBSERVE_SAMPLE_MS,
+                                 PB_OBSERVE_SAMPLES) != 0) {
+        pb_diag_add(diag, "cannot start the metrics sampler");
+        return PB_EIO;
+    }
+    return 0;
+}
+
+/* Serve the admin socket while a reload waits for plugins to open. */
+static void
+s_pump(void *ctx, int timeout_ms)
+{
+    pb_runtime_t *rt = ctx;
+    struct pollfd p = {.fd = pb_runtime_control_fd(rt), .events = POLLIN};
+    if (p.fd < 0)
+        usleep((useconds_t)timeout_ms * 1000);
+    else if (poll(&p, 1, timeout_ms) > 0)
+        pb_runtime_serve_control(rt);
+}
+
+/* Hand the started connectors to reload.c, which owns them from now on. */
+static int
+s_start_reload(pb_runtime_t *rt, pb_diag_t *diag)
+{
+    pb_reload_options_t o = {
+        .zmq_ctx = rt->zctx,
+        .router_endpoint = S_ROUTER_ENDPOINT,
+        .router = rt->router,
+        .copy_dir = rt->plugin_copy_dir,
+        .default_plugin_dir = pb_runtime_default_plugin_dir(),
+        .cfg = &rt->cfg,
+        .plugins = &rt->plugins,
+        .plugin_count = &rt->plugin_count,
+        .connectors = &rt->connectors,
+        .pump = s_pump,
+        .pump_ctx = rt,
+        .metrics = rt->metrics,
+    };
+    rt->reload = pb_reload_new(&o);
+    if (!rt->reload) {
+        pb_diag_add(diag, "out of memory");
+        return PB_ENOMEM;
+    }
+    return 0;
+}
+
 static int
 s_start_parts(pb_runtime_t *rt, pb_diag_t *diag)
 {
     char err[512];
     const pb_config_t *cfg = rt->cfg;
+    if (s_start_metrics(rt, diag) != 0)
+        return PB_ENOMEM;
     rt->journal = pb_journal_open(cfg->data_dir, err, sizeof err);
     if (!rt->journal) {
         pb_diag_add(diag, "%s", err);
@@ -208,6 +358,7 @@ s_start_parts(pb_runtime_t *rt, pb_diag_t *diag)
         .dests = dests,
         .dest_count = n,
         .journal = rt->journal,
+        .metrics = rt->metrics,
     };
     rt->router = pb_router_start(&ro, err, sizeof err);
     free(dests);
@@ -222,6 +373,8 @@ s_start_parts(pb_runtime_t *rt, pb_diag_t *diag)
             .name = cfg->connectors[i].name,
             .plugin = rt->plugins[i],
             .settings = cfg->connectors[i].bound,
+            .metrics = pb_metrics_connector(rt->metrics,
+                                            cfg->connectors[i].name),
         };
         rt->connectors[i] = pb_connector_start(&co, err, sizeof err);
         if (!rt->connectors[i]) {
@@ -234,6 +387,8 @@ s_start_parts(pb_runtime_t *rt, pb_diag_t *diag)
                 pb_plugin_descriptor(rt->plugins[i])->name,
                 pb_plugin_descriptor(rt->plugins[i])->version);
     }
+    if (s_start_reload(rt, diag) != 0)
+        return PB_ENOMEM;
     if (cfg->listen) {
         pb_http_options_t ho = {
             .listen = cfg->listen,
@@ -241,6 +396,7 @@ s_start_parts(pb_runtime_t *rt, pb_diag_t *diag)
             .idle_timeout_s = (unsigned)((cfg->idle_timeout_ms + 999) / 1000),
             .max_connections = (unsigned)cfg->max_connections,
             .on_webhook = s_on_webhook,
+            .on_page = s_on_page,
             .ctx = rt,
         };
         rt->http = pb_http_start(&ho, err, sizeof err);
@@ -258,6 +414,9 @@ s_start_parts(pb_runtime_t *rt, pb_diag_t *diag)
         pb_diag_add(diag, "%s", err);
         return PB_EIO;
     }
+    if (s_start_admin(rt, diag) != 0)
+        return PB_EIO;
+    rt->started = true;
     return 0;
 }
 
@@ -310,9 +469,12 @@ pb_runtime_stop(pb_runtime_t **rtp)
     }
     /* connectors finish the webhooks they hold while the router can
      * still acknowledge them */
+    pb_reload_shutdown(rt->reload);
     for (size_t i = 0; rt->connectors && i < n; i++)
         pb_connector_stop(&rt->connectors[i]);
+    pb_reload_destroy(&rt->reload);
     pb_http_stop(&rt->http);
+    pb_http_stop(&rt->admin_http);
     if (rt->router) {
         /* the last word on this run, once nothing can change it */
         pb_router_stats_t st;
@@ -327,6 +489,7 @@ pb_runtime_stop(pb_runtime_t **rtp)
                 (unsigned long long)st.pending);
     }
     pb_router_stop(&rt->router);
+    pb_metrics_destroy(&rt->metrics); /* nothing updates it any more */
     free(rt->connectors);
     if (rt->zctx)
         zmq_ctx_term(rt->zctx);
@@ -358,6 +521,8 @@ s_status(pb_runtime_t *rt)
                              "version", d->version ? d->version : "",
                              "state", "running"));
     }
+    if (rt->reload) /* instance state, draining and starting instances */
+        pb_reload_status(rt->reload, conns);
     return json_pack(
         "{s:b, s:s, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}",
         "ok", 1, "version", PB_VERSION, "connectors", conns, "totals",
@@ -376,8 +541,39 @@ s_control(void *ctx, const char *cmd, json_t *req)
     if (strncmp(cmd, "dlq.", 4) == 0)
         return pb_router_control(rt->router, req, 10000);
     if (strcmp(cmd, "status") == 0)
-        return s_status(rt);
+        return pb_observe_status(s_status(rt), rt->metrics, rt->cfg, req);
+    if (strcmp(cmd, "constraint") == 0 || strcmp(cmd, "flow") == 0)
+        return pb_observe_control(rt->metrics, rt->cfg, cmd, req);
+    if (strcmp(cmd, "reload") == 0)
+        return pb_reload_config(rt->reload, rt->cfg->path);
+    if (strcmp(cmd, "upgrade") == 0) {
+        const char *name = json_string_value(json_object_get(req, "name"));
+        if (!name)
+            return pb_control_error("upgrade needs a connector \"name\"");
+        return pb_reload_upgrade(
+            rt->reload, name,
+            json_string_value(json_object_get(req, "plugin")));
+    }
     return pb_control_error("unknown command '%s'", cmd);
+}
+
+void
+pb_runtime_tick(pb_runtime_t *rt)
+{
+    if (rt->reload)
+        pb_reload_tick(rt->reload);
+}
+
+int
+pb_runtime_reload(pb_runtime_t *rt)
+{
+    json_t *a = pb_reload_config(rt->reload, rt->cfg->path);
+    int rc = json_is_true(json_object_get(a, "ok")) ? 0 : PB_ECONFIG;
+    if (rc != 0)
+        pb_error("runtime", "%s",
+                 json_string_value(json_object_get(a, "error")));
+    json_decref(a);
+    return rc;
 }
 
 void

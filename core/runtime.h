@@ -44,6 +44,14 @@ int pb_runtime_control_fd(const pb_runtime_t *rt);
 /* Answer one admin client waiting on the control socket.  Main thread. */
 void pb_runtime_serve_control(pb_runtime_t *rt);
 
+/* Housekeeping: stop retired connector instances, upgrade watched ones
+ * whose plugin file changed.  Main thread, every few hundred ms. */
+void pb_runtime_tick(pb_runtime_t *rt);
+
+/* Reload the config file (SIGHUP).  Returns 0, or PB_ECONFIG when the old
+ * configuration stays (the reason is logged).  Main thread. */
+int pb_runtime_reload(pb_runtime_t *rt);
+
 /* The plugin search path used when the config gives none. */
 const char *pb_runtime_default_plugin_dir(void);
 

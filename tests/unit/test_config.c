@@ -372,7 +372,8 @@ Test(config, unknown_keys_are_errors_at_every_level)
     expect_msg(12, "plugboard.datadir: unknown setting (expected one of: "
                    "data_dir, run_dir,");
     expect_msg(13, "plugboard.http.port: unknown setting (expected one of: "
-                   "listen, body_limit, idle_timeout, max_connections)");
+                   "listen, body_limit, idle_timeout, max_connections, "
+                   "admin_listen)");
     expect_msg(16, "routes.[0].whyy: unknown setting (expected one of: name, "
                    "from, when, to, why, on_failure, owner, notify, retry)");
     expect_msg(17, "routes.[0].retry.tries: unknown setting (expected one "
