@@ -22,6 +22,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "router.h"
+#include "worker.h"
 
 #define S_MAX_STAGED 1000 /* events one callback may emit */
 
@@ -35,6 +36,12 @@ struct pb_connector {
     char name[64];
     char rid[80];               /* routing id: name, or name#generation */
     atomic_bool retired;        /* the router said BYE: nothing more comes */
+    pb_worker_options_t wopt;   /* isolation = "process" (worker.h) */
+    char config_path[4096], run_dir[4096]; /* wopt's */
+    bool isolated;
+    pb_worker_t *worker;        /* the actor thread's; set before open
+                                   returns, read by pb_connector_info */
+    pb_frames_t raw;            /* events a worker emitted, encoded */
     const plugboard_connector_t *desc;
     const plugboard_settings_t *settings;
     void *zctx;
@@ -108,6 +115,7 @@ s_unstage(pb_connector_t *c)
     for (size_t i = 0; i < c->staged_count; i++)
         pb_builder_destroy(&c->staged[i]);
     c->staged_count = 0;
+    pb_frames_release(&c->raw);
 }
 
 static void
@@ -129,9 +137,19 @@ s_send_staged(pb_connector_t *c, uint64_t token)
         rc = PB_EIO;
         goto out;
     }
-    for (size_t i = 0; i < c->staged_count; i++) {
+    size_t total = c->staged_count + c->raw.count;
+    for (size_t i = 0; i < total; i++) {
         uint8_t *frame = NULL;
         size_t len = 0;
+        if (i >= c->staged_count) { /* a worker's, already encoded */
+            size_t k = i - c->staged_count;
+            int flags = i + 1 < total ? ZMQ_SNDMORE : 0;
+            if (zmq_send(c->sock, c->raw.data[k], c->raw.len[k], flags) < 0) {
+                rc = PB_EIO;
+                goto out;
+            }
+            continue;
+        }
         rc = pb_builder_encode(c->staged[i], &frame, &len);
         if (rc != 0) {
             /* the message must still be terminated: send an empty frame,
@@ -139,7 +157,7 @@ s_send_staged(pb_connector_t *c, uint64_t token)
             zmq_send(c->sock, "", 0, 0);
             goto out;
         }
-        int flags = i + 1 < c->staged_count ? ZMQ_SNDMORE : 0;
+        int flags = i + 1 < total ? ZMQ_SNDMORE : 0;
         int sent = zmq_send(c->sock, frame, len, flags);
         free(frame);
         if (sent < 0) {
@@ -162,12 +180,15 @@ s_handle_webhook(pb_connector_t *c, pb_webhook_t *w)
     plugboard_response_t *resp = pb_webhook_response(w);
     int64_t t0 = pb_metrics_now_ns();
     c->in_callback = true;
-    c->desc->webhook(c->state, pb_webhook_request(w), resp);
+    if (c->worker)
+        pb_worker_webhook(c->worker, pb_webhook_request(w), resp, &c->raw);
+    else
+        c->desc->webhook(c->state, pb_webhook_request(w), resp);
     c->in_callback = false;
     pb_mconn_busy(c->mc, pb_metrics_now_ns() - t0);
     int status = pb_response_status(resp);
     pb_mconn_webhook(c->mc, status);
-    if (c->staged_count == 0 || status < 200 || status > 299) {
+    if (c->staged_count + c->raw.count == 0 || status < 200 || status > 299) {
         s_unstage(c);
         pb_webhook_complete(w, 0, NULL);
         return;
@@ -322,7 +343,10 @@ s_handle_delivery(pb_connector_t *c, const uint8_t *hdr, size_t hlen,
         pb_envelope_set_attempt(env, attempt);
         int64_t t0 = pb_metrics_now_ns();
         c->in_callback = true;
-        c->desc->deliver(c->state, env, &res);
+        if (c->worker)
+            pb_worker_deliver(c->worker, hdr, frame, flen, &res, &c->raw);
+        else
+            c->desc->deliver(c->state, env, &res);
         c->in_callback = false;
         pb_mconn_busy(c->mc, pb_metrics_now_ns() - t0);
         if (res.outcome > PLUGBOARD_REJECT) {
@@ -334,7 +358,7 @@ s_handle_delivery(pb_connector_t *c, const uint8_t *hdr, size_t hlen,
         res.reason[sizeof res.reason - 1] = '\0';
     }
     pb_envelope_destroy(&env);
-    if (c->staged_count)
+    if (c->staged_count || c->raw.count)
         s_send_staged(c, 0);
     s_send_result(c, hdr, &res);
 }
@@ -403,6 +427,14 @@ s_open(pb_connector_t *c)
                  "cannot connect to the router: %s", zmq_strerror(errno));
         return -1;
     }
+    if (c->isolated) { /* the plugin opens in a worker process */
+        c->worker = pb_worker_start(&c->wopt, c->open_err,
+                                    sizeof c->open_err);
+        if (!c->worker)
+            return -1;
+        zmq_send(c->sock, PB_MSG_HELLO, 4, 0);
+        return 0;
+    }
     char errbuf[PLUGBOARD_ERRBUF_MAX] = "";
     c->in_callback = true;
     int rc = c->desc->open(pb_host_api(), &c->host, c->settings, &c->state,
@@ -468,11 +500,16 @@ s_thread(void *arg)
             s_handle_message(c);
         }
         s_expire_parked(c, pb_monotonic_ms());
+        if (c->worker)
+            pb_worker_tick(c->worker);
     }
     while (c->parked_count)
         s_unpark(c, 0, 503, "shutting down; retry later\n");
     pb_mconn_running(c->mc, -1);
-    c->desc->close(c->state);
+    if (c->worker)
+        pb_worker_stop(&c->worker);
+    else
+        c->desc->close(c->state);
     c->state = NULL;
     zmq_close(c->sock);
     c->sock = NULL;
@@ -537,6 +574,28 @@ pb_connector_spawn(const pb_connector_options_t *opt, char *err,
     snprintf(c->endpoint, sizeof c->endpoint, "%s", opt->router_endpoint);
     c->desc = pb_plugin_descriptor(opt->plugin);
     c->settings = opt->settings;
+    c->isolated = opt->isolation && strcmp(opt->isolation, "process") == 0;
+    snprintf(c->config_path, sizeof c->config_path, "%s",
+             opt->config_path ? opt->config_path : "");
+    snprintf(c->run_dir, sizeof c->run_dir, "%s",
+             opt->run_dir ? opt->run_dir : "");
+    c->wopt = (pb_worker_options_t){
+        .zmq_ctx = opt->zmq_ctx,
+        .name = c->name,
+        .config_path = c->config_path,
+        .plugin_file = pb_plugin_file(opt->plugin),
+        .run_dir = c->run_dir,
+        /* answer before the router's own deadline counts a timeout */
+        .call_timeout_ms = opt->deliver_timeout_ms > 0
+                               ? opt->deliver_timeout_ms * 9 / 10
+                               : 27000,
+    };
+    if (c->isolated && (!opt->config_path || !opt->run_dir)) {
+        snprintf(err, err_len, "connector '%s': process isolation needs "
+                 "the config path and run directory", c->name);
+        free(c);
+        return NULL;
+    }
     c->zctx = opt->zmq_ctx;
     c->ack_timeout_ms = opt->ack_timeout_ms > 0 ? opt->ack_timeout_ms : 10000;
     c->mc = opt->metrics;
@@ -618,4 +677,19 @@ const char *
 pb_connector_name(const pb_connector_t *c)
 {
     return c->name;
+}
+
+void
+pb_connector_info(pb_connector_t *c, pb_connector_info_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->state = "running";
+    if (!c->worker)
+        return;
+    pb_worker_info_t wi;
+    pb_worker_info(c->worker, &wi);
+    out->state = wi.state;
+    out->restarts = wi.restarts;
+    out->pid = wi.pid;
+    snprintf(out->failure, sizeof out->failure, "%s", wi.failure);
 }

@@ -35,6 +35,14 @@ typedef struct pb_connector_options {
     const char *routing_id;               /* NULL = name; "name#gen" for an
                                              instance started beside the
                                              running one (copied) */
+    /* isolation = "process": the plugin runs in a supervised worker
+     * child (worker.h) that re-reads config_path and loads the plugin's
+     * private copy; the actor forwards deliveries and webhooks to it */
+    const char *isolation;                /* "process", or NULL/"thread" */
+    const char *config_path;              /* copied */
+    const char *run_dir;                  /* copied */
+    int64_t deliver_timeout_ms;           /* a worker call not answered
+                                             in 9/10 of it is killed */
     pb_mconn_t *metrics;                  /* borrowed until stop returns;
                                              NULL: none */
 } pb_connector_options_t;
@@ -79,5 +87,17 @@ void pb_connector_stop(pb_connector_t **c);
 int pb_connector_submit_webhook(pb_connector_t *c, pb_webhook_t *w);
 
 const char *pb_connector_name(const pb_connector_t *c);
+
+/* What status shows of an instance: "running", or for a process-isolated
+ * one "starting" (restarting after a death) or "failed", its restarts and
+ * why it last died.  Main thread, on an instance whose open returned. */
+typedef struct pb_connector_info {
+    const char *state;
+    int restarts;
+    int pid;              /* its worker process, 0 for a thread */
+    char failure[256];
+} pb_connector_info_t;
+
+void pb_connector_info(pb_connector_t *c, pb_connector_info_t *out);
 
 #endif /* PB_CONNECTOR_H */

@@ -209,6 +209,15 @@ pb_plugin_load(const char *name_or_path, const char *const *search_path,
                size_t search_count, const char *copy_dir, char *err,
                size_t err_len)
 {
+    return pb_plugin_load_kept(name_or_path, search_path, search_count,
+                               copy_dir, false, err, err_len);
+}
+
+pb_plugin_t *
+pb_plugin_load_kept(const char *name_or_path, const char *const *search_path,
+                    size_t search_count, const char *copy_dir, bool keep,
+                    char *err, size_t err_len)
+{
     char path[4096], copy[4200];
     if (!s_find(name_or_path, search_path, search_count, path, sizeof path,
                 err, err_len))
@@ -234,8 +243,8 @@ pb_plugin_load(const char *name_or_path, const char *const *search_path,
     }
 
     void *handle = dlopen(open_path, RTLD_NOW | RTLD_LOCAL);
-    if (copy_dir && !handle)
-        unlink(copy);
+    if (copy_dir && (!handle || !keep))
+        unlink(copy); /* the mapping keeps the copy alive */
     if (!handle) {
         snprintf(err, err_len, "cannot load plugin '%s': %s", path,
                  dlerror());
@@ -261,7 +270,7 @@ pb_plugin_load(const char *name_or_path, const char *const *search_path,
 
     pb_plugin_t *p = calloc(1, sizeof *p);
     if (!p || !(p->path = strdup(path)) ||
-        (copy_dir && !(p->copy = strdup(copy)))) {
+        (copy_dir && keep && !(p->copy = strdup(copy)))) {
         if (p)
             free(p->path);
         free(p);
@@ -278,7 +287,7 @@ pb_plugin_load(const char *name_or_path, const char *const *search_path,
 
 out_close:
     dlclose(handle);
-    if (copy_dir)
+    if (copy_dir && keep)
         unlink(copy);
     return NULL;
 }
@@ -292,6 +301,20 @@ pb_plugin_destroy(pb_plugin_t **plugin)
     *plugin = NULL;
     if (p->handle)
         dlclose(p->handle);
+    if (p->copy)
+        unlink(p->copy);
+    free(p->copy);
+    free(p->path);
+    free(p);
+}
+
+void
+pb_plugin_abandon(pb_plugin_t **plugin)
+{
+    if (!plugin || !*plugin)
+        return;
+    pb_plugin_t *p = *plugin;
+    *plugin = NULL;
     if (p->copy)
         unlink(p->copy);
     free(p->copy);

@@ -31,6 +31,7 @@
 #include "plugin_check.h"
 #include "runtime.h"
 #include "scaffold.h"
+#include "worker.h"
 
 #define S_DEFAULT_CONFIG "etc/plugboard.cfg"
 
@@ -132,6 +133,9 @@ s_cmd_run(int argc, char **argv)
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* worker processes are waited for: SIGCHLD must not be left ignored
+     * by whatever started the host (children would vanish unwaited) */
+    signal(SIGCHLD, SIG_DFL);
 
     pb_diag_t diag;
     pb_diag_init(&diag);
@@ -353,6 +357,7 @@ static const s_command_t s_commands[] = {
     {"dlq", pb_cli_dlq},
     {"ctl", pb_cli_ctl},
     {"map", pb_cli_map},
+    {"worker", pb_worker_main},
     {"new-connector", pb_scaffold_cmd},
     {"plugin-check", pb_plugin_check_cmd},
     {"version", s_cmd_version},

@@ -7,14 +7,20 @@
  * and the webhook lookup table the HTTP listener reads under hook_lock.
  * Everything else runs on the main thread.
  */
+#define _GNU_SOURCE
 #include "reload.h"
 
+#include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <link.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "control.h"
@@ -22,30 +28,30 @@
 #include "hostapi.h"
 #include "log.h"
 
-#define S_WAIT_STEP_MS 20        /* pump slice while plugins open */
-#define S_WATCH_SETTLE_MS 500    /* a changed file must stay so this long */
+#define S_WAIT_STEP_MS 20     /* pump slice while plugins open */
+#define S_WATCH_SETTLE_MS 500 /* a changed file must stay so this long */
 #define S_OPEN_TIMEOUT_MS 20000
 
 /* A loaded plugin and the instances running it. */
 typedef struct s_plug {
     pb_plugin_t *p;
     int refs;
-    struct stat st;              /* its file when loaded (watch) */
+    struct stat st; /* its file when loaded (watch) */
     bool have_st;
 } plug_t;
 
 typedef struct s_inst {
     char name[64];
-    char rid[80];                /* routing id */
+    char rid[80]; /* routing id */
     uint32_t gen;
     char isolation[16];
     pb_connector_t *actor;
-    plug_t *plug;                /* one reference */
+    plug_t *plug;                   /* one reference */
     plugboard_settings_t *settings; /* owned when not current; current
                                        instances use their config's */
     int64_t started_wall, started_mono;
-    int64_t retired_mono;        /* 0 while current */
-    bool opening;                /* abandoned while its open still ran */
+    int64_t retired_mono; /* 0 while current */
+    bool opening;         /* abandoned while its open still ran */
     bool warned;
     /* watch = true: a changed plugin file, upgraded once it settles */
     struct stat watch_st, watch_failed;
@@ -62,17 +68,17 @@ struct pb_reload {
     pb_reload_options_t opt;
     char copy_dir[4096];
     char default_dir[4096];
-    inst_t **cur;                /* aligned with (*opt.cfg)->connectors */
+    inst_t **cur; /* aligned with (*opt.cfg)->connectors */
     size_t cur_count;
     inst_t **retired;
     size_t retired_count, retired_cap;
-    inst_t **starting;           /* a reload's new instances, for status */
+    inst_t **starting; /* a reload's new instances, for status */
     size_t starting_count;
     uint32_t next_gen;
     bool busy;
     int64_t busy_since;
 
-    pthread_mutex_t hook_lock;   /* guards hooks, hook_count, stopping */
+    pthread_mutex_t hook_lock; /* guards hooks, hook_count, stopping */
     hook_t *hooks;
     size_t hook_count;
     bool stopping;
@@ -81,10 +87,10 @@ struct pb_reload {
 /* What a reload has prepared; undone unless committed. */
 typedef struct s_stage {
     pb_reload_t *rl;
-    pb_config_t *cfg;            /* the new config */
-    plug_t **plugs;              /* per new connector, a reference */
-    inst_t **insts;              /* per new connector, who serves it */
-    bool *fresh;                 /* insts[i] was started by this reload */
+    pb_config_t *cfg; /* the new config */
+    plug_t **plugs;   /* per new connector, a reference */
+    inst_t **insts;   /* per new connector, who serves it */
+    bool *fresh;      /* insts[i] was started by this reload */
     const char *const *search;
     size_t search_count;
 } stage_t;
@@ -107,6 +113,145 @@ s_plug_new(pb_plugin_t *p)
     return pl;
 }
 
+/* ---------------------------------------------------------------- */
+/* is a thread still inside a plugin?                                */
+/* ---------------------------------------------------------------- */
+
+#define S_TEXT_MAX 8
+#define S_STACK_SCAN_MAX (256 * 1024)
+
+/* The executable segments of one loaded object. */
+typedef struct s_text {
+    const char *name;
+    uintptr_t lo[S_TEXT_MAX], hi[S_TEXT_MAX];
+    size_t n;
+} text_t;
+
+static int
+s_text_cb(struct dl_phdr_info *info, size_t size, void *ctx)
+{
+    text_t *t = ctx;
+    if (!info->dlpi_name || strcmp(info->dlpi_name, t->name) != 0)
+        return 0;
+    for (int i = 0; i < info->dlpi_phnum && t->n < S_TEXT_MAX; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X))
+            continue;
+        t->lo[t->n] = info->dlpi_addr + ph->p_vaddr;
+        t->hi[t->n++] = info->dlpi_addr + ph->p_vaddr + ph->p_memsz;
+    }
+    return 1;
+}
+
+static bool
+s_in_text(const text_t *t, uintptr_t a)
+{
+    for (size_t i = 0; i < t->n; i++)
+        if (a >= t->lo[i] && a < t->hi[i])
+            return true;
+    return false;
+}
+
+/* The end of the mapping that holds addr, or 0. */
+static uintptr_t
+s_map_end(uintptr_t addr)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    uintptr_t end = 0;
+    while (f && !end && fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 && addr >= lo && addr < hi)
+            end = hi;
+    }
+    if (f)
+        fclose(f);
+    return end;
+}
+
+/* Does the live part of a stack (sp upwards) hold an address in t?  Read
+ * through /proc/self/mem, which neither faults nor trips the sanitizers. */
+static bool
+s_stack_refers(int mem, uintptr_t sp, const text_t *t)
+{
+    uintptr_t end = s_map_end(sp);
+    if (end > sp + S_STACK_SCAN_MAX)
+        end = sp + S_STACK_SCAN_MAX;
+    uint64_t buf[2048];
+    for (uintptr_t at = sp & ~(uintptr_t)7; at < end;) {
+        size_t want = end - at < sizeof buf ? end - at : sizeof buf;
+        ssize_t got = pread(mem, buf, want, (off_t)at);
+        if (got <= 0)
+            return false;
+        for (size_t k = 0; k < (size_t)got / 8; k++)
+            if (s_in_text(t, (uintptr_t)buf[k]))
+                return true;
+        at += (uintptr_t)got;
+    }
+    return false;
+}
+
+/*
+ * How many threads other than the caller are inside the plugin's code, or
+ * blocked in a call made from it: their instruction pointer, or an address
+ * on their stack, is in its text.  A thread busy running (not in a system
+ * call) shows neither and is not seen; a stale address on a live stack can
+ * make a false positive, which only keeps the code loaded.  Their ids go
+ * to tids.
+ */
+static int
+s_threads_inside(const pb_plugin_t *p, char *tids, size_t len)
+{
+    Dl_info di;
+    void *fn;
+    const plugboard_connector_t *d = pb_plugin_descriptor(p);
+    memcpy(&fn, &d->open, sizeof fn);
+    tids[0] = '\0';
+    if (!dladdr(fn, &di) || !di.dli_fname)
+        return 0;
+    text_t t = {.name = di.dli_fname};
+    dl_iterate_phdr(s_text_cb, &t);
+    long self = (long)syscall(SYS_gettid);
+    DIR *dir = t.n ? opendir("/proc/self/task") : NULL;
+    int mem = dir ? open("/proc/self/mem", O_RDONLY | O_CLOEXEC) : -1;
+    int found = 0;
+    size_t at = 0;
+    struct dirent *e;
+    while (mem >= 0 && (e = readdir(dir))) {
+        long tid = strtol(e->d_name, NULL, 10);
+        char path[64], line[512];
+        snprintf(path, sizeof path, "/proc/self/task/%ld/syscall", tid);
+        FILE *f = tid > 0 && tid != self ? fopen(path, "r") : NULL;
+        bool ok = f && fgets(line, sizeof line, f);
+        if (f)
+            fclose(f);
+        /* "nr a1 ... a6 sp pc" or "-1 sp pc": the last two numbers */
+        char *pc_s = ok ? strrchr(line, ' ') : NULL;
+        if (!pc_s || strncmp(line, "running", 7) == 0)
+            continue;
+        *pc_s = '\0';
+        char *sp_s = strrchr(line, ' ');
+        uintptr_t pc = (uintptr_t)strtoull(pc_s + 1, NULL, 16);
+        uintptr_t sp = sp_s ? (uintptr_t)strtoull(sp_s + 1, NULL, 16) : 0;
+        if (!s_in_text(&t, pc) && !(sp && s_stack_refers(mem, sp, &t)))
+            continue;
+        found++;
+        if (at < len)
+            at += (size_t)snprintf(tids + at, len - at, "%s%ld", at ? "," : "",
+                                   tid);
+    }
+    if (mem >= 0)
+        close(mem);
+    if (dir)
+        closedir(dir);
+    return found;
+}
+
+/* Plugins whose code a thread may still run: never unloaded (main
+ * thread only; forgotten at pb_reload_destroy). */
+static pb_plugin_t **s_abandoned;
+static size_t s_abandoned_count;
+
 static void
 s_plug_release(plug_t **plp)
 {
@@ -115,6 +260,22 @@ s_plug_release(plug_t **plp)
     if (!pl || --pl->refs > 0)
         return;
     const plugboard_connector_t *d = pb_plugin_descriptor(pl->p);
+    char tids[128];
+    int n = s_threads_inside(pl->p, tids, sizeof tids);
+    pb_plugin_t **grown =
+        n ? realloc(s_abandoned, (s_abandoned_count + 1) * sizeof *grown)
+          : NULL;
+    if (grown) {
+        pb_error("reload",
+                 "plugin=%s version=%s left %d thread%s running in its code "
+                 "after close (tid %s); it is not unloaded: fix its close",
+                 d->name, d->version ? d->version : "?", n, n == 1 ? "" : "s",
+                 tids);
+        s_abandoned = grown;
+        s_abandoned[s_abandoned_count++] = pl->p;
+        free(pl);
+        return;
+    }
     pb_info("reload", "plugin=%s version=%s unloaded", d->name,
             d->version ? d->version : "?");
     pb_plugin_destroy(&pl->p);
@@ -181,9 +342,11 @@ s_search(const pb_reload_t *rl, const pb_config_t *cfg,
 
 /* Start an instance's actor; its open runs on its own thread. */
 static int
-s_spawn(pb_reload_t *rl, inst_t *in, const plugboard_settings_t *settings,
+s_spawn(pb_reload_t *rl, inst_t *in, const pb_config_t *cfg,
+        const pb_connector_conf_t *conf, const plugboard_settings_t *settings,
         char *err, size_t err_len)
 {
+    const plugboard_connector_t *d = pb_plugin_descriptor(in->plug->p);
     pb_connector_options_t co = {
         .zmq_ctx = rl->opt.zmq_ctx,
         .router_endpoint = rl->opt.router_endpoint,
@@ -192,6 +355,12 @@ s_spawn(pb_reload_t *rl, inst_t *in, const plugboard_settings_t *settings,
         .settings = settings,
         .routing_id = in->rid,
         .metrics = pb_metrics_connector(rl->opt.metrics, in->name),
+        .isolation = conf->isolation,
+        .config_path = cfg->path,
+        .run_dir = cfg->run_dir,
+        .deliver_timeout_ms = conf->deliver_timeout_ms
+                                  ? conf->deliver_timeout_ms
+                                  : d->deliver_timeout_ms,
     };
     in->actor = pb_connector_spawn(&co, err, err_len);
     in->started_wall = pb_now_ms();
@@ -229,8 +398,8 @@ s_wait_opens(pb_reload_t *rl, inst_t **insts, const bool *fresh, size_t n,
         if (!fresh[i] || !insts[i]->actor)
             continue;
         char err[PLUGBOARD_ERRBUF_MAX + 128] = "";
-        const pb_connector_conf_t *conf = pb_config_connector(cfg,
-                                                              insts[i]->name);
+        const pb_connector_conf_t *conf =
+            pb_config_connector(cfg, insts[i]->name);
         int rc = pb_connector_wait_open(insts[i]->actor, 0, err, sizeof err);
         if (rc == 0)
             continue;
@@ -242,8 +411,7 @@ s_wait_opens(pb_reload_t *rl, inst_t **insts, const bool *fresh, size_t n,
                      "within %lld ms",
                      insts[i]->name, (long long)rl->opt.open_timeout_ms);
         }
-        pb_diag_add(diag, "%s:%d: %s", cfg->path, conf ? conf->line : 0,
-                    err);
+        pb_diag_add(diag, "%s:%d: %s", cfg->path, conf ? conf->line : 0, err);
     }
     return failed;
 }
@@ -253,8 +421,8 @@ static void
 s_describe_metrics(pb_reload_t *rl, const inst_t *in)
 {
     const plugboard_connector_t *d = pb_plugin_descriptor(in->plug->p);
-    pb_mconn_describe(pb_metrics_connector(rl->opt.metrics, in->name),
-                      d->name, d->version);
+    pb_mconn_describe(pb_metrics_connector(rl->opt.metrics, in->name), d->name,
+                      d->version);
 }
 
 /* Stop an instance that never became current: after a failed reload or
@@ -335,8 +503,11 @@ s_swap_table(pb_reload_t *rl, const pb_config_t *cfg, inst_t **insts,
         keep[k++] = rl->retired[i]->name;
     for (size_t i = 0; i < rl->cur_count; i++)
         keep[k++] = rl->cur[i]->name; /* those removed now still run */
-    pb_router_table_t t = {.config = cfg, .dests = dests, .dest_count = n,
-                           .keep = keep, .keep_count = k};
+    pb_router_table_t t = {.config = cfg,
+                           .dests = dests,
+                           .dest_count = n,
+                           .keep = keep,
+                           .keep_count = k};
     int rc = pb_router_swap(rl->opt.router, &t, res, err, err_len);
     free(dests);
     free(keep);
@@ -411,8 +582,8 @@ s_failure(const char *what, const pb_diag_t *diag)
     char *msg = malloc(len + 1);
     if (!msg)
         return pb_control_error("%s", what);
-    size_t at = (size_t)snprintf(msg, len + 1, "%s%s", what,
-                                 diag->count ? ":" : "");
+    size_t at =
+        (size_t)snprintf(msg, len + 1, "%s%s", what, diag->count ? ":" : "");
     for (size_t i = 0; i < diag->count; i++) {
         at += (size_t)snprintf(msg + at, len + 1 - at, "\n  %s",
                                diag->messages[i]);
@@ -469,8 +640,7 @@ s_same_conf(const pb_connector_conf_t *a, const pb_connector_conf_t *b)
 
 /* What only a restart can change. */
 static int
-s_check_fixed(const pb_config_t *old, const pb_config_t *cfg,
-              pb_diag_t *diag)
+s_check_fixed(const pb_config_t *old, const pb_config_t *cfg, pb_diag_t *diag)
 {
     int rc = 0;
     struct {
@@ -494,8 +664,21 @@ s_check_fixed(const pb_config_t *old, const pb_config_t *cfg,
         old->idle_timeout_ms != cfg->idle_timeout_ms ||
         old->max_connections != cfg->max_connections)
         pb_warn("reload", "plugboard.http limits changed; they take effect "
-                "at the next start");
+                          "at the next start");
     return rc;
+}
+
+static bool
+s_isolated(const pb_connector_conf_t *conf)
+{
+    return conf->isolation && strcmp(conf->isolation, "process") == 0;
+}
+
+/* Is a private copy of it kept on disk, for a worker process to load? */
+static bool
+s_kept(const plug_t *pl)
+{
+    return strcmp(pb_plugin_file(pl->p), pb_plugin_path(pl->p)) != 0;
 }
 
 /* pb_config_bind's plugin lookup: a connector whose plugin line did not
@@ -509,13 +692,14 @@ s_describe_new(void *ctx, const pb_connector_conf_t *conn, char *err,
     size_t i = (size_t)(conn - st->cfg->connectors);
     int j = s_current(rl, conn->name);
     const pb_config_t *old = *rl->opt.cfg;
-    if (j >= 0 && strcmp(old->connectors[j].plugin, conn->plugin) == 0) {
+    if (j >= 0 && strcmp(old->connectors[j].plugin, conn->plugin) == 0 &&
+        (!s_isolated(conn) || s_kept(rl->cur[j]->plug))) {
         st->plugs[i] = rl->cur[j]->plug;
         st->plugs[i]->refs++;
     } else {
-        pb_plugin_t *p = pb_plugin_load(conn->plugin, st->search,
-                                        st->search_count, rl->copy_dir, err,
-                                        err_len);
+        pb_plugin_t *p =
+            pb_plugin_load_kept(conn->plugin, st->search, st->search_count,
+                                rl->copy_dir, s_isolated(conn), err, err_len);
         if (!p)
             return NULL;
         if (!(st->plugs[i] = s_plug_new(p))) {
@@ -564,7 +748,7 @@ s_stage_start(stage_t *st, pb_diag_t *diag)
         }
         st->insts[i] = in;
         st->fresh[i] = true;
-        if (s_spawn(rl, in, conf->bound, err, sizeof err) != 0) {
+        if (s_spawn(rl, in, st->cfg, conf, conf->bound, err, sizeof err) != 0) {
             pb_diag_add(diag, "%s:%d: %s", st->cfg->path, conf->line, err);
             return PB_EIO;
         }
@@ -755,7 +939,7 @@ s_upgrade(pb_reload_t *rl, size_t j, plug_t *plug, pb_diag_t *diag)
         return NULL;
     }
     bool fresh = true;
-    if (s_spawn(rl, in, settings, err, sizeof err) != 0) {
+    if (s_spawn(rl, in, cfg, conf, settings, err, sizeof err) != 0) {
         pb_diag_add(diag, "%s", err);
         goto out_discard;
     }
@@ -780,13 +964,14 @@ s_upgrade(pb_reload_t *rl, size_t j, plug_t *plug, pb_diag_t *diag)
     }
     s_set_hooks(rl, cfg, insts);
     inst_t *old = rl->cur[j];
-    json_t *out = json_pack("{s:b, s:s, s:s, s:s, s:s, s:i}", "ok", 1,
-                            "connector", in->name, "plugin",
-                            pb_plugin_descriptor(plug->p)->name, "version",
-                            s_version(in), "previous", s_version(old),
-                            "generation", (int)in->gen);
-    pb_info("reload", "connector=%s upgraded version=%s previous=%s "
-            "instance=%s", in->name, s_version(in), s_version(old), in->rid);
+    json_t *out = json_pack(
+        "{s:b, s:s, s:s, s:s, s:s, s:i}", "ok", 1, "connector", in->name,
+        "plugin", pb_plugin_descriptor(plug->p)->name, "version", s_version(in),
+        "previous", s_version(old), "generation", (int)in->gen);
+    pb_info("reload",
+            "connector=%s upgraded version=%s previous=%s "
+            "instance=%s",
+            in->name, s_version(in), s_version(old), in->rid);
     s_describe_metrics(rl, in);
     s_retire(rl, old, &conf->bound);
     conf->bound = settings;
@@ -821,8 +1006,9 @@ pb_reload_upgrade(pb_reload_t *rl, const char *name, const char *plugin)
     char err[PLUGBOARD_ERRBUF_MAX + 128];
     s_search(rl, cfg, &search, &count);
     json_t *answer = NULL;
-    pb_plugin_t *p = pb_plugin_load(what, search, count, rl->copy_dir, err,
-                                    sizeof err);
+    pb_plugin_t *p =
+        pb_plugin_load_kept(what, search, count, rl->copy_dir,
+                            s_isolated(&cfg->connectors[j]), err, sizeof err);
     plug_t *plug = p ? s_plug_new(p) : NULL;
     if (!plug)
         pb_diag_add(&diag, "%s", p ? "out of memory" : err);
@@ -833,7 +1019,8 @@ pb_reload_upgrade(pb_reload_t *rl, const char *name, const char *plugin)
         char what_failed[160];
         snprintf(what_failed, sizeof what_failed,
                  "connector '%s' not upgraded; the running instance keeps "
-                 "serving", name);
+                 "serving",
+                 name);
         answer = s_failure(what_failed, &diag);
     }
     pb_diag_release(&diag);
@@ -871,8 +1058,7 @@ static bool
 s_same_file(const struct stat *a, const struct stat *b)
 {
     return a->st_dev == b->st_dev && a->st_ino == b->st_ino &&
-           a->st_size == b->st_size &&
-           a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+           a->st_size == b->st_size && a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
            a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
 }
 
@@ -952,10 +1138,18 @@ s_inst_json(const inst_t *in, json_t *o, const char *state, int64_t now)
     json_object_set_new(o, "instance",
                         json_string(in->gen ? in->rid : in->name));
     json_object_set_new(o, "started_at", json_integer(in->started_wall));
-    json_object_set_new(
-        o, "uptime_s", json_integer((now - in->started_mono) / 1000));
-    if (!json_object_get(o, "restarts"))
-        json_object_set_new(o, "restarts", json_integer(0));
+    json_object_set_new(o, "uptime_s",
+                        json_integer((now - in->started_mono) / 1000));
+    pb_connector_info_t info = {.state = state};
+    if (strcmp(state, "starting") != 0 && !in->opening)
+        pb_connector_info(in->actor, &info);
+    if (strcmp(state, "running") == 0) /* a worker restarting or failed */
+        json_object_set_new(o, "state", json_string(info.state));
+    json_object_set_new(o, "restarts", json_integer(info.restarts));
+    if (info.pid)
+        json_object_set_new(o, "pid", json_integer(info.pid));
+    if (info.failure[0])
+        json_object_set_new(o, "failure", json_string(info.failure));
     return o;
 }
 
@@ -976,8 +1170,8 @@ pb_reload_status(pb_reload_t *rl, json_t *connectors)
     for (size_t k = 0; k < rl->retired_count; k++) {
         inst_t *in = rl->retired[k];
         json_t *o = s_inst_json(in, NULL, "draining", now);
-        json_object_set_new(
-            o, "draining_s", json_integer((now - in->retired_mono) / 1000));
+        json_object_set_new(o, "draining_s",
+                            json_integer((now - in->retired_mono) / 1000));
         json_array_append_new(connectors, o);
     }
     for (size_t k = 0; k < rl->starting_count; k++) {
@@ -1110,6 +1304,11 @@ pb_reload_destroy(pb_reload_t **rlp)
     pb_reload_t *rl = *rlp;
     *rlp = NULL;
     pb_reload_shutdown(rl);
+    for (size_t i = 0; i < s_abandoned_count; i++)
+        pb_plugin_abandon(&s_abandoned[i]);
+    free(s_abandoned);
+    s_abandoned = NULL;
+    s_abandoned_count = 0;
     free(rl->cur);
     free(rl->retired);
     free(rl->hooks);
@@ -1152,7 +1351,7 @@ s_cli_list(json_t *resp, const char *key, const char *label, bool *first)
     size_t i;
     json_t *v;
     json_array_foreach(list, i, v)
-    printf("%s%s", i ? ", " : " ", json_string_value(v));
+        printf("%s%s", i ? ", " : " ", json_string_value(v));
     *first = false;
 }
 
@@ -1160,14 +1359,14 @@ static void
 s_cli_print(const char *sub, json_t *resp)
 {
     if (strcmp(sub, "upgrade") == 0) {
-        printf("connector '%s' now runs %s %s (was %s), instance %s#%lld\n",
-               json_string_value(json_object_get(resp, "connector")),
-               json_string_value(json_object_get(resp, "plugin")),
-               json_string_value(json_object_get(resp, "version")),
-               json_string_value(json_object_get(resp, "previous")),
-               json_string_value(json_object_get(resp, "connector")),
-               (long long)json_integer_value(
-                   json_object_get(resp, "generation")));
+        printf(
+            "connector '%s' now runs %s %s (was %s), instance %s#%lld\n",
+            json_string_value(json_object_get(resp, "connector")),
+            json_string_value(json_object_get(resp, "plugin")),
+            json_string_value(json_object_get(resp, "version")),
+            json_string_value(json_object_get(resp, "previous")),
+            json_string_value(json_object_get(resp, "connector")),
+            (long long)json_integer_value(json_object_get(resp, "generation")));
         return;
     }
     bool first = true;
@@ -1177,8 +1376,8 @@ s_cli_print(const char *sub, json_t *resp)
     s_cli_list(resp, "removed", "removed", &first);
     s_cli_list(resp, "unchanged", "unchanged", &first);
     printf("%s\n", first ? "nothing changed" : "");
-    json_int_t dead = json_integer_value(json_object_get(resp,
-                                                         "dead_lettered"));
+    json_int_t dead =
+        json_integer_value(json_object_get(resp, "dead_lettered"));
     if (dead)
         printf("%lld pending deliver%s of removed routes became dead letters "
                "(plugboard dlq list)\n",
@@ -1234,7 +1433,7 @@ pb_reload_cli(int argc, char **argv)
         pb_config_t *cfg = pb_config_load(config, &diag);
         pb_config_destroy(&cfg);
         fprintf(stderr, "error: config not reloaded; the running "
-                "configuration is unchanged:\n");
+                        "configuration is unchanged:\n");
         for (size_t i = 0; i < diag.count; i++)
             fprintf(stderr, "  %s\n", diag.messages[i]);
         pb_diag_release(&diag);
@@ -1251,8 +1450,8 @@ pb_reload_cli(int argc, char **argv)
         if (plugin)
             json_object_set_new(req, "plugin", json_string(plugin));
     }
-    json_t *resp = pb_control_request(sock, req, S_CLI_TIMEOUT_MS, err,
-                                      sizeof err);
+    json_t *resp =
+        pb_control_request(sock, req, S_CLI_TIMEOUT_MS, err, sizeof err);
     json_decref(req);
     if (!resp) {
         fprintf(stderr, "error: %s\n", err);

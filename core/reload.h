@@ -48,21 +48,21 @@ typedef void (*pb_reload_pump_fn)(void *ctx, int timeout_ms);
 typedef struct pb_reload_options {
     void *zmq_ctx;
     const char *router_endpoint;
-    pb_router_t *router;              /* borrowed */
-    const char *copy_dir;             /* private plugin copies (copied) */
-    const char *default_plugin_dir;   /* when the config has no
-                                         plugin_path (copied) */
-    int64_t open_timeout_ms;          /* longest wait for a plugin's open
-                                         during a reload (default 20 s) */
+    pb_router_t *router;            /* borrowed */
+    const char *copy_dir;           /* private plugin copies (copied) */
+    const char *default_plugin_dir; /* when the config has no
+                                       plugin_path (copied) */
+    int64_t open_timeout_ms;        /* longest wait for a plugin's open
+                                       during a reload (default 20 s) */
     /* The runtime's view, owned by the runtime and kept current here.
      * The connectors and plugins in it at pb_reload_new are adopted. */
     pb_config_t **cfg;
     pb_plugin_t ***plugins;
-    size_t *plugin_count;             /* the plugins array's length */
+    size_t *plugin_count; /* the plugins array's length */
     pb_connector_t ***connectors;
-    pb_reload_pump_fn pump;           /* may be NULL: then it sleeps */
+    pb_reload_pump_fn pump; /* may be NULL: then it sleeps */
     void *pump_ctx;
-    pb_metrics_t *metrics;            /* borrowed; NULL: none */
+    pb_metrics_t *metrics; /* borrowed; NULL: none */
 } pb_reload_options_t;
 
 /* Adopt the running connectors.  NULL when out of memory. */

@@ -1938,6 +1938,7 @@ s_bury_removed(pb_router_t *r, dl_t **dead, const char **names, size_t n,
                 "error=\"" S_REMOVED "\"",
                 names[i], r->dests[d->dest].name, d->ev->id, d->attempts);
         s_stat_add(&r->stats.dead, 1);
+        pb_mhop_dead(d->mh);
         s_remove(r, d);
         res->dead_lettered++;
     }

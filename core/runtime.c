@@ -103,8 +103,11 @@ s_describe(void *ctx, const pb_connector_conf_t *conn, char *err,
     pb_runtime_t *rt = lc->rt;
     size_t i = (size_t)(conn - rt->cfg->connectors);
     const char *copy = rt->plugin_copy_dir[0] ? rt->plugin_copy_dir : NULL;
-    rt->plugins[i] = pb_plugin_load(conn->plugin, lc->search,
-                                    lc->search_count, copy, err, err_len);
+    /* a process-isolated connector's worker loads the very same copy */
+    bool keep = conn->isolation && strcmp(conn->isolation, "process") == 0;
+    rt->plugins[i] = pb_plugin_load_kept(conn->plugin, lc->search,
+                                         lc->search_count, copy, keep, err,
+                                         err_len);
     return rt->plugins[i] ? pb_plugin_descriptor(rt->plugins[i]) : NULL;
 }
 
@@ -375,6 +378,13 @@ s_start_parts(pb_runtime_t *rt, pb_diag_t *diag)
             .settings = cfg->connectors[i].bound,
             .metrics = pb_metrics_connector(rt->metrics,
                                             cfg->connectors[i].name),
+            .isolation = cfg->connectors[i].isolation,
+            .config_path = cfg->path,
+            .run_dir = cfg->run_dir,
+            .deliver_timeout_ms =
+                cfg->connectors[i].deliver_timeout_ms
+                    ? cfg->connectors[i].deliver_timeout_ms
+                    : pb_plugin_descriptor(rt->plugins[i])->deliver_timeout_ms,
         };
         rt->connectors[i] = pb_connector_start(&co, err, sizeof err);
         if (!rt->connectors[i]) {

@@ -41,12 +41,12 @@
 #define S_MSG_STOP "STOP"
 
 #define S_POLL_MS 50
-#define S_LOOP_DEATHS 5           /* this many deaths ... */
-#define S_LOOP_WINDOW_MS 60000    /* ... within this long: failed */
+#define S_LOOP_DEATHS 5        /* this many deaths ... */
+#define S_LOOP_WINDOW_MS 60000 /* ... within this long: failed */
 #define S_BACKOFF_FIRST_MS 100
 #define S_BACKOFF_MAX_MS 5000
 #define S_STOP_WAIT_MS 5000
-#define S_MAX_PARTS 1100          /* a reply: 3 parts and its frames */
+#define S_MAX_PARTS 1100 /* a reply: 3 parts and its frames */
 
 extern char **environ;
 
@@ -62,7 +62,7 @@ struct pb_worker {
     /* the actor's thread only */
     void *sock;
     char sock_path[4200];
-    pid_t pid;                    /* 0 while no child runs */
+    pid_t pid; /* 0 while no child runs */
     unsigned seq;
     int64_t deaths[S_LOOP_DEATHS]; /* when the last deaths were */
     size_t death_next;
@@ -201,6 +201,19 @@ s_describe_status(int status, char *out, size_t len)
         snprintf(out, len, "stopped (status %#x)", (unsigned)status);
 }
 
+/* Has the child exited?  Its status in *status; a child that vanished
+ * without one (SIGCHLD ignored) counts as gone too. */
+static bool
+s_gone(pb_worker_t *w, int *status)
+{
+    pid_t r = waitpid(w->pid, status, WNOHANG);
+    if (r < 0 && errno == ECHILD && kill(w->pid, 0) != 0) {
+        *status = 0;
+        return true;
+    }
+    return r == w->pid;
+}
+
 static void
 s_close_sock(pb_worker_t *w)
 {
@@ -257,14 +270,16 @@ s_died(pb_worker_t *w, const char *what)
     if (recent >= S_LOOP_DEATHS) {
         char why[256];
         snprintf(why, sizeof why,
-                 "its worker died %d times within %d s; last: %.160s",
-                 recent, S_LOOP_WINDOW_MS / 1000, what);
+                 "its worker died %d times within %d s; last: %.160s", recent,
+                 S_LOOP_WINDOW_MS / 1000, what);
         pthread_mutex_lock(&w->lock);
         w->failed = true;
         pthread_mutex_unlock(&w->lock);
         s_set_state(w, "failed", why);
-        pb_error("worker", "connector=%s failed: %s; deliveries become dead "
-                 "letters until it is upgraded or reloaded", w->name, why);
+        pb_error("worker",
+                 "connector=%s failed: %s; deliveries become dead "
+                 "letters until it is upgraded or reloaded",
+                 w->name, why);
         return;
     }
     int64_t backoff = S_BACKOFF_FIRST_MS << (recent - 1);
@@ -272,8 +287,8 @@ s_died(pb_worker_t *w, const char *what)
         backoff = S_BACKOFF_MAX_MS;
     w->respawn_at = now + backoff;
     s_set_state(w, "starting", what);
-    pb_error("worker", "connector=%s worker %s; restarting in %lld ms",
-             w->name, what, (long long)backoff);
+    pb_error("worker", "connector=%s %s; restarting in %lld ms", w->name, what,
+             (long long)backoff);
 }
 
 static int
@@ -290,9 +305,9 @@ s_exec(pb_worker_t *w, char *err, size_t err_len)
     snprintf(parent, sizeof parent, "%d", (int)getpid());
     char endpoint[4300];
     snprintf(endpoint, sizeof endpoint, "ipc://%s", w->sock_path);
-    char *argv[] = {"plugboard",  "worker",  "--config", w->config,
+    char *argv[] = {"plugboard",   "worker", "--config", w->config,
                     "--connector", w->name,  "--plugin", w->plugin,
-                    "--endpoint", endpoint,  "--parent", parent,
+                    "--endpoint",  endpoint, "--parent", parent,
                     NULL};
     posix_spawnattr_t attr;
     posix_spawnattr_init(&attr);
@@ -339,8 +354,11 @@ s_spawn(pb_worker_t *w, char *err, size_t err_len)
     unlink(w->sock_path);
     w->sock = zmq_socket(w->zctx, ZMQ_PAIR);
     int zero = 0;
+    /* a send to a child that is gone must not wait for a new one */
+    int send_ms = (int)w->call_timeout_ms;
     if (!w->sock ||
         zmq_setsockopt(w->sock, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
+        zmq_setsockopt(w->sock, ZMQ_SNDTIMEO, &send_ms, sizeof send_ms) ||
         zmq_bind(w->sock, endpoint) != 0) {
         snprintf(err, err_len, "cannot bind '%s': %s", endpoint,
                  zmq_strerror(errno));
@@ -378,7 +396,7 @@ s_spawn(pb_worker_t *w, char *err, size_t err_len)
             return PB_EIO;
         }
         int status;
-        if (waitpid(w->pid, &status, WNOHANG) == w->pid) {
+        if (s_gone(w, &status)) {
             char how[128];
             s_describe_status(status, how, sizeof how);
             snprintf(err, err_len, "its worker %s while opening", how);
@@ -396,11 +414,25 @@ s_spawn(pb_worker_t *w, char *err, size_t err_len)
     }
 }
 
+/* A child that died while idle is not the next call's fault. */
+static void
+s_check_idle(pb_worker_t *w)
+{
+    int status;
+    if (w->pid && s_gone(w, &status)) {
+        char how[128], why[200];
+        s_describe_status(status, how, sizeof how);
+        snprintf(why, sizeof why, "worker process %s while idle", how);
+        s_died(w, why);
+    }
+}
+
 /* A child to call: wait out the backoff and start one, counting failed
  * starts as deaths.  Returns false when the worker has failed. */
 static bool
 s_ensure(pb_worker_t *w)
 {
+    s_check_idle(w);
     while (!w->pid && !w->failed) {
         int64_t wait = w->respawn_at - pb_monotonic_ms();
         if (wait > 0)
@@ -420,8 +452,7 @@ s_ensure(pb_worker_t *w)
 /* Wait for the answer to the call just sent.  0 with the reply in m, or
  * PB_EIO when the child died or was killed (reason in why). */
 static int
-s_answer(pb_worker_t *w, msg_t *m, const char *doing, char *why,
-         size_t why_len)
+s_answer(pb_worker_t *w, msg_t *m, const char *doing, char *why, size_t why_len)
 {
     int64_t until = pb_monotonic_ms() + w->call_timeout_ms;
     for (;;) {
@@ -430,7 +461,7 @@ s_answer(pb_worker_t *w, msg_t *m, const char *doing, char *why,
             s_recv(w->sock, m, ZMQ_DONTWAIT) == 0)
             return 0;
         int status;
-        if (waitpid(w->pid, &status, WNOHANG) == w->pid) {
+        if (s_gone(w, &status)) {
             char how[128];
             s_describe_status(status, how, sizeof how);
             snprintf(why, why_len, "worker process %s while %s", how, doing);
@@ -447,6 +478,20 @@ s_answer(pb_worker_t *w, msg_t *m, const char *doing, char *why,
             return PB_EIO;
         }
     }
+}
+
+/* A request could not even be sent: the child is dead or stuck. */
+static void
+s_unreachable(pb_worker_t *w, const char *doing, char *why, size_t len)
+{
+    int status;
+    char how[128] = "did not take a request";
+    if (s_gone(w, &status))
+        s_describe_status(status, how, sizeof how);
+    else
+        s_kill(w);
+    snprintf(why, len, "worker process %s while %s", how, doing);
+    s_died(w, why);
 }
 
 static void
@@ -473,8 +518,7 @@ pb_worker_deliver(pb_worker_t *w, const uint8_t *hdr, const uint8_t *frame,
     if (!m || s_send(w->sock, 3, data, lens) != 0) {
         free(m);
         res->outcome = PLUGBOARD_RETRY;
-        snprintf(res->reason, sizeof res->reason,
-                 "cannot reach the worker process");
+        s_unreachable(w, "delivering", res->reason, sizeof res->reason);
         return;
     }
     if (s_answer(w, m, "delivering", res->reason, sizeof res->reason) != 0) {
@@ -483,9 +527,8 @@ pb_worker_deliver(pb_worker_t *w, const uint8_t *hdr, const uint8_t *frame,
         return;
     }
     size_t rl = 0, why_len = 0;
-    const uint8_t *r = m->n >= 3 && s_is(m, 0, S_MSG_RESULT)
-                           ? s_data(m, 1, &rl)
-                           : NULL;
+    const uint8_t *r =
+        m->n >= 3 && s_is(m, 0, S_MSG_RESULT) ? s_data(m, 1, &rl) : NULL;
     if (!r || rl != 9) {
         res->outcome = PLUGBOARD_RETRY;
         snprintf(res->reason, sizeof res->reason,
@@ -539,26 +582,35 @@ pb_worker_webhook(pb_worker_t *w, const plugboard_request_t *req,
     size_t hlen;
     char *headers = s_pack_headers(req, &hlen);
     int64_t received = req->received_ms;
-    const void *data[] = {S_MSG_HOOK, req->method, req->path,
-                          req->query ? req->query : "", &received,
-                          headers, req->body ? (const void *)req->body : ""};
-    size_t lens[] = {4, strlen(req->method), strlen(req->path),
-                     req->query ? strlen(req->query) : 0, 8, hlen,
+    const void *data[] = {S_MSG_HOOK,
+                          req->method,
+                          req->path,
+                          req->query ? req->query : "",
+                          &received,
+                          headers,
+                          req->body ? (const void *)req->body : ""};
+    size_t lens[] = {4,
+                     strlen(req->method),
+                     strlen(req->path),
+                     req->query ? strlen(req->query) : 0,
+                     8,
+                     hlen,
                      req->body_len};
     msg_t *m = malloc(sizeof *m);
     int rc = headers && m ? s_send(w->sock, 7, data, lens) : PB_ENOMEM;
     free(headers);
-    if (rc != 0 ||
-        s_answer(w, m, "handling a webhook", why, sizeof why) != 0) {
+    if (rc == PB_EIO)
+        s_unreachable(w, "handling a webhook", why, sizeof why);
+    if (rc != 0 || s_answer(w, m, "handling a webhook", why, sizeof why) != 0) {
         free(m);
-        pb_response_set(resp, 503, "the connector is restarting; retry "
-                                   "later");
+        pb_response_set(resp, 503,
+                        "the connector is restarting; retry "
+                        "later");
         return;
     }
     size_t sl = 0, bl = 0;
-    const uint8_t *st = m->n >= 3 && s_is(m, 0, S_MSG_HOOK_REPLY)
-                            ? s_data(m, 1, &sl)
-                            : NULL;
+    const uint8_t *st =
+        m->n >= 3 && s_is(m, 0, S_MSG_HOOK_REPLY) ? s_data(m, 1, &sl) : NULL;
     if (!st || sl != 4) {
         pb_response_set(resp, 500, "malformed answer from the worker");
     } else {
@@ -581,13 +633,7 @@ pb_worker_webhook(pb_worker_t *w, const plugboard_request_t *req,
 void
 pb_worker_tick(pb_worker_t *w)
 {
-    int status;
-    if (w->pid && waitpid(w->pid, &status, WNOHANG) == w->pid) {
-        char how[128], why[200];
-        s_describe_status(status, how, sizeof how);
-        snprintf(why, sizeof why, "worker process %s while idle", how);
-        s_died(w, why);
-    }
+    s_check_idle(w);
     if (!w->pid && !w->failed && pb_monotonic_ms() >= w->respawn_at)
         s_ensure(w);
 }
@@ -616,10 +662,10 @@ pb_worker_start(const pb_worker_options_t *opt, char *err, size_t err_len)
     snprintf(w->config, sizeof w->config, "%s", opt->config_path);
     snprintf(w->plugin, sizeof w->plugin, "%s", opt->plugin_file);
     snprintf(w->run_dir, sizeof w->run_dir, "%s", opt->run_dir);
-    w->call_timeout_ms = opt->call_timeout_ms > 0 ? opt->call_timeout_ms
-                                                  : 30000;
-    w->open_timeout_ms = opt->open_timeout_ms > 0 ? opt->open_timeout_ms
-                                                  : 20000;
+    w->call_timeout_ms =
+        opt->call_timeout_ms > 0 ? opt->call_timeout_ms : 30000;
+    w->open_timeout_ms =
+        opt->open_timeout_ms > 0 ? opt->open_timeout_ms : 20000;
     w->state = "starting";
     pthread_mutex_init(&w->lock, NULL);
     if (s_spawn(w, err, err_len) != 0) {
@@ -640,6 +686,7 @@ pb_worker_stop(pb_worker_t **wp)
         return;
     pb_worker_t *w = *wp;
     *wp = NULL;
+    s_check_idle(w);
     if (w->pid) {
         const void *data[] = {S_MSG_STOP};
         size_t lens[] = {4};
@@ -647,8 +694,10 @@ pb_worker_stop(pb_worker_t **wp)
         if (s_send(w->sock, 1, data, lens) == 0)
             status = s_reap(w, S_STOP_WAIT_MS);
         if (status == -1) {
-            pb_warn("worker", "connector=%s worker pid=%d did not stop; "
-                    "killing it", w->name, (int)w->pid);
+            pb_warn("worker",
+                    "connector=%s worker pid=%d did not stop; "
+                    "killing it",
+                    w->name, (int)w->pid);
             s_kill(w);
         }
     }
@@ -703,8 +752,7 @@ s_child_count(void *ctx, const char *name, int64_t delta)
 
 /* Send head parts, then every staged event encoded, as one message. */
 static void
-s_child_reply(child_t *ch, size_t n, const void *const *data,
-              const size_t *len)
+s_child_reply(child_t *ch, size_t n, const void *const *data, const size_t *len)
 {
     size_t total = n + ch->staged_count;
     for (size_t i = 0; i < n; i++)
@@ -731,10 +779,10 @@ s_child_deliver(child_t *ch, msg_t *m)
     const uint8_t *frame = m->n == 3 ? s_data(m, 2, &fl) : NULL;
     char why[200];
     int err;
-    pb_envelope_t *env = hdr && hl == 12
-                             ? pb_envelope_decode(frame, fl, NULL, &err, why,
-                                                  sizeof why)
-                             : NULL;
+    pb_envelope_t *env =
+        hdr && hl == 12
+            ? pb_envelope_decode(frame, fl, NULL, &err, why, sizeof why)
+            : NULL;
     if (!env) {
         res.outcome = PLUGBOARD_REJECT;
         snprintf(res.reason, sizeof res.reason, "malformed event");
@@ -746,8 +794,7 @@ s_child_deliver(child_t *ch, msg_t *m)
         res.reason[sizeof res.reason - 1] = '\0';
         if (res.outcome > PLUGBOARD_REJECT) {
             snprintf(res.reason, sizeof res.reason,
-                     "connector returned unknown outcome %d",
-                     (int)res.outcome);
+                     "connector returned unknown outcome %d", (int)res.outcome);
             res.outcome = PLUGBOARD_RETRY;
         }
     }
@@ -797,11 +844,14 @@ s_child_webhook(child_t *ch, msg_t *m)
     const char *body = "malformed request from the host";
     if (ok && ch->desc->webhook) {
         size_t blen = zmq_msg_size(&m->parts[6]);
-        plugboard_request_t req = {
-            .method = parts[0], .path = parts[1], .query = parts[2],
-            .headers = headers, .header_count = hcount,
-            .body = (const uint8_t *)parts[5], .body_len = blen,
-            .received_ms = received};
+        plugboard_request_t req = {.method = parts[0],
+                                   .path = parts[1],
+                                   .query = parts[2],
+                                   .headers = headers,
+                                   .header_count = hcount,
+                                   .body = (const uint8_t *)parts[5],
+                                   .body_len = blen,
+                                   .received_ms = received};
         ch->desc->webhook(ch->state, &req, resp);
         status = pb_response_status(resp);
         body = pb_response_body(resp);
@@ -928,13 +978,27 @@ pb_worker_main(int argc, char **argv)
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
         switch (opt) {
-        case 'c': ch.config = optarg; break;
-        case 'n': ch.name = optarg; break;
-        case 'p': ch.plugin = optarg; break;
-        case 'e': ch.endpoint = optarg; break;
-        case 'P': ch.parent = strtol(optarg, NULL, 10); break;
-        case 'h': fputs(s_worker_usage, stdout); return 0;
-        default: fputs(s_worker_usage, stderr); return 2;
+        case 'c':
+            ch.config = optarg;
+            break;
+        case 'n':
+            ch.name = optarg;
+            break;
+        case 'p':
+            ch.plugin = optarg;
+            break;
+        case 'e':
+            ch.endpoint = optarg;
+            break;
+        case 'P':
+            ch.parent = strtol(optarg, NULL, 10);
+            break;
+        case 'h':
+            fputs(s_worker_usage, stdout);
+            return 0;
+        default:
+            fputs(s_worker_usage, stderr);
+            return 2;
         }
     }
     if (!ch.config || !ch.name || !ch.plugin || !ch.endpoint) {

@@ -57,13 +57,13 @@ void pb_frames_release(pb_frames_t *f);
 
 typedef struct pb_worker_options {
     void *zmq_ctx;
-    const char *name;          /* connector name (copied) */
-    const char *config_path;   /* the file the child binds (copied) */
-    const char *plugin_file;   /* the plugin file to load (copied) */
-    const char *run_dir;       /* where the ipc endpoint goes (copied) */
-    int64_t call_timeout_ms;   /* a call not answered in time kills the
-                                  child (default 30 s) */
-    int64_t open_timeout_ms;   /* start-up, open included (default 20 s) */
+    const char *name;        /* connector name (copied) */
+    const char *config_path; /* the file the child binds (copied) */
+    const char *plugin_file; /* the plugin file to load (copied) */
+    const char *run_dir;     /* where the ipc endpoint goes (copied) */
+    int64_t call_timeout_ms; /* a call not answered in time kills the
+                                child (default 30 s) */
+    int64_t open_timeout_ms; /* start-up, open included (default 20 s) */
 } pb_worker_options_t;
 
 /*
@@ -82,9 +82,8 @@ void pb_worker_stop(pb_worker_t **w);
  * Always fills res; frames the plugin emitted go to out (caller releases
  * them).
  */
-void pb_worker_deliver(pb_worker_t *w, const uint8_t *hdr,
-                       const uint8_t *frame, size_t len,
-                       plugboard_result_t *res, pb_frames_t *out);
+void pb_worker_deliver(pb_worker_t *w, const uint8_t *hdr, const uint8_t *frame,
+                       size_t len, plugboard_result_t *res, pb_frames_t *out);
 
 /* Hand one webhook request to the plugin; fills resp (503 when the child
  * is not available or dies) and out. */
@@ -96,11 +95,11 @@ void pb_worker_webhook(pb_worker_t *w, const plugboard_request_t *req,
 void pb_worker_tick(pb_worker_t *w);
 
 typedef struct pb_worker_info {
-    const char *state;       /* "running", "starting" (restarting) or
-                                "failed" */
+    const char *state; /* "running", "starting" (restarting) or
+                          "failed" */
     int restarts;
     int pid;
-    char failure[256];       /* why it last died, or why it failed */
+    char failure[256]; /* why it last died, or why it failed */
 } pb_worker_info_t;
 
 /* Thread-safe snapshot. */

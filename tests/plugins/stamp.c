@@ -12,7 +12,9 @@
  *                         test can count how often an instance started
  *   open_delay  DURATION  "0ms", sleep this long in open (a slow vendor)
  *   crash_key   STRING    deliver dereferences NULL for events with this
- *                         key (process-isolation tests only)
+ *                         key, or every event for "*" (process-isolation
+ *                         tests only; run them with ASAN_OPTIONS
+ *                         handle_segv=0 so the process really dies)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -139,16 +141,22 @@ s_open(const plugboard_host_api_t *api, plugboard_host_t *host,
     return 0;
 }
 
+/* A real SIGSEGV: the sanitizers must not turn it into an exit. */
+__attribute__((no_sanitize("undefined"), noinline)) static void
+s_crash(void)
+{
+    int *volatile target = NULL;
+    *target = 1;
+}
+
 static void
-s_deliver(void *state, const plugboard_event_t *ev,
-          plugboard_result_t *result)
+s_deliver(void *state, const plugboard_event_t *ev, plugboard_result_t *result)
 {
     s_stamp_t *s = state;
     const plugboard_host_api_t *api = s->api;
-    if (s->crash_key[0] && strcmp(api->event_key(ev), s->crash_key) == 0) {
-        int *volatile target = NULL;
-        *target = 1; /* on purpose: the worker process dies */
-    }
+    if (s->crash_key[0] && (strcmp(s->crash_key, "*") == 0 ||
+                            strcmp(api->event_key(ev), s->crash_key) == 0))
+        s_crash(); /* on purpose: the worker process dies */
     char *json = api->event_to_json(ev);
     if (!json) {
         result->outcome = PLUGBOARD_RETRY;

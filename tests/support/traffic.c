@@ -84,11 +84,10 @@ s_run(void *arg)
             atomic_fetch_add(&t->retried, 1);
             usleep(20000); /* then the same event again */
         } else {
-            snprintf(t->last_bad, sizeof t->last_bad,
-                     "event %zu: HTTP %ld (%s)%s", n, code,
-                     curl_easy_strerror(rc),
-                     code >= 500 && !a.retry_after ? " without Retry-After"
-                                                   : "");
+            snprintf(
+                t->last_bad, sizeof t->last_bad, "event %zu: HTTP %ld (%s)%s",
+                n, code, curl_easy_strerror(rc),
+                code >= 500 && !a.retry_after ? " without Retry-After" : "");
             atomic_fetch_add(&t->bad, 1);
             n++;
         }

@@ -28,9 +28,9 @@ pb_traffic_t *pb_traffic_start(int port, const char *connector,
 void pb_traffic_stop(pb_traffic_t *t);
 void pb_traffic_destroy(pb_traffic_t **t);
 
-size_t pb_traffic_acked(const pb_traffic_t *t);     /* 200s */
-size_t pb_traffic_retried(const pb_traffic_t *t);   /* 503 + Retry-After */
-size_t pb_traffic_bad(const pb_traffic_t *t);       /* anything else */
+size_t pb_traffic_acked(const pb_traffic_t *t);   /* 200s */
+size_t pb_traffic_retried(const pb_traffic_t *t); /* 503 + Retry-After */
+size_t pb_traffic_bad(const pb_traffic_t *t);     /* anything else */
 /* The last bad answer, for messages ("" when none). */
 const char *pb_traffic_last_bad(const pb_traffic_t *t);
 /* Was event n acknowledged? */
@@ -38,9 +38,9 @@ bool pb_traffic_was_acked(const pb_traffic_t *t, size_t n);
 
 /* One line of a stamp record file. */
 typedef struct pb_stamp_rec {
-    char stamp[16];    /* the build's version */
+    char stamp[16]; /* the build's version */
     char label[64];
-    char key[128];     /* the event's key */
+    char key[128]; /* the event's key */
 } pb_stamp_rec_t;
 
 /* Every record in path (caller frees *out); the count. */

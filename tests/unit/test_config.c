@@ -390,7 +390,7 @@ Test(config, unknown_connector_key)
     cr_assert_null(cfg);
     expect_msg(3, "connectors.[0].isolaton: unknown setting (expected one "
                   "of: name, plugin, isolation, concurrency, "
-                  "deliver_timeout, settings)");
+                  "deliver_timeout, settings, watch)");
 }
 
 Test(config, wrong_types_say_what_was_expected)

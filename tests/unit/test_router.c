@@ -576,7 +576,8 @@ Test(router, hostile_frames_are_refused_and_counted)
     uint8_t *mframe = event_new("mallory", NULL, NULL, &mlen, NULL);
     cr_assert_eq(pb_peer_emit1(mallory, 9, mframe, mlen), 0);
     free(mframe);
-    bad += 2; /* HELO and EMIT */
+    bad += 1; /* its EMIT; a HELO from an unknown routing id is only
+                 remembered, for a table swap that may name it (reload) */
     WAIT_STATS(st, st.bad_frames == bad);
     cr_assert_eq(st.bad_frames, bad);
     expect_silence(mallory, 100);

@@ -1,0 +1,403 @@
+/*
+ * test_isolation.c - isolation = "process" on the real host binary: the
+ * plugin runs in a supervised `plugboard worker` child, and a plugin that
+ * crashes takes down only its worker.
+ *
+ *   in  (good, process)   webhooks are forwarded to its worker
+ *   in -> out   (stamp, process)  crashes on the events crash_key names
+ *   in -> keep  (stamp, thread)   must get everything, whatever out does
+ *   ops         (stamp, thread)   receives the dead-letter notices
+ *
+ * The host runs with ASAN_OPTIONS=handle_segv=0 so that a crashing worker
+ * really dies of SIGSEGV (the test plugin's crash is not instrumented).
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "hostproc.h"
+#include "traffic.h"
+
+#define T_WAIT_MS 20000
+
+static char *s_dir;
+static int s_port;
+static pb_hostproc_t s_host;
+
+static const char *const s_env[] = {"ASAN_OPTIONS=handle_segv=0", NULL};
+
+static char *
+s_config(const char *out_settings, int attempts)
+{
+    char *text = NULL;
+    if (asprintf(
+            &text,
+            "plugboard = {\n"
+            "  data_dir = \"%s/var\";\n"
+            "  log_level = \"info\";\n"
+            "  plugin_path = [ \"" PB_TEST_PLUGIN_DIR "\" ];\n"
+            "  http = { listen = \"127.0.0.1:%d\"; };\n"
+            "  drain_timeout = \"5s\";\n"
+            "};\n"
+            "connectors = (\n"
+            "  { name = \"in\"; plugin = \"good\"; isolation = \"process\"; "
+            "},\n"
+            "  { name = \"out\"; plugin = \"stamp\"; isolation = \"process\";\n"
+            "    settings = { record = \"%s/out.jsonl\"; %s }; },\n"
+            "  { name = \"keep\"; plugin = \"stamp\";\n"
+            "    settings = { record = \"%s/keep.jsonl\"; }; },\n"
+            "  { name = \"ops\"; plugin = \"stamp\";\n"
+            "    settings = { record = \"%s/ops.jsonl\"; }; }\n"
+            ");\n"
+            "routes = (\n"
+            "  { name = \"to-out\"; from = \"in\"; when = \"*\"; to = [ "
+            "\"out\" ];\n"
+            "    why = \"orders were re-typed by hand\";\n"
+            "    owner = \"ops@example.com\"; notify = \"ops\";\n"
+            "    retry = { attempts = %d; initial = \"50ms\"; max = \"200ms\"; "
+            "}; },\n"
+            "  { name = \"to-keep\"; from = \"in\"; when = \"*\"; to = [ "
+            "\"keep\" ];\n"
+            "    why = \"the ledger missed failed payments\";\n"
+            "    owner = \"ops@example.com\"; }\n"
+            ");\n",
+            s_dir, s_port, s_dir, out_settings, s_dir, s_dir, attempts) < 0)
+        return NULL;
+    return text;
+}
+
+static void
+setup(void)
+{
+    s_dir = pb_test_tempdir("pb-isolation");
+    cr_assert_not_null(s_dir);
+    s_port = pb_test_free_port();
+}
+
+static void
+s_start(const char *out_settings, int attempts)
+{
+    char *text = s_config(out_settings, attempts);
+    bool up = pb_hostproc_start(&s_host, s_dir, s_port, text, s_env);
+    free(text);
+    if (!up) {
+        char *log = pb_test_read_file(s_host.log, NULL);
+        cr_assert_fail("host did not start:\n%s", log ? log : "(no log)");
+    }
+}
+
+static void
+teardown(void)
+{
+    if (s_host.pid > 0) {
+        int rc = pb_hostproc_stop(&s_host);
+        char *log = pb_test_read_file(s_host.log, NULL);
+        cr_expect_eq(rc, 0, "host exit status %d; log:\n%s", rc,
+                     log ? log : "");
+        cr_expect(!log || (!strstr(log, "ERROR: AddressSanitizer") &&
+                           !strstr(log, "ERROR: LeakSanitizer") &&
+                           !strstr(log, "runtime error:")),
+                  "sanitizer report in the host log:\n%s", log);
+        free(log);
+    }
+    pb_test_rmtree(s_dir);
+    free(s_dir);
+    s_dir = NULL;
+}
+
+TestSuite(isolation, .init = setup, .fini = teardown, .timeout = 120);
+
+static json_t *
+s_ask(const char *a, const char *b, const char *c)
+{
+    const char *args[8];
+    size_t k = 0;
+    args[k++] = a;
+    args[k++] = b;
+    if (c)
+        args[k++] = c;
+    args[k++] = "--json";
+    args[k++] = "-c";
+    args[k++] = s_host.config;
+    args[k] = NULL;
+    char *out = NULL;
+    int rc = pb_hostproc_run_cli(s_dir, args, NULL, &out);
+    json_error_t jerr;
+    json_t *j = rc == 0 ? json_loads(out, 0, &jerr) : NULL;
+    cr_assert_not_null(j, "%s %s: exit %d: %s", a, b, rc, out);
+    free(out);
+    return j;
+}
+
+static json_t *
+s_connector(json_t *status, const char *name)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(status, "connectors"), i, c)
+    {
+        if (strcmp(json_string_value(json_object_get(c, "name")), name) == 0)
+            return c;
+    }
+    return NULL;
+}
+
+static void
+s_post(const char *key)
+{
+    char body[256], *resp = NULL;
+    snprintf(body, sizeof body,
+             "{\"type\":\"payment.failed\",\"key\":\"%s\",\"dedupe\":\"%s\"}",
+             key, key);
+    const char *headers[] = {"Content-Type: application/json", NULL};
+    int st =
+        pb_http_post(s_port, "/hooks/in", headers, body, strlen(body), &resp);
+    cr_assert_eq(st, 200, "POST %s: %d %s", key, st, resp);
+    free(resp);
+}
+
+typedef struct s_want {
+    char path[4300];
+    const char *key;
+} want_t;
+
+static bool
+s_recorded(void *ctx)
+{
+    want_t *w = ctx;
+    pb_stamp_rec_t *recs;
+    size_t n = pb_stamp_read(w->path, &recs);
+    bool found = pb_stamp_find(recs, n, w->key) != NULL;
+    free(recs);
+    return found;
+}
+
+static void
+s_expect_recorded(const char *sink, const char *key)
+{
+    want_t w = {.key = key};
+    snprintf(w.path, sizeof w.path, "%s/%s.jsonl", s_dir, sink);
+    cr_assert(pb_wait_until(s_recorded, &w, T_WAIT_MS), "%s never recorded %s",
+              sink, key);
+}
+
+/* The dead letters for destination out. */
+static json_t *
+s_dead(void)
+{
+    json_t *list = s_ask("dlq", "list", "--connector=out");
+    json_t *dl = json_incref(json_object_get(list, "dead_letters"));
+    json_decref(list);
+    return dl;
+}
+
+static bool
+s_dead_count(void *ctx)
+{
+    json_t *dl = s_dead();
+    bool ok = json_array_size(dl) >= *(size_t *)ctx;
+    json_decref(dl);
+    return ok;
+}
+
+static bool
+s_ops_notices(void *ctx)
+{
+    char path[4300];
+    snprintf(path, sizeof path, "%s/ops.jsonl", s_dir);
+    return pb_count_lines(path) >= *(size_t *)ctx;
+}
+
+/* Every acknowledged traffic event reached sink. */
+typedef struct s_all {
+    const pb_traffic_t *t;
+    char path[4300];
+    size_t missing;
+} all_t;
+
+static bool
+s_all(void *ctx)
+{
+    all_t *a = ctx;
+    pb_stamp_rec_t *recs;
+    size_t n = pb_stamp_read(a->path, &recs);
+    a->missing = 0;
+    for (size_t k = 0; k < pb_traffic_acked(a->t) + pb_traffic_bad(a->t) +
+                               pb_traffic_retried(a->t) + 10;
+         k++) {
+        if (!pb_traffic_was_acked(a->t, k))
+            continue;
+        char key[64];
+        snprintf(key, sizeof key, "t%zu@example.com", k);
+        a->missing += pb_stamp_find(recs, n, key) == NULL;
+    }
+    free(recs);
+    return a->missing == 0;
+}
+
+static void
+s_expect_all(const pb_traffic_t *t, const char *sink)
+{
+    all_t a = {.t = t};
+    snprintf(a.path, sizeof a.path, "%s/%s.jsonl", s_dir, sink);
+    cr_assert(pb_wait_until(s_all, &a, 30000),
+              "%zu acknowledged events never reached %s", a.missing, sink);
+}
+
+/* ------------------------------------------------------------------ */
+
+Test(isolation, a_segfault_kills_only_the_worker)
+{
+    s_start("crash_key = \"bad@example.com\";", 3);
+    pb_traffic_t *t = pb_traffic_start(s_port, "in", "t", 5);
+    s_post("before@example.com");
+    s_expect_recorded("out", "before@example.com");
+    s_post("bad@example.com");
+    s_post("after@example.com");
+    size_t one = 1;
+    cr_assert(pb_wait_until(s_dead_count, &one, T_WAIT_MS),
+              "the crashing event never became a dead letter");
+    json_t *dl = s_dead();
+    cr_assert_eq(json_array_size(dl), 1);
+    json_t *d = json_array_get(dl, 0);
+    cr_expect_eq(json_integer_value(json_object_get(d, "attempts")), 3);
+    const char *err = json_string_value(json_object_get(d, "last_error"));
+    cr_expect(strstr(err, "killed by signal 11"), "%s", err);
+    cr_expect_str_eq(
+        json_string_value(json_object_get(json_object_get(d, "event"), "key")),
+        "bad@example.com");
+    json_decref(dl);
+    cr_assert(pb_wait_until(s_ops_notices, &one, T_WAIT_MS),
+              "no dead-letter notice reached ops");
+    /* the connector recovers for other events, the others never stopped */
+    s_expect_recorded("out", "after@example.com");
+    s_post("later@example.com");
+    s_expect_recorded("out", "later@example.com");
+    s_expect_recorded("keep", "bad@example.com");
+    pb_traffic_stop(t);
+    cr_expect_eq(pb_traffic_bad(t), 0, "last: %s", pb_traffic_last_bad(t));
+    s_expect_all(t, "out");
+    s_expect_all(t, "keep");
+    pb_traffic_destroy(&t);
+    json_t *st = s_ask("ctl", "status", NULL);
+    json_t *out = s_connector(st, "out");
+    cr_expect_str_eq(json_string_value(json_object_get(out, "state")),
+                     "running");
+    cr_expect_str_eq(json_string_value(json_object_get(out, "isolation")),
+                     "process");
+    cr_expect_eq(json_integer_value(json_object_get(out, "restarts")), 3);
+    cr_expect(strstr(json_string_value(json_object_get(out, "failure")),
+                     "Segmentation fault"));
+    json_decref(st);
+    cr_expect_eq(kill(s_host.pid, 0), 0, "the host died");
+}
+
+Test(isolation, a_crash_loop_marks_the_connector_failed)
+{
+    s_start("crash_key = \"*\";", 10);
+    s_post("first@example.com");
+    size_t one = 1;
+    cr_assert(pb_wait_until(s_dead_count, &one, T_WAIT_MS),
+              "the event never became a dead letter");
+    json_t *st = s_ask("ctl", "status", NULL);
+    json_t *out = s_connector(st, "out");
+    cr_assert_str_eq(json_string_value(json_object_get(out, "state")),
+                     "failed");
+    const char *why = json_string_value(json_object_get(out, "failure"));
+    cr_expect(strstr(why, "died 5 times within 60 s") &&
+                  strstr(why, "Segmentation fault"),
+              "%s", why);
+    json_decref(st);
+    json_t *dl = s_dead();
+    const char *err =
+        json_string_value(json_object_get(json_array_get(dl, 0), "last_error"));
+    cr_expect(strstr(err, "connector 'out' failed"), "%s", err);
+    json_decref(dl);
+    cr_assert(pb_wait_until(s_ops_notices, &one, T_WAIT_MS),
+              "no dead-letter notice reached ops");
+    /* what arrives now becomes a dead letter at once, with a notice */
+    s_post("second@example.com");
+    size_t two = 2;
+    cr_assert(pb_wait_until(s_dead_count, &two, T_WAIT_MS));
+    cr_assert(pb_wait_until(s_ops_notices, &two, T_WAIT_MS));
+    s_expect_recorded("keep", "second@example.com");
+
+    /* a reload that fixes the connector brings it back */
+    char *text = s_config("crash_key = \"never\";", 10);
+    FILE *f = fopen(s_host.config, "w");
+    fputs(text, f);
+    fclose(f);
+    free(text);
+    json_decref(s_ask("ctl", "reload", NULL));
+    st = s_ask("ctl", "status", NULL);
+    cr_expect_str_eq(
+        json_string_value(json_object_get(s_connector(st, "out"), "state")),
+        "running");
+    json_decref(st);
+    json_decref(s_ask("dlq", "replay", "--all-for=to-out"));
+    s_expect_recorded("out", "first@example.com");
+    s_expect_recorded("out", "second@example.com");
+}
+
+Test(isolation, a_killed_worker_restarts_and_the_host_takes_workers_along)
+{
+    s_start("", 5);
+    s_post("a@example.com");
+    s_expect_recorded("out", "a@example.com");
+    json_t *st = s_ask("ctl", "status", NULL);
+    int pid =
+        (int)json_integer_value(json_object_get(s_connector(st, "out"), "pid"));
+    json_decref(st);
+    cr_assert_gt(pid, 0);
+    cr_assert_eq(kill(pid, SIGKILL), 0);
+    s_post("b@example.com");
+    s_expect_recorded("out", "b@example.com");
+    st = s_ask("ctl", "status", NULL);
+    json_t *out = s_connector(st, "out");
+    int pid2 = (int)json_integer_value(json_object_get(out, "pid"));
+    cr_expect_neq(pid2, pid);
+    cr_expect_eq(json_integer_value(json_object_get(out, "restarts")), 1);
+    int in_pid =
+        (int)json_integer_value(json_object_get(s_connector(st, "in"), "pid"));
+    json_decref(st);
+
+    /* upgrade a process-isolated connector: the new worker runs v2 */
+    char plugin[4300], *text = NULL;
+    snprintf(plugin, sizeof plugin, PB_TEST_PLUGIN_DIR "/stamp_v2.so");
+    const char *args[] = {"ctl",  "upgrade", "out",         "--plugin",
+                          plugin, "-c",      s_host.config, NULL};
+    cr_assert_eq(pb_hostproc_run_cli(s_dir, args, NULL, &text), 0, "%s", text);
+    cr_assert(strstr(text, "now runs stamp 2.0.0"), "%s", text);
+    free(text);
+    s_post("c@example.com");
+    want_t w = {.key = "c@example.com"};
+    snprintf(w.path, sizeof w.path, "%s/out.jsonl", s_dir);
+    cr_assert(pb_wait_until(s_recorded, &w, T_WAIT_MS));
+    pb_stamp_rec_t *recs;
+    size_t n = pb_stamp_read(w.path, &recs);
+    cr_expect_str_eq(pb_stamp_find(recs, n, "c@example.com")->stamp, "2.0.0");
+    free(recs);
+
+    /* a host killed outright takes its workers with it */
+    st = s_ask("ctl", "status", NULL);
+    pid2 =
+        (int)json_integer_value(json_object_get(s_connector(st, "out"), "pid"));
+    json_decref(st);
+    kill(s_host.pid, SIGKILL);
+    int status;
+    waitpid(s_host.pid, &status, 0);
+    s_host.pid = 0;
+    for (int i = 0; i < 100 && (kill(pid2, 0) == 0 || kill(in_pid, 0) == 0);
+         i++)
+        usleep(50000);
+    cr_expect_neq(kill(pid2, 0), 0, "worker %d outlived its host", pid2);
+    cr_expect_neq(kill(in_pid, 0), 0, "worker %d outlived its host", in_pid);
+}
