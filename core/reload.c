@@ -492,7 +492,7 @@ s_swap_table(pb_reload_t *rl, const pb_config_t *cfg, inst_t **insts,
         const pb_connector_conf_t *c = &cfg->connectors[i];
         dests[i].name = c->name;
         dests[i].peer = insts[i]->gen ? insts[i]->rid : insts[i]->name;
-        dests[i].window = 16;
+        dests[i].window = PB_ROUTER_DEFAULT_WINDOW;
         dests[i].timeout_ms =
             c->deliver_timeout_ms
                 ? c->deliver_timeout_ms

@@ -72,6 +72,7 @@ typedef struct s_dest {
     bool ready;
     int inflight;
     int window;
+    int64_t last_answer_ms;  /* when the actor last answered a delivery */
     int64_t timeout_ms;
     dl_t *head, *tail;
     pb_mconn_t *mc;          /* its metrics, looked up on first use */
@@ -1245,6 +1246,8 @@ s_read_batch(pb_router_t *r, int64_t now)
             s_stat_add(&r->stats.bad_frames, 1);
         } else if ((clen == 4 && memcmp(cmd, PB_MSG_EMIT, 4) == 0) ||
                    (clen == 3 && memcmp(cmd, PB_MSG_RESULT, 3) == 0)) {
+            if (cmd[0] == 'R')
+                r->dests[dest].last_answer_ms = now;
             if (!began && journal_ok) {
                 began = pb_journal_begin(r->journal) == 0;
                 journal_ok = began;
@@ -1285,28 +1288,42 @@ s_check_timeouts(pb_router_t *r, int64_t now)
         dest_t *ds = &r->dests[i];
         if (!ds->inflight)
             continue;
-        /* only deliveries in flight can time out: stop after the last
-         * one instead of walking the whole backlog every turn */
+        /* The actor answers its deliveries one at a time in the order it
+         * got them, so only the oldest one in flight is being worked on;
+         * its clock starts when it was sent or when the actor last
+         * answered, whichever is later.  The others are only queued, so a
+         * large window never turns into false timeouts.  Stop after the
+         * last one in flight instead of walking the whole backlog. */
+        dl_t *oldest = NULL;
         int seen = 0;
         for (dl_t *d = ds->head; d && seen < ds->inflight; d = d->next) {
             if (!d->inflight)
                 continue;
             seen++;
-            if (d->changing || now - d->sent_ms < ds->timeout_ms)
-                continue;
-            if (!began)
-                began = pb_journal_begin(r->journal) == 0;
-            S_GROW(r, changes, change_count, change_cap);
-            change_t *c = &r->changes[r->change_count++];
-            memset(c, 0, sizeof *c);
-            c->dl = d;
-            d->changing = true;
-            c->outcome = PLUGBOARD_RETRY;
-            c->timeout = true;
-            snprintf(c->reason, sizeof c->reason,
-                     "no answer within %lld ms", (long long)ds->timeout_ms);
-            s_stat_add(&r->stats.timeouts, 1);
+            if (!d->changing && (!oldest || d->sent_ms < oldest->sent_ms))
+                oldest = d;
         }
+        if (!oldest)
+            continue;
+        int64_t started = oldest->sent_ms > ds->last_answer_ms
+                              ? oldest->sent_ms
+                              : ds->last_answer_ms;
+        if (now - started < ds->timeout_ms)
+            continue;
+        if (!began)
+            began = pb_journal_begin(r->journal) == 0;
+        S_GROW(r, changes, change_count, change_cap);
+        change_t *c = &r->changes[r->change_count++];
+        memset(c, 0, sizeof *c);
+        c->dl = oldest;
+        oldest->changing = true;
+        c->outcome = PLUGBOARD_RETRY;
+        c->timeout = true;
+        snprintf(c->reason, sizeof c->reason, "no answer within %lld ms",
+                 (long long)ds->timeout_ms);
+        s_stat_add(&r->stats.timeouts, 1);
+        /* the next one's clock starts now, not when it was queued */
+        ds->last_answer_ms = now;
     }
     if (r->change_count)
         s_commit_batch(r, began, now);
@@ -1526,7 +1543,8 @@ pb_router_start(const pb_router_options_t *opt, char *err, size_t err_len)
         ds->name = strdup(opt->dests[i].name);
         snprintf(ds->peer, sizeof ds->peer, "%s",
                  opt->dests[i].peer ? opt->dests[i].peer : opt->dests[i].name);
-        ds->window = opt->dests[i].window > 0 ? opt->dests[i].window : 16;
+        ds->window = opt->dests[i].window > 0 ? opt->dests[i].window
+                                              : PB_ROUTER_DEFAULT_WINDOW;
         ds->timeout_ms =
             opt->dests[i].timeout_ms > 0 ? opt->dests[i].timeout_ms : 30000;
         if (!ds->name) {
@@ -1883,7 +1901,7 @@ s_swap_dests(pb_router_t *r, const pb_router_table_t *t, int *dmap,
         } else if (!(ds->name = strdup(opt->name))) {
             abort();
         }
-        ds->window = opt->window > 0 ? opt->window : 16;
+        ds->window = opt->window > 0 ? opt->window : PB_ROUTER_DEFAULT_WINDOW;
         ds->timeout_ms = opt->timeout_ms > 0 ? opt->timeout_ms : 30000;
         if (o < 0 || strcmp(ds->peer, peer) != 0) {
             if (o >= 0)

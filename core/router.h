@@ -54,10 +54,15 @@ typedef struct pb_router pb_router_t;
 #define PB_MSG_SWAP_REPLY "SWPR"
 #define PB_MSG_BYE "BYE"
 
+/* Deliveries in flight per destination unless a connector says otherwise:
+ * enough to keep a connector busy across one group commit. */
+#define PB_ROUTER_DEFAULT_WINDOW 64
+
 /* Per-destination limits the router needs from each connector. */
 typedef struct pb_router_dest_options {
     const char *name;
-    int window;             /* deliveries in flight, default 16 */
+    int window;             /* deliveries in flight, default
+                               PB_ROUTER_DEFAULT_WINDOW */
     int64_t timeout_ms;     /* a delivery not answered in time is a
                                transient failure */
     const char *peer;       /* routing id to deliver to; NULL = name */

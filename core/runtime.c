@@ -349,7 +349,7 @@ s_start_parts(pb_runtime_t *rt, pb_diag_t *diag)
     for (size_t i = 0; i < n; i++) {
         const plugboard_connector_t *d = pb_plugin_descriptor(rt->plugins[i]);
         dests[i].name = cfg->connectors[i].name;
-        dests[i].window = 16;
+        dests[i].window = PB_ROUTER_DEFAULT_WINDOW;
         dests[i].timeout_ms = cfg->connectors[i].deliver_timeout_ms
                                   ? cfg->connectors[i].deliver_timeout_ms
                                   : d->deliver_timeout_ms;
