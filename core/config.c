@@ -512,21 +512,28 @@ s_kind(const config_setting_t *s)
     }
 }
 
+/* A setting path longer than its buffer is shown cut, ending in "...":
+ * an error message stays readable and never overruns. */
+static const char *
+s_fit(char *buf, size_t len, int n)
+{
+    if (n >= 0 && (size_t)n >= len && len > 4)
+        memcpy(buf + len - 4, "...", 4);
+    return buf;
+}
+
 static const char *
 s_path(char *buf, size_t len, const char *parent, const char *key)
 {
     if (parent && *parent)
-        snprintf(buf, len, "%s.%s", parent, key);
-    else
-        snprintf(buf, len, "%s", key);
-    return buf;
+        return s_fit(buf, len, snprintf(buf, len, "%s.%s", parent, key));
+    return s_fit(buf, len, snprintf(buf, len, "%s", key));
 }
 
 static const char *
 s_index_path(char *buf, size_t len, const char *parent, size_t i)
 {
-    snprintf(buf, len, "%s.[%zu]", parent, i);
-    return buf;
+    return s_fit(buf, len, snprintf(buf, len, "%s.[%zu]", parent, i));
 }
 
 /* "routes.[0] ('name')", or just the path while the name is unknown. */
@@ -534,10 +541,8 @@ static const char *
 s_label(char *buf, size_t len, const char *path, const char *name)
 {
     if (name)
-        snprintf(buf, len, "%s ('%s')", path, name);
-    else
-        snprintf(buf, len, "%s", path);
-    return buf;
+        return s_fit(buf, len, snprintf(buf, len, "%s ('%s')", path, name));
+    return s_fit(buf, len, snprintf(buf, len, "%s", path));
 }
 
 /* ------------------------------------------------------------------ */

@@ -507,7 +507,7 @@ s_framing_cb(void *cls, enum MHD_ValueKind kind, const char *key,
 {
     pb_framing_t *f = cls;
     if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
-        uint64_t v;
+        uint64_t v = 0;
         if (value == NULL || !s_parse_length(value, &v) ||
             (f->cl_count > 0 && v != f->length))
             f->malformed = true;
