@@ -19,8 +19,8 @@
  *       with pb_builder_encode and keeps a bounded window of them waiting
  *       for their ACK.  The clock runs from the first EMIT until the sinks
  *       have seen all N x K deliveries.  --window is the router's
- *       per-destination window (default 16, what core/runtime.c gives every
- *       connector), for experiments.
+ *       per-destination window (default PB_ROUTER_DEFAULT_WINDOW, what
+ *       core/runtime.c gives every connector), for experiments.
  *   pb_bench latency --count N --rate R --dir D
  *       The same wiring with the journal on, one event at a time at R per
  *       second: emit -> ACK (accepted, durable) and emit -> the sink's
@@ -115,7 +115,7 @@ s_encode(const char *source, int64_t seq, uint8_t **out, size_t *len)
         return PB_ENOMEM;
     char key[32];
     /* 4096 customers: keyed like real events, never limited by per-key
-     * ordering in a window of 16 */
+     * ordering in one window */
     snprintf(key, sizeof key, "customer-%04" PRId64, seq % 4096);
     int rc = pb_builder_set_key(b, key);
     if (rc == 0)
@@ -400,7 +400,7 @@ s_host_start(host_t *h, const opts_t *o)
         const plugboard_connector_t *d = pb_plugin_descriptor(h->plugins[i]);
         dests[i] = (pb_router_dest_options_t){
             .name = h->cfg->connectors[i].name,
-            .window = o->window, /* core/runtime.c gives 16 */
+            .window = o->window, /* core/runtime.c: the router default */
             .timeout_ms = h->cfg->connectors[i].deliver_timeout_ms
                               ? h->cfg->connectors[i].deliver_timeout_ms
                               : d->deliver_timeout_ms,
@@ -676,7 +676,7 @@ main(int argc, char **argv)
 {
     opts_t o = {.size = 256, .count = 100000, .batch = 1024, .targets = 1,
                 .sinks = 1, .journal = true, .rate = 20,
-                .window = 16};
+                .window = PB_ROUTER_DEFAULT_WINDOW};
     if (argc < 2)
         s_usage();
     o.mode = argv[1];

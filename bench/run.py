@@ -37,7 +37,8 @@ SIZES = (256, 4096)
 
 QUICK = dict(repeats=1, zmq=200000, sqlite=10000, route=10000, fanout=4000,
              lat_count=50, lat_rate=50.0, wrk_s=3, half_s=2, rss_load_s=2,
-             http_lat_count=40)
+             http_lat_count=40, upgrades=3, upgrade_s=6,
+             upgrade_rate=100.0)
 FULL = dict(repeats=3, zmq=2000000, sqlite=100000, route=100000,
             fanout=40000, lat_count=200, lat_rate=20.0, wrk_s=15, half_s=10,
             rss_load_s=5, http_lat_count=200)
@@ -367,6 +368,87 @@ def webhooks(b, work, p, procs, template):
             "wrk_connections": WRK_CONNECTIONS}
 
 
+def upgrade_under_load(b, work, p, procs, template):
+    """`plugboard ctl upgrade crm` several times while webhooks arrive at a
+    steady rate: how long until the new build serves (the command returns
+    once it does), the longest pause between two lines the file sink writes
+    around each upgrade against the longest pause with no upgrade, and how
+    many acknowledged webhooks never reached the file (must be 0)."""
+    import threading
+    log("plugin upgrade under load ...")
+    port = free_port()
+    d = os.path.join(work, "upgrade")
+    os.makedirs(d, exist_ok=True)
+    cfg, outbox = webhook_config(d, port, b)
+    host = start_host(procs, b, cfg, port, d, "upgrade-host")
+    stamps, stop = [], threading.Event()
+
+    def tail():
+        seen = 0
+        while not stop.is_set():
+            n = count_lines(outbox)
+            if n > seen:
+                t = time.monotonic()
+                stamps.extend([t] * (n - seen))
+                seen = n
+            time.sleep(0.001)
+
+    rate, seconds = p["upgrade_rate"], p["upgrade_s"]
+    upgrades = []
+    tailer = threading.Thread(target=tail, daemon=True)
+    try:
+        tailer.start()
+        load = {}
+        loader = threading.Thread(target=lambda: load.update(run_load(
+            b, port, template, rate, seconds=seconds, conns=4)))
+        loader.start()
+        time.sleep(seconds / (p["upgrades"] + 2))
+        for _ in range(p["upgrades"]):
+            t0 = time.monotonic()
+            r = subprocess.run([os.path.join(b, "plugboard"), "ctl",
+                                "upgrade", "crm", "-c", cfg, "--json"],
+                               capture_output=True, text=True, timeout=60,
+                               stdin=subprocess.DEVNULL, env=host_env())
+            t1 = time.monotonic()
+            if r.returncode != 0:
+                raise BenchError("ctl upgrade: " + (r.stderr or r.stdout)
+                                 .strip()[-300:])
+            upgrades.append((t0, t1))
+            time.sleep(seconds / (p["upgrades"] + 2))
+        loader.join(timeout=seconds + 90)
+        # everything acknowledged must reach the file; give it time
+        deadline = time.time() + 60
+        while (count_lines(outbox) < load.get("ok", 0)
+               and time.time() < deadline):
+            time.sleep(0.1)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        tailer.join(timeout=5)
+        procs.stop(host, timeout=30)
+    ids = set()
+    with open(outbox, errors="replace") as f:
+        for line in f:
+            try:
+                ids.add(json.loads(line).get("dedupe"))
+            except ValueError:
+                pass
+    gaps_in, gaps_out = [0.0], [0.0]
+    for a, c in zip(stamps, stamps[1:]):
+        near = any(t0 - 0.05 <= c and a <= t1 + 0.05 for t0, t1 in upgrades)
+        (gaps_in if near else gaps_out).append(c - a)
+    took = [1000 * (t1 - t0) for t0, t1 in upgrades]
+    return {"rate": rate, "seconds": seconds, "upgrades": len(upgrades),
+            "acknowledged": load.get("ok", 0),
+            "errors": load.get("errors", 0),
+            "delivered_unique": len(ids),
+            "lost": max(0, load.get("ok", 0) - len(ids)),
+            "upgrade_ms_median": statistics.median(took),
+            "upgrade_ms_max": max(took),
+            "longest_pause_during_upgrade_ms": 1000 * max(gaps_in),
+            "longest_pause_otherwise_ms": 1000 * max(gaps_out)}
+
+
 def demo_rss(b, work, p, procs, template):
     log("memory with the demo config ...")
     port = free_port()
@@ -563,6 +645,16 @@ def table(res):
         lines.append(f"demo config RSS: idle {rss['idle_rss_mib']:.1f} MiB, "
                      f"loaded {rss['loaded_rss_mib']:.1f} MiB, peak "
                      f"{rss['peak_rss_mib']:.1f} MiB")
+    up = res.get("upgrade")
+    if up:
+        lines.append(f"ctl upgrade x{up['upgrades']} under {up['rate']:.0f} "
+                     f"webhooks/s: new build serving after "
+                     f"{up['upgrade_ms_median']:.0f} ms (max "
+                     f"{up['upgrade_ms_max']:.0f}); longest delivery pause "
+                     f"{up['longest_pause_during_upgrade_ms']:.0f} ms "
+                     f"(without upgrade {up['longest_pause_otherwise_ms']:.0f}"
+                     f" ms); acknowledged {up['acknowledged']}, lost "
+                     f"{up['lost']}")
     lines.append("")
     lines.append("targets")
     for t in res.get("targets", []):
@@ -593,6 +685,10 @@ def targets(res):
     if "half" in wh:
         add("webhook p99 < 5 ms at half peak", wh["half"]["p99_ms"] < 5,
             f"{wh['half']['p99_ms']:.2f} ms")
+    up = res.get("upgrade", {})
+    if "lost" in up:
+        add("events lost during ctl upgrade under load = 0", up["lost"] == 0,
+            str(up["lost"]))
     rss = res.get("rss", {})
     if "idle_rss_mib" in rss:
         add("idle RSS < 16 MiB (demo config)", rss["idle_rss_mib"] < 16,
@@ -627,6 +723,7 @@ def main():
         if shutil.which("wrk"):
             res["webhook"] = webhooks(b, work, p, procs, template)
             res["rss"] = demo_rss(b, work, p, procs, template)
+            res["upgrade"] = upgrade_under_load(b, work, p, procs, template)
             if args.peers:
                 res["node_red"] = node_red(work, p, procs, template)
         else:
