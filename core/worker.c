@@ -494,12 +494,16 @@ s_unreachable(pb_worker_t *w, const char *doing, char *why, size_t len)
     s_died(w, why);
 }
 
+/* A failure too long for the reason is shown cut, ending in "...". */
 static void
 s_failed_reason(pb_worker_t *w, char *out, size_t len)
 {
     pthread_mutex_lock(&w->lock);
-    snprintf(out, len, "connector '%s' failed: %s", w->name, w->failure);
+    int n =
+        snprintf(out, len, "connector '%s' failed: %s", w->name, w->failure);
     pthread_mutex_unlock(&w->lock);
+    if (n >= 0 && (size_t)n >= len && len > 4)
+        memcpy(out + len - 4, "...", 4);
 }
 
 void
