@@ -67,6 +67,7 @@ size_t __sanitizer_get_current_allocated_bytes(void);
 #define S_DELIVER_DEFAULT_MS 30000 /* the router's default deadline */
 #define S_LINE_MAX 1024
 #define S_WARMUP_CYCLES 5
+#define S_THREAD_SETTLE_MS 2000 /* for ended threads to leave /proc */
 #define S_INFLIGHT_WORKERS 4
 
 const char pb_plugin_check_help[] =
@@ -206,6 +207,26 @@ static long
 s_threads(void)
 {
     return s_count_dir("/proc/self/task");
+}
+
+/*
+ * Threads of the process once those that have ended are gone, for a count
+ * expected to be at most limit.  A joined thread can still be listed in
+ * /proc/self/task for a moment: pthread_join returns when the kernel
+ * clears the thread's id, a little before it removes the task.  So a count
+ * above limit is read again until it drops, for up to S_THREAD_SETTLE_MS;
+ * a thread that really outlives close stays and is counted.
+ */
+static long
+s_threads_settled(long limit)
+{
+    long n = s_threads();
+    int64_t until = pb_monotonic_ms() + S_THREAD_SETTLE_MS;
+    while (n > limit && pb_monotonic_ms() < until) {
+        usleep(1000);
+        n = s_threads();
+    }
+    return n;
 }
 
 /* Descriptors open, not counting the one opendir uses to count them. */
@@ -1296,7 +1317,9 @@ s_cycles(s_check_t *c, s_child_t *ch, int n, int first, s_cycle_stats_t *st)
             return false;
         }
         s_close(c, ch, state);
-        long t = s_threads();
+        /* wait for ended threads until a leak is found, not after */
+        long t = st->worst_cycle ? s_threads()
+                                 : s_threads_settled(st->threads_before);
         if (t > st->worst_threads) {
             st->worst_threads = t;
             if (!st->worst_cycle)
@@ -1670,7 +1693,7 @@ s_child_inflight(s_check_t *c, s_child_t *ch)
     int64_t t0 = pb_monotonic_ms();
     s_close(c, ch, state);
     int64_t took = pb_monotonic_ms() - t0;
-    long threads1 = s_threads();
+    long threads1 = s_threads_settled(threads0);
     if (threads1 > threads0)
         s_report(ch, "in-flight", S_FAIL,
                  "%ld thread%s still running after close", threads1 - threads0,
