@@ -317,9 +317,10 @@ pb_scaffold_cmd(int argc, char **argv)
            "prefix> if not standard)\n"
            "  cmake --build %s/build && (cd %s/build && ctest "
            "--output-on-failure)\n"
-           "  plugboard plugin-check %s/build/%s.so\n"
+           "  plugboard plugin-check %s/build/%s.so --settings "
+           "%s/plugin-check.cfg\n"
            "the SDK guide is docs/sdk.md (installed with the SDK "
            "documentation)\n",
-           dir, dir, dir, dir, dir, name);
+           dir, dir, dir, dir, dir, name, dir);
     return 0;
 }

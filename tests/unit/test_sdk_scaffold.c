@@ -130,7 +130,14 @@ Test(scaffold, the_command_writes_and_then_refuses)
     const char *args[] = {"new-connector", "acme-crm", s_proj, NULL};
     cr_expect_eq(pb_hostproc_run_cli(s_dir, args, NULL, &out), 0, "%s", out);
     cr_expect(strstr(out, "created "), "%s", out);
-    cr_expect(strstr(out, "plugin-check"), "says what next:\n%s", out);
+    /* the next step names the settings the connector is checked with, as
+     * its ctest does: without them a required setting fails `open` */
+    char next[8600];
+    snprintf(next, sizeof next,
+             "plugboard plugin-check %s/build/acme-crm.so --settings "
+             "%s/plugin-check.cfg\n",
+             s_proj, s_proj);
+    cr_expect(strstr(out, next), "says what next:\n%s", out);
     free(out);
     cr_expect_eq(pb_hostproc_run_cli(s_dir, args, NULL, &out), 1, "%s", out);
     cr_expect(strstr(out, "error: refusing to overwrite"), "%s", out);
