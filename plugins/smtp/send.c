@@ -23,6 +23,7 @@
 
 #include <ctype.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -34,6 +35,44 @@
 #define S_VERB_MAX 12
 #define S_RCPT_MAX (SMTP_BCC_MAX + 1)
 #define S_NAME_MAX 200 /* bytes of a recipient's name put in To */
+#define S_ADDR_SHOWN 64 /* bytes of an address shown in a reason */
+
+/*
+ * Format a delivery's reason.  PLUGBOARD_REASON_MAX is part of the ABI, so
+ * callers put what matters first (who refused, the reply's code) and a
+ * reason that does not fit ends in "...": cut, and visibly so.  The log
+ * line of the failure carries the whole reply.
+ */
+static void s_reason(plugboard_result_t *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+s_reason(plugboard_result_t *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(r->reason, sizeof r->reason, fmt, ap);
+    va_end(ap);
+    if (n >= (int)sizeof r->reason)
+        memcpy(r->reason + sizeof r->reason - 4, "...", 4);
+}
+
+/* An address as a reason shows it: whole up to S_ADDR_SHOWN bytes, else
+ * its start and its end around "..." (the domain stays readable). */
+static void
+s_short_addr(const char *addr, char out[S_ADDR_SHOWN + 1])
+{
+    size_t n = strlen(addr);
+    if (n <= S_ADDR_SHOWN) {
+        memcpy(out, addr, n + 1);
+        return;
+    }
+    size_t head = (S_ADDR_SHOWN - 3) / 2;
+    size_t tail = S_ADDR_SHOWN - 3 - head;
+    memcpy(out, addr, head);
+    memcpy(out + head, "...", 3);
+    memcpy(out + head + 3, addr + n - tail, tail + 1);
+}
 
 /* ------------------------------------------------------------------ */
 /* Following the SMTP dialogue                                         */
@@ -55,6 +94,7 @@ typedef struct s_session {
     char last_rcpt[PLUGBOARD_MAIL_ADDRESS_MAX + 1]; /* ... and its address */
     char pending[S_REPLY_MAX]; /* a multi-line reply so far */
     size_t pending_len;
+    bool pending_cut; /* it did not fit: shown ending in "..." */
     struct {
         char addr[PLUGBOARD_MAIL_ADDRESS_MAX + 1];
         s_reply_t reply;
@@ -100,11 +140,24 @@ s_on_reply(s_session_t *ss, int code)
 {
     if (strcmp(ss->verb, "QUIT") == 0) {
         ss->pending_len = 0;
+        ss->pending_cut = false;
         return;
     }
     ss->last.code = code;
-    snprintf(ss->last.text, sizeof ss->last.text, "%d%s%.*s", code,
-             ss->pending_len ? " " : "", (int)ss->pending_len, ss->pending);
+    /* "NNN text", cut to fit with "..." at the end */
+    size_t room = sizeof ss->last.text - 5; /* "NNN ", NUL */
+    size_t n = ss->pending_len < room ? ss->pending_len : room;
+    char *t = ss->last.text;
+    size_t o = (size_t)snprintf(t, sizeof ss->last.text, "%03d", code % 1000);
+    if (n > 0) {
+        t[o++] = ' ';
+        memcpy(t + o, ss->pending, n);
+        o += n;
+    }
+    t[o] = '\0';
+    if ((ss->pending_cut || n < ss->pending_len) && n >= 3)
+        memcpy(t + o - 3, "...", 3);
+    ss->pending_cut = false;
     memcpy(ss->last_verb, ss->verb, sizeof ss->verb);
     memcpy(ss->last_rcpt, ss->rcpt, sizeof ss->rcpt);
     ss->pending_len = 0;
@@ -136,8 +189,11 @@ s_on_reply_line(s_session_t *ss, const char *line, size_t n)
     if (len > 0 && ss->pending_len > 0 &&
         ss->pending_len + 1 < sizeof ss->pending)
         ss->pending[ss->pending_len++] = ' ';
-    for (size_t i = 0; i < len && ss->pending_len + 1 < sizeof ss->pending;
-         i++) {
+    for (size_t i = 0; i < len; i++) {
+        if (ss->pending_len + 1 >= sizeof ss->pending) {
+            ss->pending_cut = true;
+            break;
+        }
         unsigned char c = (unsigned char)text[i];
         ss->pending[ss->pending_len++] = c >= 0x20 && c < 0x7f ? (char)c : '?';
     }
@@ -194,8 +250,8 @@ s_recipient(const smtp_t *s, const plugboard_event_t *ev,
     if (!api->event_string(ev, field, &v, &n) ||
         !plugboard_mail_address_ok(v, n)) {
         r->outcome = PLUGBOARD_REJECT;
-        snprintf(r->reason, sizeof r->reason,
-                 "recipient field '%s' is missing or not an address", field);
+        s_reason(r, "recipient field '%s' is missing or not an address",
+                 field);
         return false;
     }
     memcpy(out, v, n);
@@ -375,18 +431,32 @@ static void
 s_stage(const s_session_t *ss, const smtp_t *s, char *out, size_t out_len)
 {
     const char *v = ss->last_verb;
-    if (strcmp(v, "RCPT") == 0)
-        snprintf(out, out_len, "recipient <%s>", ss->last_rcpt);
-    else if (strcmp(v, "MAIL") == 0)
-        snprintf(out, out_len, "sender <%s>", s->envelope_from);
-    else if (strcmp(v, ".") == 0)
+    char addr[S_ADDR_SHOWN + 1];
+    if (strcmp(v, "RCPT") == 0) {
+        s_short_addr(ss->last_rcpt, addr);
+        snprintf(out, out_len, "recipient <%s>", addr);
+    } else if (strcmp(v, "MAIL") == 0) {
+        s_short_addr(s->envelope_from, addr);
+        snprintf(out, out_len, "sender <%s>", addr);
+    } else if (strcmp(v, ".") == 0) {
         snprintf(out, out_len, "message");
-    else if (strcmp(v, "AUTH") == 0)
-        snprintf(out, out_len, "authentication as '%s'", s->username);
-    else if (v[0] == '\0' || strcmp(v, "QUIT") == 0)
+    } else if (strcmp(v, "AUTH") == 0) {
+        s_short_addr(s->username ? s->username : "", addr);
+        snprintf(out, out_len, "authentication as '%s'", addr);
+    } else if (v[0] == '\0' || strcmp(v, "QUIT") == 0) {
         snprintf(out, out_len, "connection");
-    else
+    } else {
         snprintf(out, out_len, "%s", v);
+    }
+}
+
+/* "recipient <addr>" with the address shortened for a reason. */
+static void
+s_rcpt_stage(const char *rcpt, char *out, size_t out_len)
+{
+    char addr[S_ADDR_SHOWN + 1];
+    s_short_addr(rcpt, addr);
+    snprintf(out, out_len, "recipient <%s>", addr);
 }
 
 /* Set r from an SMTP reply: 5xx rejects, anything else retries. */
@@ -396,8 +466,7 @@ s_refused(plugboard_result_t *r, const char *stage, const s_reply_t *reply,
 {
     r->outcome = reply->code >= 500 && reply->code < 600 ? PLUGBOARD_REJECT
                                                          : PLUGBOARD_RETRY;
-    snprintf(r->reason, sizeof r->reason, "%s refused: %s%s", stage,
-             reply->text, extra ? extra : "");
+    s_reason(r, "%s refused: %s%s", stage, reply->text, extra ? extra : "");
 }
 
 /* The delivery failed before the server's final word (rcpt: the primary
@@ -408,38 +477,36 @@ s_failed(smtp_t *s, CURLcode res, long code, const s_session_t *ss,
          plugboard_result_t *r)
 {
     const char *why = errbuf[0] ? errbuf : curl_easy_strerror(res);
-    char stage[PLUGBOARD_MAIL_ADDRESS_MAX + 40];
+    char stage[S_ADDR_SHOWN + 40];
     const s_reply_t *primary = NULL;
     for (size_t i = 0; i < ss->rcpt_count && !primary; i++)
         if (strcasecmp(ss->rcpts[i].addr, rcpt) == 0)
             primary = &ss->rcpts[i].reply;
     if (ss->message_sent && !ss->final_reply) {
         r->outcome = PLUGBOARD_RETRY;
-        snprintf(r->reason, sizeof r->reason,
-                 "no reply from %s after the message was sent (%s): outcome "
-                 "unknown; the retry keeps Message-ID <%s>",
-                 s->server, why, message_id);
+        s_reason(r,
+                 "outcome unknown: no reply from %s after the message was "
+                 "sent; the retry keeps Message-ID <%s> (%s)",
+                 s->server, message_id, why);
     } else if (res == CURLE_USE_SSL_FAILED) {
         r->outcome = PLUGBOARD_RETRY;
-        snprintf(r->reason, sizeof r->reason,
+        s_reason(r,
                  "%s offers no STARTTLS and tls = \"starttls\" requires it: "
                  "nothing was sent (%s)",
                  s->server, why);
     } else if (primary && primary->code >= 400 && !ss->message_sent) {
         /* every recipient refused: the primary's answer decides */
-        snprintf(stage, sizeof stage, "recipient <%s>", rcpt);
+        s_rcpt_stage(rcpt, stage, sizeof stage);
         s_refused(r, stage, primary, NULL);
     } else if (code >= 400 && code < 600 && ss->last.code == code) {
         s_stage(ss, s, stage, sizeof stage);
         s_refused(r, stage, &ss->last, NULL);
     } else if (code >= 400 && code < 600) {
         r->outcome = code >= 500 ? PLUGBOARD_REJECT : PLUGBOARD_RETRY;
-        snprintf(r->reason, sizeof r->reason, "%s answered %ld: %s", s->server,
-                 code, why);
+        s_reason(r, "%s answered %ld: %s", s->server, code, why);
     } else {
         r->outcome = PLUGBOARD_RETRY;
-        snprintf(r->reason, sizeof r->reason, "cannot send through %s: %s",
-                 s->server, why);
+        s_reason(r, "cannot send through %s: %s", s->server, why);
     }
 }
 
@@ -456,8 +523,8 @@ s_succeeded(smtp_t *s, const plugboard_event_t *ev, const s_session_t *ss,
         if (reply->code >= 200 && reply->code < 300)
             continue;
         if (strcasecmp(ss->rcpts[i].addr, rcpt) == 0) {
-            char stage[PLUGBOARD_MAIL_ADDRESS_MAX + 16];
-            snprintf(stage, sizeof stage, "recipient <%s>", rcpt);
+            char stage[S_ADDR_SHOWN + 16];
+            s_rcpt_stage(rcpt, stage, sizeof stage);
             s_refused(r, stage, reply, " (bcc copies were sent)");
         } else {
             refused++;
@@ -555,9 +622,11 @@ smtp_send_deliver(smtp_t *s, const plugboard_event_t *ev, plugboard_result_t *r)
             s->host,
             r->outcome == PLUGBOARD_RETRY ? "send_retry" : "send_rejected", 1);
         api->log(s->host, PLUGBOARD_LOG_WARN,
-                 "not sent event=%s type=%s outcome=%s reason=\"%s\"",
+                 "not sent event=%s type=%s outcome=%s rcpt=<%s> "
+                 "reason=\"%s\" last_reply=\"%s\"",
                  api->event_id(ev), api->event_type(ev),
-                 r->outcome == PLUGBOARD_RETRY ? "retry" : "reject", r->reason);
+                 r->outcome == PLUGBOARD_RETRY ? "retry" : "reject", rcpt,
+                 r->reason, ss.last.text);
     }
     /* the handle must not keep pointers into this call's memory (closing
      * the kept connection later sends QUIT with these options) */

@@ -41,6 +41,8 @@
 #define S_MAILBOX_MAX 900           /* a formatted From/To/Reply-To */
 #define S_WORD_BYTES 45             /* 45 bytes -> 60 base64 -> 72-char word */
 #define S_ID_MAX 64                 /* event id bytes used as is */
+#define S_BOUNDARY_BYTES 12         /* hash bytes in a MIME boundary */
+#define S_BOUNDARY_MAX (12 + 2 * S_BOUNDARY_BYTES + 1) /* with its NUL */
 
 /* ------------------------------------------------------------------ */
 /* Growable buffer (api->alloc)                                        */
@@ -908,10 +910,10 @@ static void
 s_boundary(const char *message_id, char *out, size_t out_len)
 {
     unsigned char md[SHA256_DIGEST_LENGTH];
-    char hex[2 * SHA256_DIGEST_LENGTH + 1];
+    char hex[2 * S_BOUNDARY_BYTES + 1];
     const char *id = message_id ? message_id : "";
     SHA256((const unsigned char *)id, strlen(id), md);
-    plugboard_hex_encode(md, 12, hex);
+    plugboard_hex_encode(md, S_BOUNDARY_BYTES, hex);
     snprintf(out, out_len, "=_plugboard_%s", hex);
 }
 
@@ -936,7 +938,7 @@ plugboard_mail_build(const plugboard_host_api_t *api,
     s_buf_adds(&msg, "Message-ID: <");
     s_add_sanitized(&msg, mail->message_id);
     s_buf_adds(&msg, ">\r\nMIME-Version: 1.0\r\n");
-    char boundary[64];
+    char boundary[S_BOUNDARY_MAX];
     s_boundary(mail->message_id, boundary, sizeof boundary);
     if (mail->html)
         s_buf_printf(&msg,

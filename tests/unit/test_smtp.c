@@ -724,6 +724,41 @@ Test(smtp, permanent_reply_rejects_with_the_reply)
     pb_harness_close(&h);
 }
 
+/* A reason has room for 255 bytes: with the longest address a path may
+ * hold and a long reply, the reply's code still shows, and a cut shows. */
+Test(smtp, long_address_and_reply_keep_the_code_in_the_reason)
+{
+    char addr[PLUGBOARD_MAIL_ADDRESS_MAX + 1];
+    memset(addr, 'a', 60);
+    memset(addr + 60, 'b', 180);
+    addr[30] = '@';
+    addr[120] = '.';
+    memcpy(addr + 240, ".example.com", 13); /* 252 octets */
+    cr_assert(plugboard_mail_address_ok(addr, strlen(addr)));
+    char rules[1024], json[512];
+    snprintf(rules, sizeof rules,
+             "rcpt %s 550 5.1.1 the mailbox you tried to reach does not "
+             "exist; please check the address for typing errors and spaces "
+             "and try again, or ask the recipient for another address they "
+             "read more often than this one\n",
+             addr);
+    snprintf(json, sizeof json, "{\"customer\": {\"email\": \"%s\"}}", addr);
+    s_server_start(NULL);
+    s_rules(rules);
+    pb_harness_t *h = S_OPEN("tls=none");
+    plugboard_result_t r;
+    s_deliver(h, "payment.failed", json, PLUGBOARD_REJECT, &r);
+    pb_harness_close(&h);
+    cr_expect_eq(s_msg_count(), 0);
+    cr_expect(strncmp(r.reason, "recipient <aaaa", 15) == 0, "%s", r.reason);
+    cr_expect(strstr(r.reason, ".example.com> refused: 550 5.1.1 the mailbox "
+                               "you tried to reach does not exist") != NULL,
+              "%s", r.reason);
+    size_t n = strlen(r.reason);
+    cr_expect(n >= 3 && strcmp(r.reason + n - 3, "...") == 0,
+              "a cut is visible: %s", r.reason);
+}
+
 Test(smtp, server_down_retries)
 {
     s_server_start(NULL);
