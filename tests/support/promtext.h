@@ -1,7 +1,7 @@
 /*
  * promtext.h - read Prometheus text exposition in tests: check it the way
  * a scraper would, look up one sample, and run `promtool check metrics`
- * on it when promtool is installed.
+ * on it; run a tool such as Graphviz's dot without a shell.
  */
 #ifndef PB_PROMTEXT_H
 #define PB_PROMTEXT_H
@@ -20,9 +20,15 @@ int pb_prom_check(const char *text);
  * "name"); -1 when absent. */
 double pb_prom_value(const char *text, const char *series);
 
-/* `promtool check metrics` on text: true when it passed; false, with a
- * warning that names the missing Debian package, when promtool is not
- * installed.  A refusal fails the test with promtool's message. */
-bool pb_prom_promtool(const char *text);
+/* `promtool check metrics` on text.  Fails the test with promtool's message
+ * when it refuses the text, and when promtool is not installed (Debian
+ * package 'prometheus', which `make test` installs). */
+void pb_prom_promtool(const char *text);
+
+/* Run argv[0] (looked up in PATH, no shell) with stdin from in_path (NULL:
+ * /dev/null); its stdout and stderr, up to 64 KiB, in *out (caller frees;
+ * out may be NULL).  Returns its exit status, 127 when it cannot be run,
+ * -1 when it died of a signal. */
+int pb_test_tool(const char *const *argv, const char *in_path, char **out);
 
 #endif /* PB_PROMTEXT_H */
