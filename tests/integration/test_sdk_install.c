@@ -353,6 +353,34 @@ route_through(const char *plugin_dir)
     json_decref(notice);
 }
 
+/* The build docs/sdk.md gives for authors without CMake: one cc line with
+ * `pkg-config --cflags --libs plugboard-sdk`; plugin-check passes the
+ * result. */
+static void
+build_with_cc(const char *proj, const char *const *env)
+{
+    const char *flags[] = {"pkg-config", "--cflags", "--libs", "plugboard-sdk",
+                           NULL};
+    char *pc = run_ok(s_dir, env, flags);
+    char so[4600], src[4600], cfg[4600];
+    snprintf(so, sizeof so, "%s/cc-" CONNECTOR ".so", proj);
+    snprintf(src, sizeof src, "%s/" CONNECTOR ".c", proj);
+    snprintf(cfg, sizeof cfg, "%s/plugin-check.cfg", proj);
+    const char *argv[64] = {"cc", "-shared", "-fPIC", "-fvisibility=hidden",
+                            "-o", so,        src};
+    size_t n = 7;
+    for (char *w = strtok(pc, " \n"); w && n + 1 < 64; w = strtok(NULL, " \n"))
+        argv[n++] = w;
+    argv[n] = NULL;
+    free(run_ok(proj, NULL, argv));
+    free(pc);
+    cr_assert_eq(access(so, R_OK), 0, "cc wrote no %s", so);
+    const char *check[] = {s_bin, "plugin-check", so, "--settings", cfg, NULL};
+    char *out = run_ok(proj, NULL, check);
+    cr_expect(strstr(out, "\nPASS: "), "%s", out);
+    free(out);
+}
+
 Test(sdk_install, scaffold_builds_tests_checks_and_runs_on_installed_sdk)
 {
     char proj[4400], b1[4500], b2[4500];
@@ -379,6 +407,8 @@ Test(sdk_install, scaffold_builds_tests_checks_and_runs_on_installed_sdk)
     cr_expect(strstr(conf, "pkg-config in"), "%s", conf);
     cr_expect(strstr(conf, s_stage), "found the staged SDK:\n%s", conf);
     free(conf);
+    /* pkg-config alone, no CMake */
+    build_with_cc(proj, env);
 
     route_through(b1);
 }
