@@ -1,13 +1,19 @@
 /*
- * map.c - the integration map as text or Graphviz DOT, from the config
- * model and, with --live, the running host's numbers.
+ * map.c - the integration map as text, Graphviz DOT or SVG (DOT drawn by
+ * Graphviz's `dot`, run directly, without a shell), from the config model
+ * and, with --live, the running host's numbers.
  */
 #include "map.h"
 
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "observe.h"
 
@@ -287,8 +293,87 @@ const char pb_map_help[] =
     "Reads only the config: no plugin is loaded, no host needs to run.\n"
     "--live adds the running host's rates, backlogs and utilisation and\n"
     "marks the hop `plugboard ctl constraint` names.  --format dot writes\n"
-    "Graphviz DOT; for SVG pipe it through Graphviz:\n"
-    "    plugboard map -c FILE --format dot | dot -Tsvg > map.svg\n";
+    "Graphviz DOT; --format svg draws it with Graphviz's dot (Debian\n"
+    "package 'graphviz'), which must be on the PATH.\n";
+
+/* The first executable `dot` on the PATH into path; false when none. */
+static bool
+s_find_dot(char *path, size_t len)
+{
+    const char *dirs = getenv("PATH");
+    if (!dirs || !*dirs)
+        dirs = "/usr/bin:/bin";
+    while (*dirs) {
+        size_t n = strcspn(dirs, ":");
+        if (n > 0 &&
+            (size_t)snprintf(path, len, "%.*s/dot", (int)n, dirs) < len &&
+            access(path, X_OK) == 0)
+            return true;
+        dirs += n;
+        if (*dirs == ':')
+            dirs++;
+    }
+    return false;
+}
+
+/* Write the DOT map through `dot -Tsvg` to stdout; returns the exit
+ * status for the command. */
+static int
+s_draw_svg(const pb_config_t *cfg, json_t *live, json_t *constraint,
+           const char *config_path)
+{
+    char dot[PATH_MAX];
+    if (!s_find_dot(dot, sizeof dot)) {
+        fprintf(stderr,
+                "error: cannot draw SVG: Graphviz's 'dot' is not on the PATH "
+                "(Debian package 'graphviz'); install it, or write DOT and "
+                "draw it where Graphviz is:\n    plugboard map -c %s "
+                "--format dot%s > map.dot\n",
+                config_path, live ? " --live" : "");
+        return 1;
+    }
+    int fds[2];
+    if (pipe(fds) != 0) {
+        fprintf(stderr, "error: cannot run '%s': %s\n", dot, strerror(errno));
+        return 1;
+    }
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "error: cannot run '%s': %s\n", dot, strerror(errno));
+        close(fds[0]);
+        close(fds[1]);
+        return 1;
+    }
+    if (pid == 0) {
+        dup2(fds[0], STDIN_FILENO);
+        close(fds[0]);
+        close(fds[1]);
+        execl(dot, "dot", "-Tsvg", (char *)NULL);
+        fprintf(stderr, "error: cannot run '%s': %s\n", dot, strerror(errno));
+        _exit(127);
+    }
+    close(fds[0]);
+    /* dot may exit early: its status says why, not a SIGPIPE */
+    signal(SIGPIPE, SIG_IGN);
+    FILE *to = fdopen(fds[1], "w");
+    if (to) {
+        pb_map_dot(cfg, live, constraint, to);
+        fclose(to);
+    } else {
+        close(fds[1]);
+    }
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        fprintf(stderr, "error: '%s -Tsvg' failed (%s %d)\n", dot,
+                WIFEXITED(st) ? "exit" : "signal",
+                WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+        return 1;
+    }
+    return 0;
+}
 
 /* Ask the running host for status and constraint; false on failure. */
 static bool
@@ -345,16 +430,8 @@ pb_cli_map(int argc, char **argv)
         fprintf(stderr, "error: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
-    if (strcmp(format, "svg") == 0) {
-        fprintf(stderr,
-                "error: this build of plugboard cannot draw SVG itself (it "
-                "is built without Graphviz's library); draw it with "
-                "Graphviz:\n    plugboard map -c %s --format dot%s | dot "
-                "-Tsvg > map.svg\n",
-                path, live ? " --live" : "");
-        return 1;
-    }
-    if (strcmp(format, "text") != 0 && strcmp(format, "dot") != 0) {
+    if (strcmp(format, "text") != 0 && strcmp(format, "dot") != 0 &&
+        strcmp(format, "svg") != 0) {
         fprintf(stderr, "error: --format '%s': expected text, dot or svg\n",
                 format);
         return 2;
@@ -371,6 +448,8 @@ pb_cli_map(int argc, char **argv)
     int rc = 0;
     if (live && !s_fetch_live(path, &status, &constraint)) {
         rc = 1;
+    } else if (strcmp(format, "svg") == 0) {
+        rc = s_draw_svg(cfg, status, constraint, path);
     } else if (strcmp(format, "dot") == 0) {
         pb_map_dot(cfg, status, constraint, stdout);
     } else {

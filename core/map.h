@@ -8,8 +8,8 @@
  * run.  With --live the running host's rates, backlogs and utilisation
  * (the control socket's "status") are added, and the hop `ctl constraint`
  * names is drawn in red.  Formats: text (default), dot (Graphviz), svg
- * (only in builds linked with Graphviz's library; otherwise the command
- * says how to pipe the dot output through `dot -Tsvg`).
+ * (the dot output drawn by Graphviz's `dot -Tsvg`, found on the PATH and
+ * run without a shell; without it the command says so and fails).
  */
 #ifndef PB_MAP_H
 #define PB_MAP_H
