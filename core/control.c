@@ -521,6 +521,115 @@ static const char s_dlq_usage[] =
     "retries.  replay sends one again with a fresh attempt count (its\n"
     "history is kept); drop forgets it.\n";
 
+/* The options each dlq command takes, as a bit set. */
+enum {
+    S_OPT_ROUTE = 1 << 0,
+    S_OPT_CONNECTOR = 1 << 1,
+    S_OPT_AFTER = 1 << 2,
+    S_OPT_LIMIT = 1 << 3,
+    S_OPT_ALL_FOR = 1 << 4,
+};
+
+/* Is sub a dlq command?  *opts gets the options it takes. */
+static bool
+s_dlq_command(const char *sub, unsigned *opts)
+{
+    static const struct {
+        const char *name;
+        unsigned opts;
+    } cmds[] = {
+        {"list", S_OPT_ROUTE | S_OPT_CONNECTOR | S_OPT_AFTER | S_OPT_LIMIT},
+        {"show", 0},
+        {"replay", S_OPT_ALL_FOR},
+        {"drop", 0},
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        if (strcmp(sub, cmds[i].name) == 0) {
+            *opts = cmds[i].opts;
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * Refuses an option that sub does not take (rather than ignore it) and a
+ * route or connector name that is empty or is the next option (`--route
+ * -c FILE` took "-c" as the name).  0 when the options are fine.
+ */
+static int
+s_dlq_check_options(const char *sub, unsigned allowed, const cli_t *o)
+{
+    static const struct {
+        unsigned bit;
+        const char *flag, *only, *what;
+    } opts[] = {
+        {S_OPT_ROUTE, "--route", "list", "a route name"},
+        {S_OPT_CONNECTOR, "--connector", "list", "a connector name"},
+        {S_OPT_AFTER, "--after", "list", NULL},
+        {S_OPT_LIMIT, "--limit", "list", NULL},
+        {S_OPT_ALL_FOR, "--all-for", "replay", "a route name"},
+    };
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+        const char *text = NULL;
+        bool given = false;
+        if (opts[i].bit == S_OPT_ROUTE)
+            text = o->route;
+        else if (opts[i].bit == S_OPT_CONNECTOR)
+            text = o->connector;
+        else if (opts[i].bit == S_OPT_ALL_FOR)
+            text = o->all_for;
+        else if (opts[i].bit == S_OPT_AFTER)
+            given = o->after != 0;
+        else
+            given = o->limit != 0;
+        given = given || text != NULL;
+        if (!given)
+            continue;
+        if (!(allowed & opts[i].bit)) {
+            fprintf(stderr, "error: %s applies to dlq %s only, not to dlq "
+                    "%s\n", opts[i].flag, opts[i].only, sub);
+            return -1;
+        }
+        if (text && (!*text || *text == '-')) {
+            fprintf(stderr, "error: %s needs %s, got '%s'\n", opts[i].flag,
+                    opts[i].what, text);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The id argument: 1 when given and valid, 0 when absent, -1 (reported)
+ * when it is not an id or more than one was given. */
+static int
+s_dlq_id(const char *sub, int argc, char **argv, long long *id)
+{
+    int npos = argc - optind;
+    if (npos == 0)
+        return 0;
+    const char *arg = argv[optind];
+    if (strcmp(sub, "list") == 0) {
+        fprintf(stderr, "error: dlq list takes no id; unexpected argument "
+                "'%s'\n", arg);
+        return -1;
+    }
+    if (npos > 1) {
+        fprintf(stderr, "error: unexpected argument '%s'; one id at a "
+                "time\n", argv[optind + 1]);
+        return -1;
+    }
+    char *end = NULL;
+    errno = 0;
+    *id = strtoll(arg, &end, 10);
+    if (!*arg || !end || *end || errno != 0 || *id <= 0) {
+        fprintf(stderr, "error: '%s' is not a dead-letter id (a positive "
+                "integer from `plugboard dlq list`)\n", arg);
+        return -1;
+    }
+    return 1;
+}
+
 int
 pb_cli_dlq(int argc, char **argv)
 {
@@ -530,31 +639,37 @@ pb_cli_dlq(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     const char *sub = argv[1];
+    unsigned allowed = 0;
+    if (!s_dlq_command(sub, &allowed)) {
+        if (sub[0] == '-')
+            fprintf(stderr, "error: missing dlq command (list, show, replay "
+                    "or drop) before '%s'\n", sub);
+        else
+            fprintf(stderr, "error: unknown dlq command '%s' (expected "
+                    "list, show, replay or drop)\n", sub);
+        fputs(s_dlq_usage, stderr);
+        return 2;
+    }
     cli_t o;
     int prc = s_cli_options(argc - 1, argv + 1, &o);
     if (prc != 0) {
         fputs(s_dlq_usage, prc > 0 ? stdout : stderr);
         return prc > 0 ? 0 : 2;
     }
-    int npos = argc - 1 - optind;
-    const char *arg = npos > 0 ? argv[1 + optind] : NULL;
-    if (npos > 1) {
-        fprintf(stderr, "error: unexpected argument '%s'; one id at a "
-                "time\n", argv[2 + optind]);
+    if (s_dlq_check_options(sub, allowed, &o) != 0)
         return 2;
-    }
-    char *end = NULL;
-    errno = 0;
-    long long id = arg ? strtoll(arg, &end, 10) : 0;
-    bool have_id = arg && *arg && end && !*end && errno == 0 && id > 0;
-    if (arg && !have_id) {
-        fprintf(stderr, "error: '%s' is not a dead-letter id (a positive "
-                "integer from `plugboard dlq list`)\n", arg);
+    long long id = 0;
+    int idrc = s_dlq_id(sub, argc - 1, argv + 1, &id);
+    if (idrc < 0)
         return 2;
-    }
-    if ((strcmp(sub, "list") == 0 && arg) ||
-        (strcmp(sub, "replay") == 0 && have_id && o.all_for)) {
+    bool have_id = idrc > 0;
+    if (strcmp(sub, "replay") == 0 && have_id && o.all_for) {
         fprintf(stderr, "error: give either an id or --all-for, not both\n");
+        return 2;
+    }
+    if (strcmp(sub, "list") != 0 && !have_id && !o.all_for) {
+        fprintf(stderr, "error: dlq %s needs a dead-letter id%s\n", sub,
+                strcmp(sub, "replay") == 0 ? " or --all-for ROUTE" : "");
         return 2;
     }
     json_t *req = NULL;

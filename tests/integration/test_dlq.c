@@ -752,3 +752,82 @@ Test(dlq, unknown_ids_and_a_stopped_host_are_clear_errors)
     cr_expect(strstr(out, "error:") != NULL, "%s", out);
     free(out);
 }
+
+/* `dlq` with a bad argument: exit 2, and *out must hold every needle. */
+static void
+expect_usage_error(const char *needle, const char *a1, const char *a2,
+                   const char *a3, const char *a4)
+{
+    char *out = NULL;
+    int rc = dlq(&out, a1, a2, a3, a4, NULL);
+    cr_expect_eq(rc, 2, "dlq %s %s %s %s: exit %d\n%s", a1, a2 ? a2 : "",
+                 a3 ? a3 : "", a4 ? a4 : "", rc, out);
+    cr_expect(strstr(out, "error: ") != NULL && strstr(out, needle) != NULL,
+              "dlq %s %s %s %s: expected an error with \"%s\", got:\n%s", a1,
+              a2 ? a2 : "", a3 ? a3 : "", a4 ? a4 : "", needle, out);
+    free(out);
+}
+
+Test(dlq, bad_arguments_name_what_was_wrong_and_change_nothing)
+{
+    post("in_reject", "{\"type\":\"payment.failed\",\"key\":"
+                      "\"bob@example.com\",\"data\":{\"amount\":1200}}");
+    if (!pb_wait_until(dead_count_reached, &(struct dead_want){1}, T_WAIT_MS))
+        cr_assert_fail("a dead letter expected");
+    wait_lines("ops", 1);
+    int64_t id = journal_int("SELECT id FROM deliveries WHERE state = 2");
+    char ids[32];
+    snprintf(ids, sizeof ids, "%lld", (long long)id);
+
+    expect_usage_error("unknown dlq command 'frob' (expected list, show, "
+                       "replay or drop)",
+                       "frob", ids, NULL, NULL);
+    /* options before the command: the command is missing */
+    expect_usage_error("missing dlq command (list, show, replay or drop)",
+                       "--json", NULL, NULL, NULL);
+    expect_usage_error("dlq list takes no id; unexpected argument '5'",
+                       "list", "5", NULL, NULL);
+    expect_usage_error("dlq show needs a dead-letter id", "show", NULL, NULL,
+                       NULL);
+    expect_usage_error("dlq drop needs a dead-letter id", "drop", NULL, NULL,
+                       NULL);
+    expect_usage_error("dlq replay needs a dead-letter id or --all-for ROUTE",
+                       "replay", NULL, NULL, NULL);
+    expect_usage_error("'abc' is not a dead-letter id", "drop", "abc", NULL,
+                       NULL);
+    expect_usage_error("'1e3' is not a dead-letter id", "drop", "1e3", NULL,
+                       NULL);
+    expect_usage_error("unexpected argument '7'; one id at a time", "drop",
+                       ids, "7", NULL);
+    expect_usage_error("give either an id or --all-for, not both", "replay",
+                       ids, "--all-for", "reject-route");
+    /* an option the command does not take is not silently ignored */
+    expect_usage_error("--route applies to dlq list only", "drop", ids,
+                       "--route", "reject-route");
+    expect_usage_error("--all-for applies to dlq replay only", "drop", ids,
+                       "--all-for", "reject-route");
+    expect_usage_error("--limit applies to dlq list only", "show", ids,
+                       "--limit", "5");
+    /* an option's value may not be the next option (here -c) */
+    expect_usage_error("--route needs a route name, got '-c'", "list",
+                       "--route", NULL, NULL);
+    expect_usage_error("--all-for needs a route name, got ''", "replay",
+                       "--all-for", "", NULL);
+    expect_usage_error("--limit needs a positive integer up to 100000, got "
+                       "'0'",
+                       "list", "--limit", "0", NULL);
+
+    /* the dead letter is as it was: not dropped, not replayed */
+    cr_expect_eq(journal_int("SELECT count(*) FROM deliveries WHERE state = "
+                             "2 AND id = %lld",
+                             (long long)id),
+                 1);
+    cr_expect_eq(journal_int("SELECT count(*) FROM attempts WHERE "
+                             "delivery_id = %lld",
+                             (long long)id),
+                 1, "no replay was recorded");
+    char *out = NULL;
+    cr_expect_eq(dlq(&out, "show", ids, NULL), 0, "%s", out);
+    cr_expect(strstr(out, "reject-route") != NULL, "%s", out);
+    free(out);
+}
