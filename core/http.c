@@ -49,6 +49,7 @@
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -525,47 +526,48 @@ s_framing_cb(void *cls, enum MHD_ValueKind kind, const char *key,
 }
 
 /* 0 when the request may proceed, else the status to refuse it with;
- * *why gets the reason for the log line. */
+ * why gets the reason, for the log line and the sender. */
 static unsigned
-s_check_framing(pb_http_t *http, struct MHD_Connection *conn,
-                const char **why)
+s_check_framing(pb_http_t *http, struct MHD_Connection *conn, char *why,
+                size_t why_len)
 {
     pb_framing_t f = {0};
     MHD_get_connection_values(conn, MHD_HEADER_KIND, s_framing_cb, &f);
     if (f.cl_count > 0 && f.te_count > 0) {
-        *why = "both Content-Length and Transfer-Encoding";
+        snprintf(why, why_len, "both Content-Length and Transfer-Encoding");
         return MHD_HTTP_BAD_REQUEST;
     }
     if (f.malformed) {
-        *why = "malformed or conflicting Content-Length";
+        snprintf(why, why_len, "malformed or conflicting Content-Length");
         return MHD_HTTP_BAD_REQUEST;
     }
     if (f.te_count > 0 && !f.te_chunked) {
-        *why = "unsupported Transfer-Encoding";
+        snprintf(why, why_len, "unsupported Transfer-Encoding");
         return MHD_HTTP_BAD_REQUEST;
     }
     if (f.cl_count > 0 && f.length > http->body_limit) {
-        *why = "Content-Length above the body limit";
+        snprintf(why, why_len,
+                 "Content-Length %" PRIu64 " is above the limit of %zu bytes",
+                 f.length, http->body_limit);
         return MHD_HTTP_CONTENT_TOO_LARGE;
     }
     return 0;
 }
 
+/* Answer 400 or 413 now, saying why to the sender and in the log. */
 static enum MHD_Result
 s_refuse(pb_http_t *http, pb_webhook_t *w, unsigned status, const char *why)
 {
-    if (status == MHD_HTTP_CONTENT_TOO_LARGE) {
-        atomic_fetch_add(&http->too_large, 1);
-        pb_warn("http", "refused webhook for '%s' with 413: %s",
-                w->connector, why);
-        w->state = S_DONE;
-        return s_queue_text(w->conn, status, "request body too large\n");
-    }
-    atomic_fetch_add(&http->bad_request, 1);
-    pb_warn("http", "refused webhook for '%s' with 400: %s", w->connector,
-            why);
+    char text[256];
+    bool too_large = status == MHD_HTTP_CONTENT_TOO_LARGE;
+
+    atomic_fetch_add(too_large ? &http->too_large : &http->bad_request, 1);
+    pb_warn("http", "refused webhook for '%s' with %u: %s", w->connector,
+            status, why);
+    snprintf(text, sizeof text, "%s: %s\n",
+             too_large ? "request body too large" : "bad request", why);
     w->state = S_DONE;
-    return s_queue_text(w->conn, status, "bad request\n");
+    return s_queue_text(w->conn, status, text);
 }
 
 /* The first call for a /hooks request: everything before the body. */
@@ -584,8 +586,8 @@ s_hook_begin(pb_http_t *http, pb_webhook_t *w, const char *url,
                        "method not allowed\n", 19, s_text_type, "POST");
     }
     snprintf(w->connector, sizeof w->connector, "%s", name);
-    const char *why = NULL;
-    unsigned refuse = s_check_framing(http, w->conn, &why);
+    char why[160];
+    unsigned refuse = s_check_framing(http, w->conn, why, sizeof why);
     if (refuse)
         return s_refuse(http, w, refuse, why);
     w->state = S_RECEIVING;
@@ -732,12 +734,10 @@ s_hook_dispatch(pb_http_t *http, pb_webhook_t *w, const char *url,
                 const char *method)
 {
     if (w->too_large) {
-        atomic_fetch_add(&http->too_large, 1);
-        pb_warn("http", "refused webhook for '%s' with 413: body above "
-                "the limit of %zu bytes", w->connector, http->body_limit);
-        w->state = S_DONE;
-        return s_queue_text(w->conn, MHD_HTTP_CONTENT_TOO_LARGE,
-                            "request body too large\n");
+        char why[96];
+        snprintf(why, sizeof why, "the body is above the limit of %zu bytes",
+                 http->body_limit);
+        return s_refuse(http, w, MHD_HTTP_CONTENT_TOO_LARGE, why);
     }
     if (http->opt.on_webhook == NULL)
         return s_queue_refusal(w, PB_ENOENT);
@@ -880,7 +880,13 @@ s_completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
         pthread_cond_broadcast(&http->cond);
     w->state = S_DONE;
     pthread_mutex_unlock(&http->lock);
-    if (aborted) {
+    if (aborted && w->too_large) {
+        /* the sender went on far past the limit: cut, never answered */
+        atomic_fetch_add(&http->too_large, 1);
+        pb_warn("http", "cut webhook for '%s': the body is above the limit "
+                "of %zu bytes (%zu bytes past it discarded)", w->connector,
+                http->body_limit, w->discarded);
+    } else if (aborted) {
         atomic_fetch_add(&http->aborted, 1);
         pb_info("http", "webhook for '%s' aborted before its body was "
                 "complete (%zu bytes received)", w->connector, w->body_len);
