@@ -4,6 +4,7 @@
  * the real outputs: JSON-lines outboxes, a Maildir and the SQLite journal.
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <jansson.h>
@@ -11,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "hostproc.h"
@@ -361,7 +364,139 @@ Test(main_flow, dedupe_survives_a_restart)
                  1);
 }
 
-Test(main_flow, oversize_and_truncated_bodies_journal_nothing)
+/* Send len bytes of a raw request to the host; unless hang_up, read the
+ * whole answer (the request asks for Connection: close).  Caller frees. */
+static char *
+raw_request(const char *req, size_t len, bool hang_up)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)s_host.port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    for (size_t off = 0; off < len;) {
+        ssize_t n = send(fd, req + off, len - off, MSG_NOSIGNAL);
+        cr_assert_gt(n, 0);
+        off += (size_t)n;
+    }
+    size_t cap = 65536, got = 0;
+    char *out = calloc(1, cap);
+    while (!hang_up && got + 1 < cap) {
+        ssize_t n = recv(fd, out + got, cap - 1 - got, 0);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fd);
+    return out;
+}
+
+/* The value of one sample line of /metrics (-1 when absent). */
+static long long
+metric(const char *sample)
+{
+    const char req[] = "GET /metrics HTTP/1.1\r\nHost: t\r\n"
+                       "Connection: close\r\n\r\n";
+    char *page = raw_request(req, sizeof req - 1, false);
+    long long v = -1;
+    for (char *p = page; (p = strstr(p, sample)); p++) {
+        if ((p == page || p[-1] == '\n') && p[strlen(sample)] == ' ') {
+            v = atoll(p + strlen(sample) + 1);
+            break;
+        }
+    }
+    free(page);
+    return v;
+}
+
+static bool
+one_aborted(void *ctx)
+{
+    (void)ctx;
+    return metric("plugboard_malformed_inputs_total{reason=\"aborted\"}") ==
+           1;
+}
+
+/* A signed sample as one raw request: head (with extra framing headers,
+ * or a Content-Length) then the first body_part bytes of the body. */
+static char *
+signed_request(const char *framing, size_t body_part, size_t *len)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/payment_intent.payment_failed.json",
+             SAMPLES);
+    size_t blen = 0;
+    char *body = pb_test_read_file(path, &blen);
+    cr_assert_not_null(body);
+    char sig[256];
+    pb_stripe_sign(SECRET, body, blen, sig, sizeof sig);
+    char *req = malloc(1024 + blen);
+    int n = snprintf(req, 1024,
+                     "POST /hooks/payments HTTP/1.1\r\nHost: t\r\n"
+                     "Connection: close\r\nStripe-Signature: %s\r\n"
+                     "Content-Type: application/json\r\n",
+                     sig);
+    if (framing)
+        n += snprintf(req + n, 1024 - (size_t)n, "%s", framing);
+    else
+        n += snprintf(req + n, 1024 - (size_t)n, "Content-Length: %zu\r\n",
+                      blen);
+    n += snprintf(req + n, 1024 - (size_t)n, "\r\n");
+    size_t part = body_part < blen ? body_part : blen;
+    memcpy(req + n, body, part);
+    *len = (size_t)n + part;
+    free(body);
+    return req;
+}
+
+Test(main_flow, truncated_and_ambiguous_bodies_journal_nothing)
+{
+    size_t len;
+    /* a sender that hangs up half way through a correctly signed body */
+    char *req = signed_request(NULL, 300, &len);
+    free(raw_request(req, len, true));
+    free(req);
+    cr_assert(pb_wait_until(one_aborted, NULL, 15000),
+              "the hang-up was not seen");
+
+    /* Content-Length and Transfer-Encoding together: which body is
+     * meant is ambiguous (request smuggling), so 400, saying why */
+    req = signed_request("Content-Length: 20\r\n"
+                         "Transfer-Encoding: chunked\r\n",
+                         SIZE_MAX, &len);
+    char *resp = raw_request(req, len, false);
+    free(req);
+    cr_expect(strncmp(resp, "HTTP/1.1 400 ", 13) == 0, "%s", resp);
+    cr_expect(strstr(resp, "both Content-Length and Transfer-Encoding"),
+              "%s", resp);
+    free(resp);
+
+    /* two different lengths */
+    req = signed_request("Content-Length: 20\r\nContent-Length: 21\r\n",
+                         SIZE_MAX, &len);
+    resp = raw_request(req, len, false);
+    free(req);
+    cr_expect(strncmp(resp, "HTTP/1.1 400 ", 13) == 0, "%s", resp);
+    cr_expect(strstr(resp, "conflicting Content-Length"), "%s", resp);
+    free(resp);
+
+    /* the same request whole and well framed is accepted: so the refusals
+     * above were for their framing, not for the event */
+    req = signed_request(NULL, SIZE_MAX, &len);
+    resp = raw_request(req, len, false);
+    free(req);
+    cr_expect(strncmp(resp, "HTTP/1.1 200 ", 13) == 0, "%s", resp);
+    free(resp);
+    cr_assert_eq(pb_hostproc_stop(&s_host), 0);
+    /* (a dead-letter notice the host emits itself is not counted) */
+    int n = journal_count("SELECT count(*) FROM events WHERE source = "
+                          "'payments'");
+    cr_expect_eq(n, 1, "only the well-framed request became an event, got %d",
+                 n);
+}
+
+Test(main_flow, oversize_bodies_and_unknown_hooks_journal_nothing)
 {
     /* over the 64 KiB body limit: 413 before the body is read */
     size_t len = 70000;
