@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <libconfig.h>
 
@@ -325,6 +326,12 @@ s_read_file(const char *path, size_t max, size_t *len_out)
     FILE *f = fopen(path, "rb");
     if (!f)
         return NULL;
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(f);
+        errno = EISDIR;
+        return NULL;
+    }
     size_t cap = 4096, len = 0;
     char *buf = malloc(cap);
     if (!buf)
@@ -2177,6 +2184,13 @@ pb_config_bind(pb_config_t *cfg, pb_descriptor_fn describe, void *ctx,
         pb_connector_conf_t *conn = &cfg->connectors[i];
         char err[PLUGBOARD_ERRBUF_MAX] = "";
         descs[i] = describe(ctx, conn, err, sizeof err);
+        if (!descs[i] && s_starts_with(err, "cannot load plugin ")) {
+            /* the loader's words already name the plugin's file */
+            pb_diag_add(diag, "%s:%d: connectors.[%zu] ('%s'): %s",
+                        cfg->path, conn->line, i, conn->name, err);
+            ok = false;
+            continue;
+        }
         if (!descs[i]) {
             pb_diag_add(diag,
                         "%s:%d: connectors.[%zu] ('%s'): cannot load plugin "

@@ -106,7 +106,12 @@ s_describe(void *ctx, const pb_connector_conf_t *conn, char *err,
     for (size_t i = 0; i < sizeof s_plugins / sizeof s_plugins[0]; i++)
         if (strcmp(s_plugins[i].name, conn->plugin) == 0)
             return &s_plugins[i];
-    snprintf(err, err_len, "no file '%s.so' in the plugin path", conn->plugin);
+    if (strcmp(conn->plugin, "old") == 0) /* as the loader words it */
+        snprintf(err, err_len, "cannot load plugin '/p/old.so': built for "
+                 "ABI 2, host speaks 1");
+    else
+        snprintf(err, err_len, "no file '%s.so' in the plugin path",
+                 conn->plugin);
     return NULL;
 }
 
@@ -342,6 +347,20 @@ Test(config, missing_file_is_reported_with_its_cause)
     cr_expect_str_eq(s_diag.messages[0],
                      "cannot read config file '/nonexistent/plugboard.cfg': "
                      "No such file or directory");
+}
+
+Test(config, a_directory_is_not_a_config_file)
+{
+    char dir[] = "/tmp/pb-config-dir-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    pb_config_t *cfg = pb_config_load(dir, &s_diag);
+    rmdir(dir);
+    cr_assert_null(cfg);
+    cr_assert_eq(s_diag.count, 1, "%s", s_dump());
+    cr_expect(strstr(s_diag.messages[0], "cannot read config file") &&
+                  strstr(s_diag.messages[0], dir) &&
+                  strstr(s_diag.messages[0], "Is a directory"),
+              "%s", s_dump());
 }
 
 Test(config, syntax_error_names_file_and_line)
@@ -798,6 +817,19 @@ Test(config, bind_reports_a_plugin_that_cannot_load)
     cr_assert_eq(pb_config_bind(cfg, s_describe, NULL, &s_diag), PB_ECONFIG);
     expect_msg(2, "connectors.[0] ('crm'): cannot load plugin 'salesforce': "
                   "no file 'salesforce.so' in the plugin path");
+    pb_config_destroy(&cfg);
+}
+
+Test(config, bind_says_cannot_load_once)
+{
+    pb_config_t *cfg = s_load("connectors = (\n"
+                              "  { name = \"crm\"; plugin = \"old\"; } );\n");
+    cr_assert_not_null(cfg, "errors:\n%s", s_dump());
+    cr_assert_eq(pb_config_bind(cfg, s_describe, NULL, &s_diag), PB_ECONFIG);
+    expect_msg(2, "connectors.[0] ('crm'): cannot load plugin '/p/old.so': "
+                  "built for ABI 2, host speaks 1");
+    cr_expect(!s_has(s_file, 2, "cannot load plugin 'old'", NULL), "%s",
+              s_dump());
     pb_config_destroy(&cfg);
 }
 
