@@ -1113,11 +1113,6 @@ Test(router, a_dead_letter_that_cannot_be_written_stays_pending)
  * An envelope id the journal already holds is the same event sent again
  * (an emitter that lost its ACK): a duplicate, not an error, and never a
  * reason to refuse, or half-store, the events sent with it.
- *
- * Disabled: today the journal fails the INSERT (UNIQUE events.id), the
- * EMIT is ACKed with PB_EJOURNAL and accepted 1, and the events before it
- * in the same EMIT are committed anyway.  Enable once journal.c treats a
- * known event id as a duplicate (and appends per EMIT are all or nothing).
  */
 Test(router, a_known_event_id_is_a_duplicate)
 {
