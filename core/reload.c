@@ -1010,8 +1010,16 @@ pb_reload_upgrade(pb_reload_t *rl, const char *name, const char *plugin)
         pb_plugin_load_kept(what, search, count, rl->copy_dir,
                             s_isolated(&cfg->connectors[j]), err, sizeof err);
     plug_t *plug = p ? s_plug_new(p) : NULL;
+    const char *running = pb_plugin_descriptor(rl->cur[j]->plug->p)->name;
     if (!plug)
         pb_diag_add(&diag, "%s", p ? "out of memory" : err);
+    else if (strcmp(pb_plugin_descriptor(plug->p)->name, running) != 0)
+        /* another tool is a config change, with its own settings */
+        pb_diag_add(&diag,
+                    "'%s' is plugin '%s', not '%s': to bind the connector "
+                    "to another plugin, change its plugin line and reload",
+                    pb_plugin_path(plug->p),
+                    pb_plugin_descriptor(plug->p)->name, running);
     else
         answer = s_upgrade(rl, (size_t)j, plug, &diag);
     s_plug_release(&plug); /* the new instance holds its own reference */
@@ -1439,14 +1447,23 @@ pb_reload_cli(int argc, char **argv)
         pb_diag_release(&diag);
         return 1;
     }
+    /* a path means the file the operator names, whatever the host's
+     * directory: a relative one that is not here goes no further */
+    char abs[PATH_MAX];
+    if (plugin && strchr(plugin, '/')) {
+        if (!realpath(plugin, abs)) {
+            fprintf(stderr,
+                    "error: connector '%s' not upgraded; the running "
+                    "instance keeps serving:\n  cannot read '%s': %s\n",
+                    argv[optind], plugin, strerror(errno));
+            return 1;
+        }
+        plugin = abs;
+    }
     pb_control_path(run_dir, sock, sizeof sock);
     json_t *req = json_pack("{s:s}", "cmd", sub);
     if (upgrade) {
         json_object_set_new(req, "name", json_string(argv[optind]));
-        /* a path means the same to the host whatever its directory */
-        char abs[PATH_MAX];
-        if (plugin && strchr(plugin, '/') && realpath(plugin, abs))
-            plugin = abs;
         if (plugin)
             json_object_set_new(req, "plugin", json_string(plugin));
     }

@@ -17,6 +17,7 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -384,6 +385,12 @@ Test(reload, reloads_and_upgrades_under_traffic)
     json_error_t jerr;
     json_t *st = json_loads(out, 0, &jerr);
     cr_assert_not_null(st, "status is not JSON: %s", out);
+    /* the swaps spent no attempt: stamp never fails, so nothing retried */
+    json_t *totals = json_object_get(st, "totals");
+    cr_expect_eq(json_integer_value(json_object_get(totals, "retried")), 0,
+                 "%s", out);
+    cr_expect_eq(json_integer_value(json_object_get(totals, "dead")), 0, "%s",
+                 out);
     size_t i;
     json_t *c;
     json_array_foreach(json_object_get(st, "connectors"), i, c)
@@ -608,13 +615,27 @@ s_slow_reload(void *arg)
     return NULL;
 }
 
+/* Status shows a new instance opening: the first reload is under way. */
+static bool
+s_starting(void *ctx)
+{
+    char *out = NULL;
+    bool ok = s_ctl(&out, "status", "--json", NULL) == 0 &&
+              strstr(out, "\"starting\"");
+    free(out);
+    return ok;
+}
+
 Test(reload, a_second_reload_is_refused_while_one_runs)
 {
     char *conn = s_out("stamp", "x", NULL);
     s_start(conn);
     free(conn);
-    /* out's new instance takes 3 s to open */
-    conn = s_out("stamp", "y", "open_delay = \"3s\";");
+    /* out's new instance stays in open until the test creates the gate */
+    char gate[4300], more[4400];
+    snprintf(gate, sizeof gate, "%s/gate", s_dir);
+    snprintf(more, sizeof more, "open_gate = \"%s\";", gate);
+    conn = s_out("stamp", "y", more);
     s_write_config(conn, NULL, NULL);
     free(conn);
     slow_t slow = {.rc = -1};
@@ -622,25 +643,37 @@ Test(reload, a_second_reload_is_refused_while_one_runs)
     mkdir(slow.dir, 0700);
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, s_slow_reload, &slow), 0);
-    usleep(1000000);
-
+    bool started = pb_wait_until(s_starting, NULL, T_WAIT_MS);
     char *out = NULL;
-    int rc = s_ctl(&out, "reload", NULL, NULL);
-    cr_expect_eq(rc, 1, "%s", out);
-    cr_expect(strstr(out, "already in progress"), "%s", out);
-    free(out);
-    /* status answers meanwhile, and shows the instance opening */
-    rc = s_ctl(&out, "status", "--json", NULL);
-    cr_expect_eq(rc, 0, "%s", out);
-    cr_expect(strstr(out, "\"starting\""), "%s", out);
-    free(out);
-    /* the old instance still delivers */
-    cr_expect_str_eq(s_marker("out", "during@example.com").label, "x");
-
+    int rc = -1;
+    if (started) {
+        /* a second reload, and an upgrade, are refused at once */
+        rc = s_ctl(&out, "reload", NULL, NULL);
+        cr_expect_eq(rc, 1, "%s", out);
+        cr_expect(strstr(out, "a reload or upgrade is already in progress"),
+                  "%s", out);
+        free(out);
+        rc = s_ctl(&out, "upgrade", "out", NULL);
+        cr_expect_eq(rc, 1, "%s", out);
+        cr_expect(strstr(out, "already in progress"), "%s", out);
+        free(out);
+        /* the old instance still delivers */
+        cr_expect_str_eq(s_marker("out", "during@example.com").label, "x");
+    }
+    /* let the first one finish whatever happened */
+    int fd = open(gate, O_WRONLY | O_CREAT, 0600);
+    if (fd >= 0)
+        close(fd);
     pthread_join(th, NULL);
+    cr_assert(started, "the first reload never showed an instance starting");
     cr_assert_eq(slow.rc, 0, "%s", slow.out);
     free(slow.out);
     cr_assert_str_eq(s_marker("out", "after@example.com").label, "y");
+    /* and the next reload is accepted again */
+    rc = s_ctl(&out, "reload", NULL, NULL);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "unchanged in, out, keep"), "%s", out);
+    free(out);
 }
 
 static bool
@@ -698,14 +731,14 @@ typedef struct s_usage {
 static long
 s_count_dir(const char *path)
 {
-    char cmd[4400];
-    snprintf(cmd, sizeof cmd, "ls -1 %s | wc -l", path);
-    FILE *p = popen(cmd, "r");
-    long n = -1;
-    if (p && fscanf(p, "%ld", &n) != 1)
-        n = -1;
-    if (p)
-        pclose(p);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    long n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += e->d_name[0] != '.';
+    closedir(d);
     return n;
 }
 
@@ -812,17 +845,63 @@ Test(upgrade, a_bad_build_leaves_the_running_one)
                   strstr(out, "built for ABI 2, host speaks 1"),
               "%s", out);
     free(out);
-    /* a build whose settings do not fit the connector's */
-    snprintf(plugin, sizeof plugin, PB_TEST_PLUGIN_DIR "/fail_open.so");
+    /* a build whose settings do not fit the connector's: stamp 3.0.0
+     * renamed its setting label to tag */
+    snprintf(plugin, sizeof plugin, PB_TEST_PLUGIN_DIR "/stamp_v3.so");
     cr_assert_eq(pb_hostproc_run_cli(s_dir, args, NULL, &out), 1, "%s", out);
-    cr_assert(strstr(out, "unknown setting"), "%s", out);
+    cr_assert(strstr(out, "not upgraded") && strstr(out, "settings.label") &&
+                  strstr(out, "unknown setting"),
+              "%s", out);
     free(out);
     cr_assert_eq(s_ctl(&out, "upgrade", "nope", NULL), 1, "%s", out);
     cr_assert(strstr(out, "no connector 'nope'"), "%s", out);
     free(out);
+    /* a relative path means the file beside the operator, not one that
+     * happens to be beside the host */
+    s_install("stamp_v2", true);
+    char sub[4300];
+    snprintf(sub, sizeof sub, "%s/elsewhere", s_dir);
+    cr_assert_eq(mkdir(sub, 0700), 0);
+    cr_assert_eq(s_ctl_in(sub, &out, "upgrade", "out", "--plugin=./stamp.so"),
+                 1, "%s", out);
+    cr_assert(strstr(out, "not upgraded") &&
+                  strstr(out, "cannot read './stamp.so'"),
+              "%s", out);
+    free(out);
+    /* another plugin is not a new build: switching tools is a reload */
+    snprintf(plugin, sizeof plugin, PB_TEST_PLUGIN_DIR "/fail_open.so");
+    cr_assert_eq(pb_hostproc_run_cli(s_dir, args, NULL, &out), 1, "%s", out);
+    cr_assert(strstr(out, "not upgraded") &&
+                  strstr(out, "is plugin 'fail_open', not 'stamp'"),
+              "%s", out);
+    free(out);
+    /* a build whose open fails: the file it writes at open is a
+     * directory now */
+    char opens[4300], saved[4300];
+    snprintf(opens, sizeof opens, "%s/out.opens", s_dir);
+    snprintf(saved, sizeof saved, "%s/out.opens.saved", s_dir);
+    cr_assert_eq(rename(opens, saved), 0);
+    cr_assert_eq(mkdir(opens, 0700), 0);
+    snprintf(plugin, sizeof plugin, PB_TEST_PLUGIN_DIR "/stamp_v2.so");
+    cr_assert_eq(pb_hostproc_run_cli(s_dir, args, NULL, &out), 1, "%s", out);
+    cr_assert(strstr(out, "not upgraded") && strstr(out, "Is a directory"),
+              "%s", out);
+    free(out);
+    char *log = s_log();
+    cr_assert(strstr(log, "connector 'out' not upgraded") &&
+                  strstr(log, "Is a directory"),
+              "the log does not say why the upgrade failed");
+    free(log);
     pb_stamp_rec_t r = s_marker("out", "still@example.com");
     cr_assert_str_eq(r.stamp, "1.0.0");
+    /* and once the cause is gone the same build goes in */
+    cr_assert_eq(rmdir(opens), 0);
+    cr_assert_eq(rename(saved, opens), 0);
     cr_assert_eq(s_opens("out"), 1);
+    cr_assert_eq(pb_hostproc_run_cli(s_dir, args, NULL, &out), 0, "%s", out);
+    cr_assert(strstr(out, "now runs stamp 2.0.0"), "%s", out);
+    free(out);
+    cr_assert_str_eq(s_marker("out", "fixed@example.com").stamp, "2.0.0");
 }
 
 Test(upgrade, watch_upgrades_when_the_file_changes)

@@ -2,7 +2,9 @@
  * stamp.c - the test sink "stamp" for reload and upgrade tests.  It is
  * built twice from this file: stamp.so says version 1.0.0 and stamp_v2.so
  * (compiled with -DSTAMP_VERSION="2.0.0", tests/CMakeLists.txt) 2.0.0, so
- * a test can tell which build delivered what.
+ * a test can tell which build delivered what.  stamp_v3.so (3.0.0,
+ * -DSTAMP_RENAMED_LABEL) calls its label setting "tag": a new build whose
+ * settings no longer fit a config written for the old one.
  *
  * Settings:
  *   record      STRING    file: every delivered event is appended as one
@@ -11,6 +13,8 @@
  *   opens       STRING    file: one line "VERSION LABEL" per open, so a
  *                         test can count how often an instance started
  *   open_delay  DURATION  "0ms", sleep this long in open (a slow vendor)
+ *   open_gate   STRING    file: open waits until it exists (at most 60 s),
+ *                         so a test decides when an open returns
  *   crash_key   STRING    deliver dereferences NULL for events with this
  *                         key, or every event for "*" (process-isolation
  *                         tests only; run them with ASAN_OPTIONS
@@ -35,7 +39,11 @@ static const plugboard_setting_spec_t s_settings[] = {
     {.name = "record",
      .type = PLUGBOARD_SETTING_STRING,
      .help = "file to append each delivered event to, with the version"},
+#ifdef STAMP_RENAMED_LABEL
+    {.name = "tag",
+#else
     {.name = "label",
+#endif
      .type = PLUGBOARD_SETTING_STRING,
      .default_value = "x",
      .help = "a label written into every record line"},
@@ -48,6 +56,9 @@ static const plugboard_setting_spec_t s_settings[] = {
      .min = 0,
      .max = 60000,
      .help = "sleep this long in open"},
+    {.name = "open_gate",
+     .type = PLUGBOARD_SETTING_STRING,
+     .help = "wait in open until this file exists (at most 60 s)"},
     {.name = "crash_key",
      .type = PLUGBOARD_SETTING_STRING,
      .help = "crash in deliver on events with this key"},
@@ -103,6 +114,9 @@ s_open(const plugboard_host_api_t *api, plugboard_host_t *host,
        const plugboard_settings_t *settings, void **state, char *errbuf)
 {
     s_sleep_ms(api->setting_int(settings, "open_delay"));
+    const char *gate = api->setting_string(settings, "open_gate");
+    for (int i = 0; gate && access(gate, F_OK) != 0 && i < 6000; i++)
+        s_sleep_ms(10);
     s_stamp_t *s = api->alloc(sizeof *s);
     if (!s) {
         snprintf(errbuf, PLUGBOARD_ERRBUF_MAX, "out of memory");
@@ -112,7 +126,11 @@ s_open(const plugboard_host_api_t *api, plugboard_host_t *host,
     s->api = api;
     s->record_fd = -1;
     pthread_mutex_init(&s->lock, NULL);
+#ifdef STAMP_RENAMED_LABEL
+    const char *label = api->setting_string(settings, "tag");
+#else
     const char *label = api->setting_string(settings, "label");
+#endif
     const char *crash = api->setting_string(settings, "crash_key");
     snprintf(s->label, sizeof s->label, "%s", label ? label : "x");
     snprintf(s->crash_key, sizeof s->crash_key, "%s", crash ? crash : "");
