@@ -526,6 +526,17 @@ s_retried_five(void *ctx)
     return ok;
 }
 
+/* Status lists no instance of the removed connector slow. */
+static bool
+s_no_slow(void *ctx)
+{
+    char *out = NULL;
+    bool ok = s_ctl(&out, "status", "--json", NULL) == 0 &&
+              !strstr(out, "\"slow\"");
+    free(out);
+    return ok;
+}
+
 Test(reload, removed_routes_dead_letter_their_pending_deliveries)
 {
     char *conn = s_out("stamp", "x", NULL);
@@ -568,6 +579,9 @@ Test(reload, removed_routes_dead_letter_their_pending_deliveries)
     }
     json_decref(list);
     free(out);
+    /* the removed connector drained and closed: no instance of it left */
+    cr_assert(pb_wait_until(s_no_slow, NULL, T_WAIT_MS),
+              "the removed connector still runs");
     /* the rest goes on */
     cr_assert_str_eq(s_marker("out", "after@example.com").label, "x");
     cr_assert_eq(s_opens("keep"), 1);
