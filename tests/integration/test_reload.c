@@ -531,8 +531,8 @@ static bool
 s_no_slow(void *ctx)
 {
     char *out = NULL;
-    bool ok = s_ctl(&out, "status", "--json", NULL) == 0 &&
-              !strstr(out, "\"slow\"");
+    bool ok =
+        s_ctl(&out, "status", "--json", NULL) == 0 && !strstr(out, "\"slow\"");
     free(out);
     return ok;
 }
