@@ -1347,7 +1347,9 @@ static const char s_reload_usage[] =
     "upgrade: load a new build of CONNECTOR's plugin (PATH, else the\n"
     "plugin its config names) from a private copy, start it beside the\n"
     "running instance, move new deliveries to it and retire the old one\n"
-    "once it has finished what it holds.  Prints the version now serving.\n";
+    "once it has finished what it holds.  Prints the version now serving.\n"
+    "PATH must be a build of the same plugin; to bind CONNECTOR to another\n"
+    "plugin, change its plugin line and reload.\n";
 
 static void
 s_cli_list(json_t *resp, const char *key, const char *label, bool *first)
