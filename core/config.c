@@ -1162,6 +1162,12 @@ s_load_connector(pb_cfg_reader_t *r, pb_config_t *cfg, config_setting_t *c,
     if (s_int(r, c, path, "concurrency", 1, PB_CONCURRENCY_MAX, &concurrency) >
         0)
         conn->concurrency = (int)concurrency;
+    if (conn->concurrency > 1 && strcmp(conn->isolation, "process") == 0)
+        s_err(r, s_member(c, "concurrency"),
+              s_path(label, sizeof label, path, "concurrency"),
+              "concurrency %d needs isolation = \"thread\": a worker process "
+              "runs one delivery at a time",
+              conn->concurrency);
     s_duration(r, c, path, "deliver_timeout", 1, PB_MS_HOUR,
                &conn->deliver_timeout_ms);
     config_setting_t *watch = s_member(c, "watch");

@@ -3,7 +3,9 @@
  *
  * The actor owns the plugin instance's state and one DEALER socket to the
  * router (routing id = the connector's name).  open, deliver, webhook and
- * close all run on the actor's thread, one at a time.  Webhook requests
+ * close all run on the actor's thread, one at a time, except that with
+ * concurrency above 1 deliver runs on a pool of threads the actor starts
+ * after open and joins before close; only the actor touches the socket.  Webhook requests
  * arrive from the HTTP listener's thread through a locked queue and an
  * eventfd the actor polls beside its socket; the actor calls the plugin,
  * sends the staged events to the router and parks the request until the
@@ -45,6 +47,11 @@ typedef struct pb_connector_options {
                                              in 9/10 of it is killed */
     pb_mconn_t *metrics;                  /* borrowed until stop returns;
                                              NULL: none */
+    /* deliveries run at once: above 1, deliver() runs on that many pool
+     * threads (one plugin state each, unless the plugin declares
+     * PLUGBOARD_DELIVER_THREAD_SAFE) while the actor keeps the socket;
+     * ignored with process isolation */
+    int concurrency;
 } pb_connector_options_t;
 
 /*

@@ -358,6 +358,7 @@ s_spawn(pb_reload_t *rl, inst_t *in, const pb_config_t *cfg,
         .isolation = conf->isolation,
         .config_path = cfg->path,
         .run_dir = cfg->run_dir,
+        .concurrency = conf->concurrency,
         .deliver_timeout_ms = conf->deliver_timeout_ms
                                   ? conf->deliver_timeout_ms
                                   : d->deliver_timeout_ms,
@@ -493,6 +494,7 @@ s_swap_table(pb_reload_t *rl, const pb_config_t *cfg, inst_t **insts,
         dests[i].name = c->name;
         dests[i].peer = insts[i]->gen ? insts[i]->rid : insts[i]->name;
         dests[i].window = PB_ROUTER_DEFAULT_WINDOW;
+        dests[i].workers = c->concurrency;
         dests[i].timeout_ms =
             c->deliver_timeout_ms
                 ? c->deliver_timeout_ms

@@ -54,6 +54,8 @@ typedef struct s_delivery {
     int attempts;            /* attempts made so far */
     int64_t next_ms;
     int64_t sent_ms;
+    int64_t started_ms;      /* when one of the actor's workers took it
+                                (estimated, s_check_timeouts); 0 queued */
     int64_t sent_us;         /* monotonic, for the latency histogram */
     pb_mhop_t *mh;           /* its (route, destination) series */
     bool inflight;
@@ -72,7 +74,7 @@ typedef struct s_dest {
     bool ready;
     int inflight;
     int window;
-    int64_t last_answer_ms;  /* when the actor last answered a delivery */
+    int workers;             /* deliveries the actor runs at once */
     int64_t timeout_ms;
     dl_t *head, *tail;
     pb_mconn_t *mc;          /* its metrics, looked up on first use */
@@ -477,6 +479,7 @@ s_send_delivery(pb_router_t *r, dest_t *ds, dl_t *d, int64_t now)
     }
     d->inflight = true;
     d->sent_ms = now;
+    d->started_ms = 0;
     d->sent_us = pb_metrics_now_us();
     pb_mhop_inflight_add(d->mh, 1);
     ds->inflight++;
@@ -1246,8 +1249,6 @@ s_read_batch(pb_router_t *r, int64_t now)
             s_stat_add(&r->stats.bad_frames, 1);
         } else if ((clen == 4 && memcmp(cmd, PB_MSG_EMIT, 4) == 0) ||
                    (clen == 3 && memcmp(cmd, PB_MSG_RESULT, 3) == 0)) {
-            if (cmd[0] == 'R')
-                r->dests[dest].last_answer_ms = now;
             if (!began && journal_ok) {
                 began = pb_journal_begin(r->journal) == 0;
                 journal_ok = began;
@@ -1288,42 +1289,52 @@ s_check_timeouts(pb_router_t *r, int64_t now)
         dest_t *ds = &r->dests[i];
         if (!ds->inflight)
             continue;
-        /* The actor answers its deliveries one at a time in the order it
-         * got them, so only the oldest one in flight is being worked on;
-         * its clock starts when it was sent or when the actor last
-         * answered, whichever is later.  The others are only queued, so a
+        /* The actor's workers (one, or the connector's concurrency) take
+         * its deliveries in the order they were sent, so only that many
+         * of the oldest in flight are being worked on; a delivery's clock
+         * starts when it is one of those, not when it was queued, so a
          * large window never turns into false timeouts.  Stop after the
          * last one in flight instead of walking the whole backlog. */
-        dl_t *oldest = NULL;
-        int seen = 0;
+        int seen = 0, working = 0;
         for (dl_t *d = ds->head; d && seen < ds->inflight; d = d->next) {
             if (!d->inflight)
                 continue;
             seen++;
-            if (!d->changing && (!oldest || d->sent_ms < oldest->sent_ms))
-                oldest = d;
+            if (d->changing || !d->started_ms)
+                continue;
+            working++;
+            if (now - d->started_ms < ds->timeout_ms)
+                continue;
+            if (!began)
+                began = pb_journal_begin(r->journal) == 0;
+            S_GROW(r, changes, change_count, change_cap);
+            change_t *c = &r->changes[r->change_count++];
+            memset(c, 0, sizeof *c);
+            c->dl = d;
+            d->changing = true;
+            c->outcome = PLUGBOARD_RETRY;
+            c->timeout = true;
+            snprintf(c->reason, sizeof c->reason, "no answer within %lld ms",
+                     (long long)ds->timeout_ms);
+            s_stat_add(&r->stats.timeouts, 1);
         }
-        if (!oldest)
-            continue;
-        int64_t started = oldest->sent_ms > ds->last_answer_ms
-                              ? oldest->sent_ms
-                              : ds->last_answer_ms;
-        if (now - started < ds->timeout_ms)
-            continue;
-        if (!began)
-            began = pb_journal_begin(r->journal) == 0;
-        S_GROW(r, changes, change_count, change_cap);
-        change_t *c = &r->changes[r->change_count++];
-        memset(c, 0, sizeof *c);
-        c->dl = oldest;
-        oldest->changing = true;
-        c->outcome = PLUGBOARD_RETRY;
-        c->timeout = true;
-        snprintf(c->reason, sizeof c->reason, "no answer within %lld ms",
-                 (long long)ds->timeout_ms);
-        s_stat_add(&r->stats.timeouts, 1);
-        /* the next one's clock starts now, not when it was queued */
-        ds->last_answer_ms = now;
+        /* the next ones' clocks start now, not when they were queued */
+        while (working < ds->workers) {
+            dl_t *oldest = NULL;
+            seen = 0;
+            for (dl_t *d = ds->head; d && seen < ds->inflight; d = d->next) {
+                if (!d->inflight)
+                    continue;
+                seen++;
+                if (!d->changing && !d->started_ms &&
+                    (!oldest || d->sent_ms < oldest->sent_ms))
+                    oldest = d;
+            }
+            if (!oldest)
+                break;
+            oldest->started_ms = now;
+            working++;
+        }
     }
     if (r->change_count)
         s_commit_batch(r, began, now);
@@ -1547,6 +1558,9 @@ pb_router_start(const pb_router_options_t *opt, char *err, size_t err_len)
                                               : PB_ROUTER_DEFAULT_WINDOW;
         ds->timeout_ms =
             opt->dests[i].timeout_ms > 0 ? opt->dests[i].timeout_ms : 30000;
+        ds->workers = opt->dests[i].workers > 0 ? opt->dests[i].workers : 1;
+        if (ds->window < 2 * ds->workers) /* keep every worker busy */
+            ds->window = 2 * ds->workers;
         if (!ds->name) {
             snprintf(err, err_len, "out of memory");
             goto out_destroy;
@@ -1902,6 +1916,9 @@ s_swap_dests(pb_router_t *r, const pb_router_table_t *t, int *dmap,
             abort();
         }
         ds->window = opt->window > 0 ? opt->window : PB_ROUTER_DEFAULT_WINDOW;
+        ds->workers = opt->workers > 0 ? opt->workers : 1;
+        if (ds->window < 2 * ds->workers) /* keep every worker busy */
+            ds->window = 2 * ds->workers;
         ds->timeout_ms = opt->timeout_ms > 0 ? opt->timeout_ms : 30000;
         if (o < 0 || strcmp(ds->peer, peer) != 0) {
             if (o >= 0)

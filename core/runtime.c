@@ -350,6 +350,7 @@ s_start_parts(pb_runtime_t *rt, pb_diag_t *diag)
         const plugboard_connector_t *d = pb_plugin_descriptor(rt->plugins[i]);
         dests[i].name = cfg->connectors[i].name;
         dests[i].window = PB_ROUTER_DEFAULT_WINDOW;
+        dests[i].workers = cfg->connectors[i].concurrency;
         dests[i].timeout_ms = cfg->connectors[i].deliver_timeout_ms
                                   ? cfg->connectors[i].deliver_timeout_ms
                                   : d->deliver_timeout_ms;
@@ -381,6 +382,7 @@ s_start_parts(pb_runtime_t *rt, pb_diag_t *diag)
             .isolation = cfg->connectors[i].isolation,
             .config_path = cfg->path,
             .run_dir = cfg->run_dir,
+            .concurrency = cfg->connectors[i].concurrency,
             .deliver_timeout_ms =
                 cfg->connectors[i].deliver_timeout_ms
                     ? cfg->connectors[i].deliver_timeout_ms

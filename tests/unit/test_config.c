@@ -581,7 +581,9 @@ Test(config, connector_fields_are_checked)
         "  { name = \"ok\"; plugin = \"x\"; isolation = \"vm\";\n" /* 3 */
         "    concurrency = 65; deliver_timeout = \"soon\"; },\n"   /* 4 */
         "  { plugin = \"x\"; },\n"                                 /* 5 */
-        "  { name = \"noplugin\"; }\n"                             /* 6 */
+        "  { name = \"noplugin\"; },\n"                            /* 6 */
+        "  { name = \"iso\"; plugin = \"x\"; isolation = \"process\";\n"
+        "    concurrency = 4; }\n"                                  /* 8 */
         ");\n");
     cr_assert_null(cfg);
     expect_msg(2, "connectors.[0].name: 'Bad Name' is not a valid connector "
@@ -596,6 +598,8 @@ Test(config, connector_fields_are_checked)
                "got 'soon'");
     expect_msg(5, "connectors.[2]: missing 'name'");
     expect_msg(6, "connectors.[3] ('noplugin'): missing 'plugin'");
+    expect_msg(8, "connectors.[4].concurrency: concurrency 4 needs "
+                  "isolation = \"thread\"");
 }
 
 /* ------------------------------------------------------------------ */
