@@ -978,8 +978,9 @@ static const char *const s_connector_keys[] = {
     "name",     "plugin", "isolation", "concurrency", "deliver_timeout",
     "settings", "watch",  NULL};
 static const char *const s_route_keys[] = {
-    "name",       "from",  "when",   "to",    "why",
-    "on_failure", "owner", "notify", "retry", NULL};
+    "name",  "from",   "when",  "to",          "why",
+    "on_failure", "owner", "notify", "retry", "alert_after",
+    "alert_interval", NULL};
 static const char *const s_retry_keys[] = {"attempts", "initial", "max", NULL};
 
 #define PB_DEFAULT_LISTEN "127.0.0.1:8787"
@@ -1331,6 +1332,24 @@ s_load_required_text(pb_cfg_reader_t *r, config_setting_t *c, const char *path,
         s_err(r, c, label, "missing '%s': %s", key, hint);
 }
 
+#define PB_ALERT_MAX (30 * PB_MS_DAY)
+
+/* alert_after and alert_interval: when and how often the owner hears of
+ * an unhealthy destination (docs/operations.md, "Owner notices"). */
+static void
+s_load_alert(pb_cfg_reader_t *r, pb_route_conf_t *route,
+             const config_setting_t *c, const char *path, const char *label)
+{
+    int after = s_duration(r, c, path, "alert_after", PB_MS_SECOND,
+                           PB_ALERT_MAX, &route->alert_after_ms);
+    s_duration(r, c, path, "alert_interval", PB_MS_SECOND, PB_ALERT_MAX,
+               &route->alert_interval_ms);
+    if (after > 0 && !route->notify)
+        s_err(r, s_member(c, "alert_after"), label,
+              "'alert_after' needs 'notify': name the connector that tells "
+              "the owner");
+}
+
 static void
 s_load_route(pb_cfg_reader_t *r, pb_config_t *cfg, config_setting_t *c,
              size_t idx)
@@ -1344,6 +1363,7 @@ s_load_route(pb_cfg_reader_t *r, pb_config_t *cfg, config_setting_t *c,
     route->retry.attempts = 10;
     route->retry.initial_ms = PB_MS_SECOND;
     route->retry.max_ms = 15 * PB_MS_MINUTE;
+    route->alert_interval_ms = PB_MS_HOUR;
     if (!config_setting_is_group(c)) {
         s_err(r, c, path,
               "expected a group { name = ...; from = ...; ... }, got %s",
@@ -1392,6 +1412,7 @@ s_load_route(pb_cfg_reader_t *r, pb_config_t *cfg, config_setting_t *c,
                     s_path(sub, sizeof sub, path, "notify"), route->notify);
     if (s_group(r, c, path, "retry", &retry) > 0)
         s_load_retry(r, route, retry, s_path(sub, sizeof sub, path, "retry"));
+    s_load_alert(r, route, c, path, label);
 }
 
 static void
@@ -2167,6 +2188,19 @@ s_check_route(const pb_config_t *cfg, size_t ri,
                     "(plugin '%s') does not consume '%s'; it consumes: %s",
                     cfg->path, route->line, ri, route->name, route->notify,
                     cfg->connectors[ci].plugin, PLUGBOARD_EV_DELIVERY_DEAD,
+                    s_list_join(descs[ci]->consumes, have, sizeof have));
+        ok = false;
+    }
+    if (ci < cfg->connector_count && descs[ci] && route->alert_after_ms > 0 &&
+        !s_list_overlaps(descs[ci]->consumes,
+                         PLUGBOARD_EV_CONNECTOR_UNHEALTHY)) {
+        pb_diag_add(diag,
+                    "%s:%d: routes.[%zu] ('%s'): 'alert_after' needs a notify "
+                    "connector that consumes '%s'; '%s' (plugin '%s') "
+                    "consumes: %s",
+                    cfg->path, route->line, ri, route->name,
+                    PLUGBOARD_EV_CONNECTOR_UNHEALTHY, route->notify,
+                    cfg->connectors[ci].plugin,
                     s_list_join(descs[ci]->consumes, have, sizeof have));
         ok = false;
     }

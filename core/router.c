@@ -568,43 +568,16 @@ s_dispatch(pb_router_t *r, int64_t now)
 /* dead letters                                                      */
 /* ---------------------------------------------------------------- */
 
-/* Stage a plugboard.delivery.dead notice for d in the open transaction. */
+/* Stage the host's notice b (taken) to route ri's notify connector in the
+ * open transaction; it is dispatched once the transaction commits. */
 static void
-s_notify_dead(pb_router_t *r, const dl_t *d, const char *reason,
-              const char *error)
+s_stage_notice(pb_router_t *r, int ri, pb_builder_t **bp)
 {
-    if (d->route < 0 || r->routes[d->route].notify < 0 ||
-        strcmp(d->ev->type, PLUGBOARD_EV_DELIVERY_DEAD) == 0)
-        return;
-    const route_t *rt = &r->routes[d->route];
-    const pb_route_conf_t *c = rt->conf;
-    pb_builder_t *b = pb_builder_new("plugboard", PLUGBOARD_EV_DELIVERY_DEAD);
-    if (!b)
-        return;
-    char key[300];
-    snprintf(key, sizeof key, "route:%s", c->name);
-    const char *dest = r->dests[d->dest].name;
-    pb_builder_set_key(b, key);
-    pb_builder_set_causation(b, d->ev->id);
-    pb_builder_set_string(b, "route", c->name, strlen(c->name));
-    pb_builder_set_string(b, "destination", dest, strlen(dest));
-    pb_builder_set_string(b, "why", c->why, strlen(c->why));
-    pb_builder_set_string(b, "owner", c->owner, strlen(c->owner));
-    if (c->on_failure)
-        pb_builder_set_string(b, "on_failure", c->on_failure,
-                              strlen(c->on_failure));
-    pb_builder_set_int(b, "attempts", d->attempts);
-    pb_builder_set_string(b, "last_error", error, strlen(error));
-    pb_builder_set_string(b, "reason", reason, strlen(reason));
-    pb_builder_set_string(b, "event.id", d->ev->id, strlen(d->ev->id));
-    pb_builder_set_string(b, "event.type", d->ev->type,
-                          strlen(d->ev->type));
-    pb_builder_set_string(b, "event.key", d->ev->key, strlen(d->ev->key));
-    pb_builder_set_int(b, "dead_at", pb_now_ms());
+    const route_t *rt = &r->routes[ri];
     uint8_t *frame = NULL;
     size_t len = 0;
-    int rc = pb_builder_encode(b, &frame, &len);
-    pb_builder_destroy(&b);
+    int rc = pb_builder_encode(*bp, &frame, &len);
+    pb_builder_destroy(bp);
     if (rc != 0)
         return;
     int err;
@@ -615,7 +588,7 @@ s_notify_dead(pb_router_t *r, const dl_t *d, const char *reason,
         free(frame);
         return;
     }
-    pb_journal_target_t target = {.route = c->name,
+    pb_journal_target_t target = {.route = rt->conf->name,
                                   .destination = r->dests[rt->notify].name};
     pb_journal_event_t je = {
         .id = pb_envelope_id(env),
@@ -633,12 +606,58 @@ s_notify_dead(pb_router_t *r, const dl_t *d, const char *reason,
         if (ev) {
             S_GROW(r, newdls, newdl_count, newdl_cap);
             r->newdls[r->newdl_count++] = (newdl_t){
-                .ev = ev, .route = d->route, .dest = rt->notify,
+                .ev = ev, .route = ri, .dest = rt->notify,
                 .id = target.delivery_id};
         }
     }
     pb_envelope_destroy(&env);
     free(frame);
+}
+
+/* A host notice about route c: its key and the route's own fields. */
+static pb_builder_t *
+s_notice_new(const pb_route_conf_t *c, const char *type, const char *dest)
+{
+    pb_builder_t *b = pb_builder_new("plugboard", type);
+    if (!b)
+        return NULL;
+    char key[300];
+    snprintf(key, sizeof key, "route:%s", c->name);
+    pb_builder_set_key(b, key);
+    pb_builder_set_string(b, "route", c->name, strlen(c->name));
+    pb_builder_set_string(b, "destination", dest, strlen(dest));
+    pb_builder_set_string(b, "why", c->why, strlen(c->why));
+    pb_builder_set_string(b, "owner", c->owner, strlen(c->owner));
+    if (c->on_failure)
+        pb_builder_set_string(b, "on_failure", c->on_failure,
+                              strlen(c->on_failure));
+    return b;
+}
+
+/* Stage a plugboard.delivery.dead notice for d in the open transaction. */
+static void
+s_notify_dead(pb_router_t *r, const dl_t *d, const char *reason,
+              const char *error)
+{
+    if (d->route < 0 || r->routes[d->route].notify < 0 ||
+        strcmp(d->ev->type, PLUGBOARD_EV_DELIVERY_DEAD) == 0 ||
+        strcmp(d->ev->type, PLUGBOARD_EV_CONNECTOR_UNHEALTHY) == 0)
+        return;
+    const pb_route_conf_t *c = r->routes[d->route].conf;
+    pb_builder_t *b = s_notice_new(c, PLUGBOARD_EV_DELIVERY_DEAD,
+                                   r->dests[d->dest].name);
+    if (!b)
+        return;
+    pb_builder_set_causation(b, d->ev->id);
+    pb_builder_set_int(b, "attempts", d->attempts);
+    pb_builder_set_string(b, "last_error", error, strlen(error));
+    pb_builder_set_string(b, "reason", reason, strlen(reason));
+    pb_builder_set_string(b, "event.id", d->ev->id, strlen(d->ev->id));
+    pb_builder_set_string(b, "event.type", d->ev->type,
+                          strlen(d->ev->type));
+    pb_builder_set_string(b, "event.key", d->ev->key, strlen(d->ev->key));
+    pb_builder_set_int(b, "dead_at", pb_now_ms());
+    s_stage_notice(r, d->route, &b);
 }
 
 /* ---------------------------------------------------------------- */
@@ -1104,6 +1123,51 @@ s_dlq_change(pb_router_t *r, json_t *ids, bool replay)
                      ids);
 }
 
+/* {"cmd":"notice", "route", "destination", "cause", "detail", "since",
+ * "interval_ms"}: journal a plugboard.connector.unhealthy notice to the
+ * route's notify connector and dispatch it. */
+static json_t *
+s_unhealthy_notice(pb_router_t *r, json_t *req)
+{
+    const char *route = json_string_value(json_object_get(req, "route"));
+    const char *dest = json_string_value(json_object_get(req, "destination"));
+    const char *cause = json_string_value(json_object_get(req, "cause"));
+    const char *detail = json_string_value(json_object_get(req, "detail"));
+    int ri = route ? s_find_route(r, route) : -1;
+    if (ri < 0 || !dest || !cause || !detail)
+        return pb_control_error("notice needs a running route, a "
+                                "destination, a cause and a detail");
+    if (r->routes[ri].notify < 0)
+        return pb_control_error("route '%s' has no notify connector", route);
+    pb_builder_t *b = s_notice_new(r->routes[ri].conf,
+                                   PLUGBOARD_EV_CONNECTOR_UNHEALTHY, dest);
+    if (!b)
+        return pb_control_error("out of memory");
+    pb_builder_set_string(b, "cause", cause, strlen(cause));
+    pb_builder_set_string(b, "detail", detail, strlen(detail));
+    pb_builder_set_int(b, "since",
+                       json_integer_value(json_object_get(req, "since")));
+    pb_builder_set_int(b, "interval_ms", json_integer_value(json_object_get(
+                                             req, "interval_ms")));
+    if (pb_journal_begin(r->journal) != 0) {
+        pb_builder_destroy(&b);
+        return pb_control_error("the journal is busy; try again");
+    }
+    s_stage_notice(r, ri, &b);
+    if (r->newdl_count == 0 || pb_journal_commit(r->journal) != 0) {
+        pb_journal_rollback(r->journal);
+        s_batch_reset(r);
+        return pb_control_error("cannot journal the notice: %s",
+                                pb_journal_errmsg(r->journal));
+    }
+    for (size_t k = 0; k < r->newdl_count; k++) {
+        newdl_t *n = &r->newdls[k];
+        s_add(r, n->ev, n->route, n->dest, n->id, 0, 0);
+    }
+    s_batch_reset(r);
+    return json_pack("{s:b}", "ok", 1);
+}
+
 static json_t *
 s_control(pb_router_t *r, json_t *req)
 {
@@ -1157,6 +1221,8 @@ s_control(pb_router_t *r, json_t *req)
         json_decref(ids);
         return out;
     }
+    if (strcmp(cmd, "notice") == 0)
+        return s_unhealthy_notice(r, req);
     return pb_control_error("unknown command '%s'", cmd);
 }
 

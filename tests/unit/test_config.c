@@ -394,7 +394,8 @@ Test(config, unknown_keys_are_errors_at_every_level)
                    "listen, body_limit, idle_timeout, max_connections, "
                    "admin_listen)");
     expect_msg(16, "routes.[0].whyy: unknown setting (expected one of: name, "
-                   "from, when, to, why, on_failure, owner, notify, retry)");
+                   "from, when, to, why, on_failure, owner, notify, retry, "
+                   "alert_after, alert_interval)");
     expect_msg(17, "routes.[0].retry.tries: unknown setting (expected one "
                    "of: attempts, initial, max)");
     cr_expect_eq(s_diag.count, 5, "%s", s_dump());
@@ -930,6 +931,57 @@ Test(config, bind_checks_source_emits_and_notify_consumes)
                    "not emit '*'; it emits: nothing");
     /* "*" to destinations that consume some types: they overlap, fine */
     cr_expect_eq(s_diag.count, 3, "%s", s_dump());
+    pb_config_destroy(&cfg);
+}
+
+/* alert_after and alert_interval: owner notices about an unhealthy
+ * destination (docs/operations.md, "Owner notices") */
+Test(config, route_alerts_are_read_and_checked)
+{
+    pb_config_t *cfg = s_load(
+        CONNECTORS
+        "routes = ( { name = \"a\"; from = \"payments\";\n" /* 11 */
+        "  when = \"payment.failed\"; to = \"mail\"; " ROUTE_BODY
+        "notify = \"mail\"; alert_after = \"10m\"; },\n"
+        "  { name = \"b\"; from = \"payments\";\n" /* 13 */
+        "  when = \"payment.failed\"; to = \"mail\"; " ROUTE_BODY
+        "notify = \"mail\"; alert_interval = \"15m\"; } );\n");
+    cr_assert_not_null(cfg, "errors:\n%s", s_dump());
+    cr_expect_eq(cfg->routes[0].alert_after_ms, 10 * 60 * 1000);
+    cr_expect_eq(cfg->routes[0].alert_interval_ms, 60 * 60 * 1000,
+                 "an hour unless set");
+    cr_expect_eq(cfg->routes[1].alert_after_ms, 0, "no backlog alert");
+    cr_expect_eq(cfg->routes[1].alert_interval_ms, 15 * 60 * 1000);
+    pb_config_destroy(&cfg);
+
+    cfg = s_load(CONNECTORS
+                 "routes = ( { name = \"a\"; from = \"payments\";\n" /* 11 */
+                 "  when = \"payment.failed\"; to = \"mail\"; " ROUTE_BODY
+                 "\n  alert_after = \"10m\"; },\n" /* 13 */
+                 "  { name = \"b\"; from = \"payments\";\n" /* 14 */
+                 "  when = \"payment.failed\"; to = \"mail\"; " ROUTE_BODY
+                 "notify = \"mail\";\n" /* 15 */
+                 "  alert_after = \"500ms\"; alert_interval = 60; } );\n");
+    cr_assert_null(cfg);
+    expect_msg(13, "routes.[0] ('a'): 'alert_after' needs 'notify'");
+    expect_msg(16, "routes.[1].alert_after: expected a duration in [1s, 30d], "
+                   "got '500ms'");
+    expect_msg(16, "routes.[1].alert_interval: expected a duration such as "
+                   "\"30s\", got an integer");
+    cr_expect_eq(s_diag.count, 3, "%s", s_dump());
+}
+
+Test(config, bind_needs_an_alert_notify_that_consumes_unhealthy)
+{
+    pb_config_t *cfg = s_load(
+        CONNECTORS "routes = ( { name = \"x\"; from = \"payments\";\n" /* 11 */
+                   "  when = \"payment.failed\"; to = \"mail\"; " ROUTE_BODY
+                   "notify = \"archive\"; alert_after = \"1h\"; } );\n");
+    cr_assert_not_null(cfg, "errors:\n%s", s_dump());
+    cr_assert_eq(pb_config_bind(cfg, s_describe, NULL, &s_diag), PB_ECONFIG);
+    expect_msg(11, "routes.[0] ('x'): 'alert_after' needs a notify connector "
+                   "that consumes 'plugboard.connector.unhealthy'; 'archive' "
+                   "(plugin 'file') consumes: contact.upserted");
     pb_config_destroy(&cfg);
 }
 

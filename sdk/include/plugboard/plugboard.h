@@ -74,6 +74,7 @@ extern "C" {
 #define PLUGBOARD_EV_EMAIL_BOUNCED         "email.bounced"
 #define PLUGBOARD_EV_EMAIL_COMPLAINED      "email.complained"
 #define PLUGBOARD_EV_DELIVERY_DEAD         "plugboard.delivery.dead"
+#define PLUGBOARD_EV_CONNECTOR_UNHEALTHY   "plugboard.connector.unhealthy"
 
 /* A connector that consumes every type lists this one pattern. */
 #define PLUGBOARD_EV_ANY "*"
