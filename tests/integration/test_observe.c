@@ -509,6 +509,14 @@ Test(observe, map_dot_is_read_by_graphviz_and_names_every_route)
     cr_expect(strstr(out, "r-mail: src --[payment.failed]--> mail"), "%s", out);
     cr_expect(strstr(out, "owner:      support-lead@example.com"), "%s", out);
     free(out);
+    /* the bundled plugins name the tool they connect */
+    cr_assert_eq(cli(&out, "map", "-c",
+                     PB_SOURCE_DIR "/etc/examples/production.cfg", NULL),
+                 0, "%s", out);
+    cr_expect(strstr(out, "plugin hubspot: HubSpot (CRM)"), "%s", out);
+    cr_expect(strstr(out, "plugin zendesk: Zendesk (support desk)"), "%s",
+              out);
+    free(out);
 
     /* svg: drawn by Graphviz's dot when it is on the PATH */
     cr_assert_eq(cli(&out, "map", "-c", path, "--format", "svg", NULL), 0, "%s",
