@@ -1483,6 +1483,60 @@ s_config_new(const char *path)
     return cfg;
 }
 
+#define PB_SYNTAX_QUOTE_MAX 60
+#define PB_SYNTAX_EXPECTED                                                     \
+    "expected NAME = VALUE; where VALUE is a \"string\", a number, true or "   \
+    "false, { group }, [ array ] or ( list )"
+
+/* The text of the file libconfig's syntax error is in, when read. */
+static pb_cfg_text_t *
+s_syntax_source(pb_cfg_reader_t *r, const config_t *lc)
+{
+    const char *name = config_error_file(lc);
+    for (size_t i = 0; i < r->text_count; i++) {
+        const char *n = r->texts[i].name;
+        if ((!name && !n) || (name && n && strcmp(name, n) == 0))
+            return &r->texts[i];
+    }
+    return NULL;
+}
+
+/* Line number line of text, trimmed, control bytes as '?', cut with
+ * "..." past PB_SYNTAX_QUOTE_MAX; "" when there is none. */
+static void
+s_quote_line(const char *text, int line, char *out, size_t len)
+{
+    out[0] = '\0';
+    if (!text || line < 1 || len < PB_SYNTAX_QUOTE_MAX + 4)
+        return;
+    const char *p = text;
+    for (int l = 1; l < line && p; l++) {
+        p = strchr(p, '\n');
+        if (p)
+            p++;
+    }
+    if (!p)
+        return;
+    size_t n = strcspn(p, "\n");
+    while (n > 0 && isspace((unsigned char)*p)) {
+        p++;
+        n--;
+    }
+    while (n > 0 && isspace((unsigned char)p[n - 1]))
+        n--;
+    bool cut = n > PB_SYNTAX_QUOTE_MAX;
+    if (cut) {
+        n = PB_SYNTAX_QUOTE_MAX;
+        while (n > 0 && ((unsigned char)p[n] & 0xC0) == 0x80)
+            n--; /* not inside a UTF-8 sequence */
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        out[i] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+    }
+    strcpy(out + n, cut ? "..." : "");
+}
+
 static void
 s_syntax_error(pb_cfg_reader_t *r, const config_t *lc)
 {
@@ -1498,14 +1552,27 @@ s_syntax_error(pb_cfg_reader_t *r, const config_t *lc)
             snprintf(display, sizeof display, "%s", name);
         file = display;
     }
-    if (config_error_type(lc) == CONFIG_ERR_FILE_IO)
+    if (config_error_type(lc) == CONFIG_ERR_FILE_IO) {
         pb_diag_add(r->diag, "%s:%d: %s", file, config_error_line(lc), text);
-    else if (strcmp(text, "syntax error") == 0)
-        pb_diag_add(r->diag, "%s:%d: syntax error", file,
-                    config_error_line(lc));
-    else
+    } else if (strcmp(text, "syntax error") == 0) {
+        /* libconfig says no more: quote the line, say what fits there */
+        char quoted[PB_SYNTAX_QUOTE_MAX + 8];
+        pb_cfg_text_t *src = s_syntax_source(r, lc);
+        s_quote_line(src ? src->text : NULL, config_error_line(lc), quoted,
+                     sizeof quoted);
+        if (quoted[0])
+            pb_diag_add(r->diag, "%s:%d: syntax error in '%s': %s", file,
+                        config_error_line(lc), quoted, PB_SYNTAX_EXPECTED);
+        else
+            pb_diag_add(r->diag,
+                        "%s:%d: syntax error at an empty line or the end of "
+                        "the file: a ';' or a closing '}', ']' or ')' may be "
+                        "missing before it",
+                        file, config_error_line(lc));
+    } else {
         pb_diag_add(r->diag, "%s:%d: syntax error: %s", file,
                     config_error_line(lc), text);
+    }
     r->failed = true;
 }
 

@@ -374,6 +374,38 @@ Test(config, syntax_error_names_file_and_line)
     expect_msg(3, "syntax error");
 }
 
+/* libconfig says only "syntax error": the message also quotes the line
+ * and says what a setting looks like. */
+Test(config, syntax_error_quotes_the_line_and_says_what_was_expected)
+{
+    pb_config_t *cfg = s_load("plugboard = {\n"
+                              "  data_dir = \"var\";\n"
+                              "\t log_level = ;   # a comment\n"
+                              "};\n");
+    cr_assert_null(cfg);
+    cr_assert_eq(s_diag.count, 1, "%s", s_dump());
+    expect_msg(3, "syntax error in 'log_level = ;   # a comment'",
+               "expected NAME = VALUE; where VALUE is a \"string\", a "
+               "number, true or false, { group }, [ array ] or ( list )");
+
+    /* a long line is cut, and a control byte is not echoed */
+    char text[512];
+    snprintf(text, sizeof text, "plugboard = { data_dir \x01= \"%0200d\"; };\n",
+             0);
+    cfg = s_load(text);
+    cr_assert_null(cfg);
+    expect_msg(1, "syntax error in 'plugboard = { data_dir ?= \"000");
+    cr_assert(strstr(s_diag.messages[s_diag.count - 1], "...'"), "%s",
+              s_dump());
+    cr_assert(strlen(s_diag.messages[s_diag.count - 1]) < 300, "%s", s_dump());
+
+    /* an error found at the end of the file has no line to quote */
+    cfg = s_load("plugboard = {\n  http = { listen = \"x:1\"\n};\n");
+    cr_assert_null(cfg);
+    expect_msg(4, "syntax error at an empty line or the end of the file: a "
+                  "';' or a closing '}', ']' or ')' may be missing");
+}
+
 Test(config, unknown_keys_are_errors_at_every_level)
 {
     pb_config_t *cfg = s_load(
