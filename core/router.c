@@ -100,6 +100,7 @@ typedef struct s_change {
     char reason[PLUGBOARD_REASON_MAX];
     bool dead;               /* computed: becomes a dead letter */
     bool timeout;            /* no answer in time (metrics reason) */
+    bool unwritten;          /* its write failed and was undone alone */
     int64_t next_ms;         /* computed for retries */
 } change_t;
 
@@ -565,19 +566,22 @@ s_dispatch(pb_router_t *r, int64_t now)
 /* dead letters                                                      */
 /* ---------------------------------------------------------------- */
 
-/* Stage a plugboard.delivery.dead notice for d in the open transaction. */
-static void
+/* Stage a plugboard.delivery.dead notice for d in the open transaction.
+ * Returns 0 (also when the route names no notify connector) or a negative
+ * code: a dead letter whose notice cannot be stored is not written either,
+ * so the owner is never left untold. */
+static int
 s_notify_dead(pb_router_t *r, const dl_t *d, const char *reason,
               const char *error)
 {
     if (d->route < 0 || r->routes[d->route].notify < 0 ||
         strcmp(d->ev->type, PLUGBOARD_EV_DELIVERY_DEAD) == 0)
-        return;
+        return 0;
     const route_t *rt = &r->routes[d->route];
     const pb_route_conf_t *c = rt->conf;
     pb_builder_t *b = pb_builder_new("plugboard", PLUGBOARD_EV_DELIVERY_DEAD);
     if (!b)
-        return;
+        return PB_ENOMEM;
     char key[300];
     snprintf(key, sizeof key, "route:%s", c->name);
     const char *dest = r->dests[d->dest].name;
@@ -603,14 +607,14 @@ s_notify_dead(pb_router_t *r, const dl_t *d, const char *reason,
     int rc = pb_builder_encode(b, &frame, &len);
     pb_builder_destroy(&b);
     if (rc != 0)
-        return;
+        return rc;
     int err;
     char why[128];
     pb_envelope_t *env = pb_envelope_decode(frame, len, NULL, &err, why,
                                             sizeof why);
     if (!env) {
         free(frame);
-        return;
+        return err ? err : PB_EPROTO;
     }
     pb_journal_target_t target = {.route = c->name,
                                   .destination = r->dests[rt->notify].name};
@@ -625,17 +629,25 @@ s_notify_dead(pb_router_t *r, const dl_t *d, const char *reason,
         .targets = &target,
         .target_count = 1,
     };
-    if (pb_journal_append(r->journal, &je) == 0) {
+    rc = pb_journal_append(r->journal, &je);
+    if (rc == 0) {
         ev_t *ev = s_ev_new(je.id, je.key, je.type, frame, len);
         if (ev) {
             S_GROW(r, newdls, newdl_count, newdl_cap);
             r->newdls[r->newdl_count++] = (newdl_t){
                 .ev = ev, .route = d->route, .dest = rt->notify,
                 .id = target.delivery_id};
+        } else {
+            rc = PB_ENOMEM;
         }
     }
+    if (rc != 0)
+        pb_error("router",
+                 "cannot store the dead-letter notice route=%s event=%s: %s",
+                 c->name, d->ev->id, pb_journal_errmsg(r->journal));
     pb_envelope_destroy(&env);
     free(frame);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- */
@@ -848,10 +860,10 @@ s_write_change(pb_router_t *r, change_t *c, int64_t now)
                                attempts, 0, c->reason);
         if (rc == 0) {
             d->attempts = attempts; /* the notice reports them */
-            s_notify_dead(r, d,
-                          c->outcome == PLUGBOARD_REJECT ? "rejected"
-                                                         : "exhausted",
-                          c->reason);
+            rc = s_notify_dead(r, d,
+                               c->outcome == PLUGBOARD_REJECT ? "rejected"
+                                                              : "exhausted",
+                               c->reason);
             d->attempts = attempts - 1;
         }
         return rc;
@@ -861,6 +873,31 @@ s_write_change(pb_router_t *r, change_t *c, int64_t now)
     return pb_journal_update(r->journal, d->id, PB_DELIVERY_PENDING,
                              attempts, pb_now_ms() + (c->next_ms - now),
                              c->reason);
+}
+
+/*
+ * Write one change behind its own mark, so that a change that cannot be
+ * written (a dead letter or its notice the journal refuses) is undone
+ * alone: it stays pending, its failure is logged and counted, and the
+ * emits and results sharing its batch are still committed.  Returns
+ * non-zero only when the transaction itself is broken.
+ */
+static int
+s_write_change_alone(pb_router_t *r, change_t *c, int64_t now)
+{
+    size_t newdl_mark = r->newdl_count;
+    if (pb_journal_mark(r->journal) != 0)
+        return PB_EJOURNAL;
+    int rc = s_write_change(r, c, now);
+    if (pb_journal_unmark(r->journal, rc == 0) != 0)
+        return PB_EJOURNAL;
+    if (rc != 0) {
+        c->unwritten = true;
+        while (r->newdl_count > newdl_mark)
+            s_ev_release(r->newdls[--r->newdl_count].ev);
+        s_stat_add(&r->stats.journal_errors, 1);
+    }
+    return 0;
 }
 
 /* Count an answer (or a timeout) in the hop's series. */
@@ -968,7 +1005,7 @@ s_commit_batch(pb_router_t *r, bool began, int64_t now)
     }
     if (began) {
         for (size_t i = 0; i < r->change_count; i++)
-            if (s_write_change(r, &r->changes[i], now) != 0)
+            if (s_write_change_alone(r, &r->changes[i], now) != 0)
                 goto out_fail;
         int64_t t0 = pb_metrics_now_us();
         if (pb_journal_commit(r->journal) == 0) {
@@ -1010,7 +1047,8 @@ out_fail:
             s_add(r, n->ev, n->route, n->dest, n->id, 0, 0);
         }
     for (size_t i = 0; i < r->change_count; i++)
-        s_apply_change(r, &r->changes[i], committed, now);
+        s_apply_change(r, &r->changes[i],
+                       committed && !r->changes[i].unwritten, now);
     s_batch_reset(r);
 }
 
