@@ -1281,9 +1281,9 @@ Test(router, a_dead_letter_whose_notice_cannot_be_stored_stays_pending)
         again = expect_dlv(g.a, 9000);
         if (again.id == d.id)
             break;
-        cr_assert_eq(pb_peer_result(g.a, again.id, again.attempt,
-                                    PLUGBOARD_OK, 0, NULL),
-                     0);
+        cr_assert_eq(
+            pb_peer_result(g.a, again.id, again.attempt, PLUGBOARD_OK, 0, NULL),
+            0);
         pb_peer_msg_release(&again);
     }
     cr_assert_eq(pb_peer_result(g.a, again.id, again.attempt, PLUGBOARD_REJECT,
