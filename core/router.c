@@ -1374,8 +1374,13 @@ s_maybe_prune(pb_router_t *r, int64_t now)
         return;
     r->last_prune_ms = now;
     int64_t wall = pb_now_ms();
-    pb_journal_prune(r->journal, wall - r->cfg->dedupe_retention_ms,
-                     wall - r->cfg->delivered_retention_ms);
+    bool more = false;
+    if (pb_journal_prune(r->journal, wall - r->cfg->dedupe_retention_ms,
+                         wall - r->cfg->delivered_retention_ms, 0,
+                         &more) != 0)
+        s_stat_add(&r->stats.journal_errors, 1);
+    else if (more) /* a backlog of old rows: the next chunk next turn */
+        r->last_prune_ms = now - S_PRUNE_EVERY_MS;
 }
 
 /* Once a second: each hop's oldest pending delivery, and the journal's
