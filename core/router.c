@@ -34,6 +34,8 @@
 #define S_KEYSET_SLOTS 65536    /* must exceed 2 * S_SCAN_MAX */
 #define S_DEAD_RETRY_MS 5000    /* dead letter not writable: try later */
 #define S_PRUNE_EVERY_MS 60000
+#define S_DLQ_PAGE 1000         /* dead letters per dlq.list answer, */
+#define S_DLQ_PAGE_MAX 100000   /* unless its limit says otherwise */
 #define S_MH_CACHE 8            /* hop series cached per route */
 
 typedef struct s_event {
@@ -1147,15 +1149,31 @@ s_control(pb_router_t *r, json_t *req)
     if (!cmd)
         return pb_control_error("no command");
     if (strcmp(cmd, "dlq.list") == 0) {
+        /* one more than asked for tells whether there is a next page */
+        json_int_t limit = json_integer_value(json_object_get(req, "limit"));
+        if (limit <= 0)
+            limit = S_DLQ_PAGE;
+        if (limit > S_DLQ_PAGE_MAX)
+            limit = S_DLQ_PAGE_MAX;
         json_t *list = pb_journal_dead_list(
             r->journal, json_string_value(json_object_get(req, "route")),
             json_string_value(json_object_get(req, "connector")),
             json_integer_value(json_object_get(req, "after")),
-            (int)json_integer_value(json_object_get(req, "limit")));
+            (int)limit + 1);
         if (!list)
             return pb_control_error("cannot read the journal: %s",
                                          pb_journal_errmsg(r->journal));
-        return json_pack("{s:b, s:o}", "ok", 1, "dead_letters", list);
+        bool more = json_array_size(list) > (size_t)limit;
+        if (more)
+            json_array_remove(list, (size_t)limit);
+        json_t *out = json_pack("{s:b, s:o, s:b}", "ok", 1, "dead_letters",
+                                list, "more", more);
+        if (more)
+            json_object_set_new(
+                out, "next_after",
+                json_incref(json_object_get(
+                    json_array_get(list, (size_t)limit - 1), "id")));
+        return out;
     }
     if (strcmp(cmd, "dlq.show") == 0) {
         if (!json_is_integer(idv))
