@@ -29,6 +29,9 @@ enum {
     S_INSERT_DELIVERY,
     S_UPDATE_DELIVERY,
     S_INSERT_ATTEMPT,
+    S_MARK,
+    S_UNDO_TO_MARK,
+    S_UNMARK,
     S_COUNT
 };
 
@@ -47,6 +50,10 @@ static const char *const s_sql[S_COUNT] = {
     [S_INSERT_ATTEMPT] =
         "INSERT INTO attempts(delivery_id, attempt, at_ms, outcome, error) "
         "VALUES (?1, ?2, ?3, ?4, ?5)",
+    /* prepared once: the router marks every emit and every change */
+    [S_MARK] = "SAVEPOINT emit",
+    [S_UNDO_TO_MARK] = "ROLLBACK TO emit",
+    [S_UNMARK] = "RELEASE emit",
 };
 
 static const char s_schema[] =
@@ -308,15 +315,15 @@ s_bind_text(sqlite3_stmt *st, int i, const char *s)
 int
 pb_journal_mark(pb_journal_t *j)
 {
-    return s_exec(j, "SAVEPOINT emit");
+    return s_step(j, j->stmt[S_MARK]);
 }
 
 int
 pb_journal_unmark(pb_journal_t *j, bool keep)
 {
-    if (!keep && s_exec(j, "ROLLBACK TO emit") != 0)
+    if (!keep && s_step(j, j->stmt[S_UNDO_TO_MARK]) != 0)
         return PB_EJOURNAL;
-    return s_exec(j, "RELEASE emit");
+    return s_step(j, j->stmt[S_UNMARK]);
 }
 
 int

@@ -1647,7 +1647,10 @@ pb_router_start(const pb_router_options_t *opt, char *err, size_t err_len)
     }
     if (r->dl_count)
         pb_info("router", "recovered pending deliveries=%zu", r->dl_count);
-    r->last_prune_ms = pb_monotonic_ms() - S_PRUNE_EVERY_MS + 5000;
+    /* housekeeping on the first turn: a chunk is short, and dedupe ids
+     * and delivered events past their retention go however short the
+     * host's runs are */
+    r->last_prune_ms = pb_monotonic_ms() - S_PRUNE_EVERY_MS;
     /* the socket is handed to the router thread; the thread start is the
      * memory barrier ZeroMQ asks for when a socket changes threads */
     if (pthread_create(&r->thread, NULL, s_thread, r) != 0) {

@@ -40,6 +40,7 @@ struct rig_opts {
     const char *notify;    /* NULL: no dead letter notices */
     pb_retry_conf_t retry; /* zero: {5, 100ms, 400ms} */
     int64_t timeout_ms;    /* deadline of destination "a"; 0: default */
+    int64_t retention_ms;  /* dedupe and delivered; 0: 7 days, 1 day */
 };
 
 static struct rig {
@@ -127,8 +128,10 @@ rig_start(const struct rig_opts *o)
         .data_dir = g.dir,
         .routes = &g.route,
         .route_count = 1,
-        .dedupe_retention_ms = 7 * 86400000LL,
-        .delivered_retention_ms = 86400000LL,
+        .dedupe_retention_ms =
+            o->retention_ms ? o->retention_ms : 7 * 86400000LL,
+        .delivered_retention_ms =
+            o->retention_ms ? o->retention_ms : 86400000LL,
     };
     g.dests[0] = (pb_router_dest_options_t){.name = "src"};
     g.dests[1] =
@@ -1011,6 +1014,75 @@ Test(router, a_restart_redelivers_what_was_pending)
     cr_assert_eq(rows[0].state, PB_DELIVERY_DELIVERED);
     pb_peer_msg_release(&d);
     pb_peer_msg_release(&again);
+}
+
+/* The first column of the first row of sql, with our own connection. */
+static int64_t
+journal_int(const char *sql)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/journal.db", g.dir);
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL),
+                 SQLITE_OK);
+    sqlite3_busy_timeout(db, 2000);
+    sqlite3_stmt *st = NULL;
+    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK, "%s",
+                 sqlite3_errmsg(db));
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW, "%s", sqlite3_errmsg(db));
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/*
+ * The route's retention settings reach the journal: with a retention of
+ * 1 ms, a restart prunes the delivered event and forgets its vendor id,
+ * so the vendor's event sent again is accepted anew (with the default
+ * week it is a duplicate: a_restart_redelivers_what_was_pending).  What
+ * is still pending is never pruned.
+ */
+Test(router, a_restart_prunes_what_is_past_its_retention)
+{
+    rig_start(&(struct rig_opts){.to = {"a"}, .retention_ms = 1});
+    size_t len;
+    uint8_t *frame = event_new("src", "K", "vendor-evt-8", &len, NULL);
+    cr_assert_eq(pb_peer_emit1(g.src, 1, frame, len), 0);
+    free(frame);
+    cr_assert_eq(expect_ack(g.src, 1, T_WAIT_MS).accepted, 1);
+    pb_peer_msg_t d = expect_dlv(g.a, T_WAIT_MS);
+    cr_assert_eq(pb_peer_result(g.a, d.id, 1, PLUGBOARD_OK, 0, NULL), 0);
+    pb_peer_msg_release(&d);
+    char kept[PB_ID_LEN + 1];
+    emit_accepted(2, "L", kept); /* stays pending: never answered */
+    pb_peer_msg_t k = expect_dlv(g.a, T_WAIT_MS);
+    pb_router_stats_t st;
+    WAIT_STATS(st, st.delivered == 1);
+    cr_assert_eq(st.delivered, 1);
+    usleep(5000); /* past the 1 ms retention */
+
+    rig_restart();
+    int64_t deadline = pb_monotonic_ms() + T_WAIT_MS;
+    while (journal_int("SELECT count(*) FROM events") != 1 &&
+           pb_monotonic_ms() < deadline)
+        usleep(10000);
+    cr_assert_eq(journal_int("SELECT count(*) FROM events"), 1,
+                 "the delivered event is pruned, the pending one kept");
+    cr_assert_eq(journal_int("SELECT count(*) FROM dedupe"), 0);
+    struct row rows[4];
+    cr_assert_eq(journal_rows(rows, 4), 1);
+    cr_assert_str_eq(rows[0].event_id, kept);
+    cr_assert_eq(rows[0].state, PB_DELIVERY_PENDING);
+
+    frame = event_new("src", "K", "vendor-evt-8", &len, NULL);
+    cr_assert_eq(pb_peer_emit1(g.src, 3, frame, len), 0);
+    free(frame);
+    pb_peer_msg_t m = expect_ack(g.src, 3, T_WAIT_MS);
+    cr_assert_eq(m.status, 0);
+    cr_assert_eq(m.accepted, 1, "a forgotten vendor id is accepted anew");
+    cr_assert_eq(m.duplicates, 0);
+    pb_peer_msg_release(&k);
 }
 
 /*
