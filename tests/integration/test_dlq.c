@@ -378,8 +378,12 @@ find_key(json_t *record, const char *key)
  * event on attempt 4, and the attempt history shows the backoff: full
  * jitter draws each delay from [0, min(max, initial * 2^(n-1))], so a
  * single gap may legitimately be close to 0, but the gaps never shrink
- * below zero, never exceed their ceiling (plus slack for a slow,
- * sanitized host), and add up to clearly more than nothing.
+ * below zero and add up to clearly more than nothing (three draws under
+ * 20 ms in all: odds of about 1 in 6000).  No upper bound: a slow,
+ * sanitized host may take longer, and that is no failure.  That each
+ * delay stays within its ceiling and each attempt waits for the delay
+ * drawn is proven exactly by test_router's
+ * transient_failures_are_retried_with_backoff and by test_retry.
  */
 Test(dlq, a_flaky_destination_gets_the_event_after_backoff)
 {
@@ -417,9 +421,6 @@ Test(dlq, a_flaky_destination_gets_the_event_after_backoff)
                     "(ceiling %lld ms)",
                     i + 1, (long long)gap, i, (long long)ceiling[i - 1]);
         cr_expect_geq(gap, 0, "attempt %d before attempt %d", i + 1, i);
-        cr_expect_leq(gap, ceiling[i - 1] + 1500,
-                      "attempt %d waited %lld ms, ceiling %lld ms", i + 1,
-                      (long long)gap, (long long)ceiling[i - 1]);
     }
     cr_expect_geq(total, 20, "backoff observed: %lld ms over 3 retries",
                   (long long)total);
