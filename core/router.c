@@ -34,6 +34,8 @@
 #define S_KEYSET_SLOTS 65536    /* must exceed 2 * S_SCAN_MAX */
 #define S_DEAD_RETRY_MS 5000    /* dead letter not writable: try later */
 #define S_PRUNE_EVERY_MS 60000
+#define S_DLQ_PAGE 1000         /* dead letters per dlq.list answer, */
+#define S_DLQ_PAGE_MAX 100000   /* unless its limit says otherwise */
 #define S_MH_CACHE 8            /* hop series cached per route */
 
 typedef struct s_event {
@@ -102,6 +104,7 @@ typedef struct s_change {
     char reason[PLUGBOARD_REASON_MAX];
     bool dead;               /* computed: becomes a dead letter */
     bool timeout;            /* no answer in time (metrics reason) */
+    bool unwritten;          /* its write failed and was undone alone */
     int64_t next_ms;         /* computed for retries */
 } change_t;
 
@@ -569,8 +572,9 @@ s_dispatch(pb_router_t *r, int64_t now)
 /* ---------------------------------------------------------------- */
 
 /* Stage the host's notice b (taken) to route ri's notify connector in the
- * open transaction; it is dispatched once the transaction commits. */
-static void
+ * open transaction; it is dispatched once the transaction commits.
+ * Returns 0 or a negative code (nothing of it is then kept). */
+static int
 s_stage_notice(pb_router_t *r, int ri, pb_builder_t **bp)
 {
     const route_t *rt = &r->routes[ri];
@@ -579,14 +583,14 @@ s_stage_notice(pb_router_t *r, int ri, pb_builder_t **bp)
     int rc = pb_builder_encode(*bp, &frame, &len);
     pb_builder_destroy(bp);
     if (rc != 0)
-        return;
+        return rc;
     int err;
     char why[128];
     pb_envelope_t *env = pb_envelope_decode(frame, len, NULL, &err, why,
                                             sizeof why);
     if (!env) {
         free(frame);
-        return;
+        return err ? err : PB_EPROTO;
     }
     pb_journal_target_t target = {.route = rt->conf->name,
                                   .destination = r->dests[rt->notify].name};
@@ -601,17 +605,24 @@ s_stage_notice(pb_router_t *r, int ri, pb_builder_t **bp)
         .targets = &target,
         .target_count = 1,
     };
-    if (pb_journal_append(r->journal, &je) == 0) {
+    rc = pb_journal_append(r->journal, &je);
+    if (rc == 0) {
         ev_t *ev = s_ev_new(je.id, je.key, je.type, frame, len);
         if (ev) {
             S_GROW(r, newdls, newdl_count, newdl_cap);
             r->newdls[r->newdl_count++] = (newdl_t){
                 .ev = ev, .route = ri, .dest = rt->notify,
                 .id = target.delivery_id};
+        } else {
+            rc = PB_ENOMEM;
         }
     }
+    if (rc != 0)
+        pb_error("router", "cannot store a notice route=%s type=%s: %s",
+                 rt->conf->name, je.type, pb_journal_errmsg(r->journal));
     pb_envelope_destroy(&env);
     free(frame);
+    return rc;
 }
 
 /* A host notice about route c: its key and the route's own fields. */
@@ -634,20 +645,23 @@ s_notice_new(const pb_route_conf_t *c, const char *type, const char *dest)
     return b;
 }
 
-/* Stage a plugboard.delivery.dead notice for d in the open transaction. */
-static void
+/* Stage a plugboard.delivery.dead notice for d in the open transaction.
+ * Returns 0 (also when the route names no notify connector) or a negative
+ * code: a dead letter whose notice cannot be stored is not written either,
+ * so the owner is never left untold. */
+static int
 s_notify_dead(pb_router_t *r, const dl_t *d, const char *reason,
               const char *error)
 {
     if (d->route < 0 || r->routes[d->route].notify < 0 ||
         strcmp(d->ev->type, PLUGBOARD_EV_DELIVERY_DEAD) == 0 ||
         strcmp(d->ev->type, PLUGBOARD_EV_CONNECTOR_UNHEALTHY) == 0)
-        return;
+        return 0;
     const pb_route_conf_t *c = r->routes[d->route].conf;
     pb_builder_t *b = s_notice_new(c, PLUGBOARD_EV_DELIVERY_DEAD,
                                    r->dests[d->dest].name);
     if (!b)
-        return;
+        return PB_ENOMEM;
     pb_builder_set_causation(b, d->ev->id);
     pb_builder_set_int(b, "attempts", d->attempts);
     pb_builder_set_string(b, "last_error", error, strlen(error));
@@ -657,7 +671,7 @@ s_notify_dead(pb_router_t *r, const dl_t *d, const char *reason,
                           strlen(d->ev->type));
     pb_builder_set_string(b, "event.key", d->ev->key, strlen(d->ev->key));
     pb_builder_set_int(b, "dead_at", pb_now_ms());
-    s_stage_notice(r, d->route, &b);
+    return s_stage_notice(r, d->route, &b);
 }
 
 /* ---------------------------------------------------------------- */
@@ -870,10 +884,10 @@ s_write_change(pb_router_t *r, change_t *c, int64_t now)
                                attempts, 0, c->reason);
         if (rc == 0) {
             d->attempts = attempts; /* the notice reports them */
-            s_notify_dead(r, d,
-                          c->outcome == PLUGBOARD_REJECT ? "rejected"
-                                                         : "exhausted",
-                          c->reason);
+            rc = s_notify_dead(r, d,
+                               c->outcome == PLUGBOARD_REJECT ? "rejected"
+                                                              : "exhausted",
+                               c->reason);
             d->attempts = attempts - 1;
         }
         return rc;
@@ -883,6 +897,31 @@ s_write_change(pb_router_t *r, change_t *c, int64_t now)
     return pb_journal_update(r->journal, d->id, PB_DELIVERY_PENDING,
                              attempts, pb_now_ms() + (c->next_ms - now),
                              c->reason);
+}
+
+/*
+ * Write one change behind its own mark, so that a change that cannot be
+ * written (a dead letter or its notice the journal refuses) is undone
+ * alone: it stays pending, its failure is logged and counted, and the
+ * emits and results sharing its batch are still committed.  Returns
+ * non-zero only when the transaction itself is broken.
+ */
+static int
+s_write_change_alone(pb_router_t *r, change_t *c, int64_t now)
+{
+    size_t newdl_mark = r->newdl_count;
+    if (pb_journal_mark(r->journal) != 0)
+        return PB_EJOURNAL;
+    int rc = s_write_change(r, c, now);
+    if (pb_journal_unmark(r->journal, rc == 0) != 0)
+        return PB_EJOURNAL;
+    if (rc != 0) {
+        c->unwritten = true;
+        while (r->newdl_count > newdl_mark)
+            s_ev_release(r->newdls[--r->newdl_count].ev);
+        s_stat_add(&r->stats.journal_errors, 1);
+    }
+    return 0;
 }
 
 /* Count an answer (or a timeout) in the hop's series. */
@@ -990,7 +1029,7 @@ s_commit_batch(pb_router_t *r, bool began, int64_t now)
     }
     if (began) {
         for (size_t i = 0; i < r->change_count; i++)
-            if (s_write_change(r, &r->changes[i], now) != 0)
+            if (s_write_change_alone(r, &r->changes[i], now) != 0)
                 goto out_fail;
         int64_t t0 = pb_metrics_now_us();
         if (pb_journal_commit(r->journal) == 0) {
@@ -1032,7 +1071,8 @@ out_fail:
             s_add(r, n->ev, n->route, n->dest, n->id, 0, 0);
         }
     for (size_t i = 0; i < r->change_count; i++)
-        s_apply_change(r, &r->changes[i], committed, now);
+        s_apply_change(r, &r->changes[i],
+                       committed && !r->changes[i].unwritten, now);
     s_batch_reset(r);
 }
 
@@ -1153,8 +1193,8 @@ s_unhealthy_notice(pb_router_t *r, json_t *req)
         pb_builder_destroy(&b);
         return pb_control_error("the journal is busy; try again");
     }
-    s_stage_notice(r, ri, &b);
-    if (r->newdl_count == 0 || pb_journal_commit(r->journal) != 0) {
+    if (s_stage_notice(r, ri, &b) != 0 || r->newdl_count == 0 ||
+        pb_journal_commit(r->journal) != 0) {
         pb_journal_rollback(r->journal);
         s_batch_reset(r);
         return pb_control_error("cannot journal the notice: %s",
@@ -1176,15 +1216,31 @@ s_control(pb_router_t *r, json_t *req)
     if (!cmd)
         return pb_control_error("no command");
     if (strcmp(cmd, "dlq.list") == 0) {
+        /* one more than asked for tells whether there is a next page */
+        json_int_t limit = json_integer_value(json_object_get(req, "limit"));
+        if (limit <= 0)
+            limit = S_DLQ_PAGE;
+        if (limit > S_DLQ_PAGE_MAX)
+            limit = S_DLQ_PAGE_MAX;
         json_t *list = pb_journal_dead_list(
             r->journal, json_string_value(json_object_get(req, "route")),
             json_string_value(json_object_get(req, "connector")),
             json_integer_value(json_object_get(req, "after")),
-            (int)json_integer_value(json_object_get(req, "limit")));
+            (int)limit + 1);
         if (!list)
             return pb_control_error("cannot read the journal: %s",
                                          pb_journal_errmsg(r->journal));
-        return json_pack("{s:b, s:o}", "ok", 1, "dead_letters", list);
+        bool more = json_array_size(list) > (size_t)limit;
+        if (more)
+            json_array_remove(list, (size_t)limit);
+        json_t *out = json_pack("{s:b, s:o, s:b}", "ok", 1, "dead_letters",
+                                list, "more", more);
+        if (more)
+            json_object_set_new(
+                out, "next_after",
+                json_incref(json_object_get(
+                    json_array_get(list, (size_t)limit - 1), "id")));
+        return out;
     }
     if (strcmp(cmd, "dlq.show") == 0) {
         if (!json_is_integer(idv))
@@ -1413,8 +1469,13 @@ s_maybe_prune(pb_router_t *r, int64_t now)
         return;
     r->last_prune_ms = now;
     int64_t wall = pb_now_ms();
-    pb_journal_prune(r->journal, wall - r->cfg->dedupe_retention_ms,
-                     wall - r->cfg->delivered_retention_ms);
+    bool more = false;
+    if (pb_journal_prune(r->journal, wall - r->cfg->dedupe_retention_ms,
+                         wall - r->cfg->delivered_retention_ms, 0,
+                         &more) != 0)
+        s_stat_add(&r->stats.journal_errors, 1);
+    else if (more) /* a backlog of old rows: the next chunk next turn */
+        r->last_prune_ms = now - S_PRUNE_EVERY_MS;
 }
 
 /* Once a second: each hop's oldest pending delivery, and the journal's
@@ -1666,7 +1727,10 @@ pb_router_start(const pb_router_options_t *opt, char *err, size_t err_len)
     }
     if (r->dl_count)
         pb_info("router", "recovered pending deliveries=%zu", r->dl_count);
-    r->last_prune_ms = pb_monotonic_ms() - S_PRUNE_EVERY_MS + 5000;
+    /* housekeeping on the first turn: a chunk is short, and dedupe ids
+     * and delivered events past their retention go however short the
+     * host's runs are */
+    r->last_prune_ms = pb_monotonic_ms() - S_PRUNE_EVERY_MS;
     /* the socket is handed to the router thread; the thread start is the
      * memory barrier ZeroMQ asks for when a socket changes threads */
     if (pthread_create(&r->thread, NULL, s_thread, r) != 0) {
