@@ -1104,6 +1104,8 @@ Test(router, a_journal_that_cannot_commit_refuses_and_recovers)
     sqlite3 *lock = NULL;
     cr_assert_eq(sqlite3_open_v2(path, &lock, SQLITE_OPEN_READWRITE, NULL),
                  SQLITE_OK);
+    /* the router may be inside a commit of its own: wait for it */
+    sqlite3_busy_timeout(lock, 5000);
     cr_assert_eq(sqlite3_exec(lock, "BEGIN EXCLUSIVE", NULL, NULL, NULL),
                  SQLITE_OK, "%s", sqlite3_errmsg(lock));
 
@@ -1179,6 +1181,8 @@ Test(router, a_dead_letter_that_cannot_be_written_stays_pending)
     sqlite3 *lock = NULL;
     cr_assert_eq(sqlite3_open_v2(path, &lock, SQLITE_OPEN_READWRITE, NULL),
                  SQLITE_OK);
+    /* the router may be inside a commit of its own: wait for it */
+    sqlite3_busy_timeout(lock, 5000);
     cr_assert_eq(sqlite3_exec(lock, "BEGIN EXCLUSIVE", NULL, NULL, NULL),
                  SQLITE_OK, "%s", sqlite3_errmsg(lock));
 
@@ -1314,6 +1318,8 @@ Test(router, a_dead_letter_whose_notice_cannot_be_stored_stays_pending)
     sqlite3 *lock = NULL;
     cr_assert_eq(sqlite3_open_v2(path, &lock, SQLITE_OPEN_READWRITE, NULL),
                  SQLITE_OK);
+    /* the router may be inside a commit of its own: wait for it */
+    sqlite3_busy_timeout(lock, 5000);
     cr_assert_eq(sqlite3_exec(lock, "BEGIN EXCLUSIVE", NULL, NULL, NULL),
                  SQLITE_OK, "%s", sqlite3_errmsg(lock));
     cr_assert_eq(pb_peer_result(g.a, d.id, 1, PLUGBOARD_REJECT, 0,
