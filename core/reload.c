@@ -357,6 +357,8 @@ s_spawn(pb_reload_t *rl, inst_t *in, const pb_config_t *cfg,
         .metrics = pb_metrics_connector(rl->opt.metrics, in->name),
         .isolation = conf->isolation,
         .config_path = cfg->path,
+        .log_level = cfg->log_level,
+        .conf = conf,
         .run_dir = cfg->run_dir,
         .deliver_timeout_ms = conf->deliver_timeout_ms
                                   ? conf->deliver_timeout_ms

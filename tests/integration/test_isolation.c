@@ -347,6 +347,108 @@ Test(isolation, a_crash_loop_marks_the_connector_failed)
     s_expect_recorded("out", "second@example.com");
 }
 
+/* The label out's record for key carries. */
+static char *
+s_label(const char *key)
+{
+    s_expect_recorded("out", key);
+    char path[4300];
+    snprintf(path, sizeof path, "%s/out.jsonl", s_dir);
+    pb_stamp_rec_t *recs;
+    size_t n = pb_stamp_read(path, &recs);
+    const pb_stamp_rec_t *r = pb_stamp_find(recs, n, key);
+    char *label = strdup(r ? r->label : "");
+    free(recs);
+    return label;
+}
+
+/* out's worker restarted more than *ctx times and runs again. */
+static bool
+s_restarted(void *ctx)
+{
+    json_t *st = s_ask("ctl", "status", NULL);
+    json_t *out = s_connector(st, "out");
+    bool ok =
+        json_integer_value(json_object_get(out, "restarts")) > *(int *)ctx &&
+        strcmp(json_string_value(json_object_get(out, "state")), "running") ==
+            0;
+    json_decref(st);
+    return ok;
+}
+
+/* Kill out's worker and wait until the host has started another. */
+static void
+s_kill_out_worker(int restarts_before)
+{
+    json_t *st = s_ask("ctl", "status", NULL);
+    int pid =
+        (int)json_integer_value(json_object_get(s_connector(st, "out"), "pid"));
+    json_decref(st);
+    cr_assert_gt(pid, 0);
+    cr_assert_eq(kill(pid, SIGKILL), 0);
+    cr_assert(pb_wait_until(s_restarted, &restarts_before, T_WAIT_MS),
+              "the killed worker was never restarted");
+}
+
+static void
+s_write_config(const char *text)
+{
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", s_host.config);
+    FILE *f = fopen(tmp, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+    cr_assert_eq(rename(tmp, s_host.config), 0);
+}
+
+Test(isolation, a_restarted_worker_runs_the_config_the_host_runs)
+{
+    s_start("label = \"A\";", 3);
+    s_post("a@example.com");
+    char *label = s_label("a@example.com");
+    cr_assert_str_eq(label, "A");
+    free(label);
+
+    /* an edit the operator has not reloaded yet is not picked up by a
+     * worker that happens to restart */
+    char *text = s_config("label = \"EDITED\";", 3);
+    s_write_config(text);
+    free(text);
+    s_kill_out_worker(0);
+    s_post("b@example.com");
+    label = s_label("b@example.com");
+    cr_expect_str_eq(label, "A", "the restarted worker read the file on disk");
+    free(label);
+
+    /* nor does a file the host refused to reload break the restart */
+    text = s_config("label = \"A\"; colour = \"red\";", 3);
+    s_write_config(text);
+    free(text);
+    const char *args[] = {"ctl", "reload", "-c", s_host.config, NULL};
+    char *out = NULL;
+    cr_assert_eq(pb_hostproc_run_cli(s_dir, args, NULL, &out), 1, "%s", out);
+    free(out);
+    s_kill_out_worker(1);
+    s_post("c@example.com");
+    label = s_label("c@example.com");
+    cr_expect_str_eq(label, "A");
+    free(label);
+    json_t *dl = s_dead();
+    cr_expect_eq(json_array_size(dl), 0, "dead letters after a restart");
+    json_decref(dl);
+
+    /* a reload is what brings the edit in */
+    text = s_config("label = \"B\";", 3);
+    s_write_config(text);
+    free(text);
+    json_decref(s_ask("ctl", "reload", NULL));
+    s_post("d@example.com");
+    label = s_label("d@example.com");
+    cr_expect_str_eq(label, "B");
+    free(label);
+}
+
 Test(isolation, a_killed_worker_restarts_and_the_host_takes_workers_along)
 {
     s_start("", 5);
