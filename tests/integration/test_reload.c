@@ -315,6 +315,62 @@ s_opens(const char *sink)
 /* Reloads and upgrades under traffic                                  */
 /* ------------------------------------------------------------------ */
 
+/* The build that open number o of out runs: the first and the T_CYCLES
+ * reloads the v1 file, then upgrade i v2 when i is odd. */
+static const char *
+s_build_of_open(int o)
+{
+    int upgrade = o - 1 - T_CYCLES;
+    return upgrade > 0 && upgrade % 2 ? "2.0.0" : "1.0.0";
+}
+
+/*
+ * Every traffic event out recorded was delivered by an instance no older
+ * than the last change that had returned before the event was posted
+ * (change c: open 1 + c), running the build and label that instance was
+ * started with: no event is served by a replaced instance, or a replaced
+ * build, once the command says the new one serves.
+ */
+static void
+s_expect_served_by_new(const size_t *after, int changes)
+{
+    char path[4300];
+    snprintf(path, sizeof path, "%s/out.jsonl", s_dir);
+    pb_stamp_rec_t *recs;
+    size_t n = pb_stamp_read(path, &recs);
+    size_t checked = 0, wrong = 0;
+    char first[512] = "";
+    for (size_t k = 0; k < n; k++) {
+        const pb_stamp_rec_t *r = &recs[k];
+        if (r->key[0] != 't')
+            continue;
+        size_t ev = strtoul(r->key + 1, NULL, 10);
+        int last = 0;
+        for (int c = 1; c <= changes; c++)
+            if (after[c] <= ev)
+                last = c;
+        char label[16];
+        int o = r->open - 1;
+        snprintf(label, sizeof label, "L%d", o < T_CYCLES ? o : T_CYCLES);
+        checked++;
+        if (r->open >= 1 + last &&
+            strcmp(r->stamp, s_build_of_open(r->open)) == 0 &&
+            strcmp(r->label, label) == 0)
+            continue;
+        if (!wrong++)
+            snprintf(first, sizeof first,
+                     "%s, posted after change %d returned, was delivered by "
+                     "open %d running %s with label %s",
+                     r->key, last, r->open, r->stamp, r->label);
+    }
+    free(recs);
+    cr_log_info("%zu traffic events checked against the instance serving",
+                checked);
+    cr_expect_eq(wrong, 0, "%zu events served by the wrong instance; first: %s",
+                 wrong, first);
+    cr_assert_gt(checked, 50);
+}
+
 Test(reload, reloads_and_upgrades_under_traffic)
 {
     /* out runs a copy of the plugin the test replaces on disk */
@@ -331,6 +387,9 @@ Test(reload, reloads_and_upgrades_under_traffic)
     pb_traffic_t *t = pb_traffic_start(s_port, "in", "t", 2);
     cr_assert_not_null(t);
     char key[64], label[16];
+    /* traffic events numbered from after[i] on were posted once change i
+     * (reloads 1..T_CYCLES, then upgrades) had returned */
+    size_t after[2 * T_CYCLES + 1] = {0};
     for (int i = 1; i <= T_CYCLES; i++) {
         /* every fifth reload changes the webhook source too, while the
          * traffic posts to it */
@@ -344,6 +403,7 @@ Test(reload, reloads_and_upgrades_under_traffic)
         char *out = NULL;
         int rc = s_ctl(&out, "reload", NULL, NULL);
         cr_assert_eq(rc, 0, "reload %d: %s", i, out);
+        after[i] = pb_traffic_next(t) + 1;
         cr_assert(in_too ? strstr(out, "changed in, out; unchanged keep")
                          : strstr(out, "changed out; unchanged in, keep"),
                   "reload %d: %s", i, out);
@@ -358,6 +418,7 @@ Test(reload, reloads_and_upgrades_under_traffic)
         char *out = NULL;
         int rc = s_ctl(&out, "upgrade", "out", NULL);
         cr_assert_eq(rc, 0, "upgrade %d: %s", i, out);
+        after[T_CYCLES + i] = pb_traffic_next(t) + 1;
         char expect[64];
         snprintf(expect, sizeof expect, "now runs stamp %s", want);
         cr_assert(strstr(out, expect), "upgrade %d: %s", i, out);
@@ -375,6 +436,7 @@ Test(reload, reloads_and_upgrades_under_traffic)
     cr_assert_gt(pb_traffic_acked(t), 50);
     s_expect_all(t, "out");
     s_expect_all(t, "keep");
+    s_expect_served_by_new(after, 2 * T_CYCLES);
     pb_traffic_destroy(&t);
 
     /* keep and in never restarted; out opened once per change */
