@@ -1064,7 +1064,35 @@ Test(upgrade, a_plugin_leaving_a_thread_behind_is_reported_and_kept_loaded)
                             "version=1.0.0 left 1 thread running in its "
                             "code after close",
                             T_WAIT_MS),
-              "the thread left behind was not reported");
+              "the thread left behind was not logged");
+    /* status shows the build kept loaded, and why, as long as it is */
+    cr_assert_eq(s_ctl(&out, "status", "--json", NULL), 0, "%s", out);
+    json_error_t jerr;
+    json_t *st = json_loads(out, 0, &jerr);
+    cr_assert_not_null(st, "%s", out);
+    free(out);
+    json_t *leaked = NULL, *c;
+    size_t i;
+    json_array_foreach(json_object_get(st, "connectors"), i, c)
+    {
+        if (strcmp(json_string_value(json_object_get(c, "state")), "leaked") ==
+            0)
+            leaked = c;
+    }
+    cr_assert_not_null(leaked, "status shows no leaked plugin");
+    cr_expect_str_eq(json_string_value(json_object_get(leaked, "name")),
+                     "leaky");
+    cr_expect_str_eq(json_string_value(json_object_get(leaked, "instance")),
+                     "leaky");
+    cr_expect_str_eq(json_string_value(json_object_get(leaked, "plugin")),
+                     "check_leaky_thread");
+    cr_expect(strstr(json_string_value(json_object_get(leaked, "failure")),
+                     "left 1 thread running in its code after close"),
+              "%s", json_string_value(json_object_get(leaked, "failure")));
+    json_decref(st);
+    cr_assert_eq(s_ctl(&out, "status", NULL, NULL), 0, "%s", out);
+    cr_expect(strstr(out, "leaked") && strstr(out, "kept loaded"), "%s", out);
+    free(out);
     /* and the host goes on, and stops cleanly (teardown checks) */
     cr_assert_str_eq(s_marker("out", "after@example.com").label, "x");
 }
