@@ -216,6 +216,40 @@ s_ops_notices(void *ctx)
     return pb_count_lines(path) >= *(size_t *)ctx;
 }
 
+/* Did ops get a plugboard.delivery.dead notice saying key's delivery to
+ * out died, with an error containing what? */
+static bool
+s_noticed(const char *key, const char *what)
+{
+    char path[4300];
+    snprintf(path, sizeof path, "%s/ops.jsonl", s_dir);
+    FILE *f = fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    bool found = false;
+    while (f && !found && getline(&line, &cap, f) > 0) {
+        json_error_t jerr;
+        json_t *j = json_loads(line, 0, &jerr);
+        json_t *ev = json_object_get(j, "event");
+        json_t *data = json_object_get(ev, "data");
+        const char *type = json_string_value(json_object_get(ev, "type"));
+        const char *dest =
+            json_string_value(json_object_get(data, "destination"));
+        const char *k = json_string_value(
+            json_object_get(json_object_get(data, "event"), "key"));
+        const char *err =
+            json_string_value(json_object_get(data, "last_error"));
+        found = type && strcmp(type, "plugboard.delivery.dead") == 0 && dest &&
+                strcmp(dest, "out") == 0 && k && strcmp(k, key) == 0 && err &&
+                strstr(err, what);
+        json_decref(j);
+    }
+    free(line);
+    if (f)
+        fclose(f);
+    return found;
+}
+
 /* Every acknowledged traffic event reached sink. */
 typedef struct s_all {
     const pb_traffic_t *t;
@@ -277,6 +311,8 @@ Test(isolation, a_segfault_kills_only_the_worker)
     json_decref(dl);
     cr_assert(pb_wait_until(s_ops_notices, &one, T_WAIT_MS),
               "no dead-letter notice reached ops");
+    cr_expect(s_noticed("bad@example.com", "killed by signal 11"),
+              "ops got no notice naming the crashing event");
     /* the connector recovers for other events, the others never stopped */
     s_expect_recorded("out", "after@example.com");
     s_post("later@example.com");
@@ -323,11 +359,14 @@ Test(isolation, a_crash_loop_marks_the_connector_failed)
     json_decref(dl);
     cr_assert(pb_wait_until(s_ops_notices, &one, T_WAIT_MS),
               "no dead-letter notice reached ops");
+    cr_expect(s_noticed("first@example.com", "connector 'out' failed"),
+              "ops got no notice naming the event of the failed connector");
     /* what arrives now becomes a dead letter at once, with a notice */
     s_post("second@example.com");
     size_t two = 2;
     cr_assert(pb_wait_until(s_dead_count, &two, T_WAIT_MS));
     cr_assert(pb_wait_until(s_ops_notices, &two, T_WAIT_MS));
+    cr_expect(s_noticed("second@example.com", "connector 'out' failed"));
     s_expect_recorded("keep", "second@example.com");
 
     /* a reload that fixes the connector brings it back */
