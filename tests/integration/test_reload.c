@@ -971,6 +971,22 @@ Test(upgrade, a_bad_build_leaves_the_running_one)
                   strstr(out, "unknown setting"),
               "%s", out);
     free(out);
+    /* a build cut short, as a copy still being written leaves it: refused
+     * before it is mapped (mapping it would kill the host with SIGBUS) */
+    size_t len;
+    char *whole = pb_test_read_file(PB_TEST_PLUGIN_DIR "/stamp_v2.so", &len);
+    cr_assert_not_null(whole);
+    snprintf(plugin, sizeof plugin, "%s/cut.so", s_dir);
+    FILE *f = fopen(plugin, "w");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(whole, 1, len / 2, f), len / 2);
+    fclose(f);
+    free(whole);
+    cr_assert_eq(pb_hostproc_run_cli(s_dir, args, NULL, &out), 1, "%s", out);
+    cr_assert(strstr(out, "not upgraded") && strstr(out, "is truncated"), "%s",
+              out);
+    free(out);
+    cr_assert_str_eq(s_marker("out", "cut@example.com").stamp, "1.0.0");
     cr_assert_eq(s_ctl(&out, "upgrade", "nope", NULL), 1, "%s", out);
     cr_assert(strstr(out, "no connector 'nope'"), "%s", out);
     free(out);
