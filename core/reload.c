@@ -1508,8 +1508,20 @@ pb_reload_cli(int argc, char **argv)
     json_t *resp =
         pb_control_request(sock, req, S_CLI_TIMEOUT_MS, err, sizeof err);
     json_decref(req);
-    if (!resp) {
+    if (!resp && upgrade) {
         fprintf(stderr, "error: %s\n", err);
+        return 1;
+    }
+    if (!resp) {
+        /* the socket is found through the file as it is now: one whose
+         * run directory moved cannot lead to the host that runs */
+        fprintf(stderr,
+                "error: config not reloaded: %s\n"
+                "  the control socket is looked for in the run directory "
+                "'%s' names now ('%s'); if its plugboard.data_dir or "
+                "plugboard.run_dir changed, the running host keeps the old "
+                "one: restart the host for that change\n",
+                err, config, run_dir);
         return 1;
     }
     int rc = json_is_true(json_object_get(resp, "ok")) ? 0 : 1;

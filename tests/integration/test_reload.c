@@ -541,6 +541,19 @@ Test(reload, failures_keep_the_old_configuration)
     s_refused("listen changed", "restart the host", true);
     cr_assert_str_eq(s_marker("out", "e@example.com").label, "old");
 
+    /* a moved data_dir: the command cannot even find the host through the
+     * file, and says why rather than that no host runs */
+    text = s_config(conn, NULL, NULL);
+    char *at_dir = strstr(text, "/var\";");
+    cr_assert_not_null(at_dir);
+    cr_assert(asprintf(&moved, "%.*s/var2%s", (int)(at_dir - text), text,
+                       at_dir + 4) > 0);
+    s_write(s_host.config, moved);
+    free(moved);
+    free(text);
+    s_refused("data_dir changed", "restart the host for that change", false);
+    cr_assert_str_eq(s_marker("out", "e2@example.com").label, "old");
+
     /* and a valid file still works afterwards */
     free(conn);
     conn = s_out("stamp", "new", NULL);
