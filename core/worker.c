@@ -1217,6 +1217,9 @@ pb_worker_main(int argc, char **argv)
     if (ch.opened)
         ch.desc->close(ch.state);
     free(ch.staged);
+    /* a FAIL just sent must still reach the host: a bounded linger */
+    int linger = 1000;
+    zmq_setsockopt(ch.sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_close(ch.sock);
     zmq_ctx_term(ch.zctx);
     pb_plugin_destroy(&ch.p);

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -415,9 +416,8 @@ s_restarted(void *ctx)
     return ok;
 }
 
-/* Kill out's worker and wait until the host has started another. */
 static void
-s_kill_out_worker(int restarts_before)
+s_kill_out_worker_only(void)
 {
     json_t *st = s_ask("ctl", "status", NULL);
     int pid =
@@ -425,6 +425,13 @@ s_kill_out_worker(int restarts_before)
     json_decref(st);
     cr_assert_gt(pid, 0);
     cr_assert_eq(kill(pid, SIGKILL), 0);
+}
+
+/* Kill out's worker and wait until the host has started another. */
+static void
+s_kill_out_worker(int restarts_before)
+{
+    s_kill_out_worker_only();
     cr_assert(pb_wait_until(s_restarted, &restarts_before, T_WAIT_MS),
               "the killed worker was never restarted");
 }
@@ -486,6 +493,43 @@ Test(isolation, a_restarted_worker_runs_the_config_the_host_runs)
     label = s_label("d@example.com");
     cr_expect_str_eq(label, "B");
     free(label);
+}
+
+static bool
+s_out_failed(void *ctx)
+{
+    json_t *st = s_ask("ctl", "status", NULL);
+    const char *state =
+        json_string_value(json_object_get(s_connector(st, "out"), "state"));
+    bool failed = state && strcmp(state, "failed") == 0;
+    json_decref(st);
+    return failed;
+}
+
+Test(isolation, a_worker_that_cannot_open_again_says_why)
+{
+    char settings[4400], opens[4300];
+    snprintf(opens, sizeof opens, "%s/out.opens", s_dir);
+    snprintf(settings, sizeof settings, "opens = \"%s\";", opens);
+    s_start(settings, 3);
+    /* the file its open appends to becomes a directory: every restart's
+     * open fails, and each death must carry open's own reason */
+    cr_assert_eq(unlink(opens), 0);
+    cr_assert_eq(mkdir(opens, 0700), 0);
+    s_kill_out_worker_only();
+    cr_assert(pb_wait_until(s_out_failed, NULL, T_WAIT_MS), "out never failed");
+    json_t *st = s_ask("ctl", "status", NULL);
+    const char *why =
+        json_string_value(json_object_get(s_connector(st, "out"), "failure"));
+    cr_expect(why && strstr(why, "died 5 times") &&
+                  strstr(why, "open failed: cannot write") &&
+                  strstr(why, "Is a directory"),
+              "%s", why);
+    json_decref(st);
+    char *log = pb_test_read_file(s_host.log, NULL);
+    cr_expect(!strstr(log, "exited with status 1 while opening"),
+              "a restart's open failure lost its reason:\n%s", log);
+    free(log);
 }
 
 Test(isolation, a_killed_worker_restarts_and_the_host_takes_workers_along)
