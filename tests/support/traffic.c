@@ -24,7 +24,7 @@ struct pb_traffic {
     pthread_t thread;
     atomic_bool stop;
     atomic_size_t acked, retried, bad;
-    atomic_size_t next; /* the event being posted */
+    atomic_size_t next;       /* the event being posted */
     unsigned char *acked_map; /* T_MAX_EVENTS flags */
     char last_bad[256];
 };
