@@ -58,7 +58,8 @@ struct pb_connector {
     char rid[80];               /* routing id: name, or name#generation */
     atomic_bool retired;        /* the router said BYE: nothing more comes */
     pb_worker_options_t wopt;   /* isolation = "process" (worker.h) */
-    char config_path[4096], run_dir[4096]; /* wopt's */
+    char run_dir[4096];         /* wopt's */
+    pb_frames_t wconf;          /* wopt's: the entry a worker binds */
     bool isolated;
     pb_worker_t *worker;        /* the actor thread's; set before open
                                    returns, read by pb_connector_info */
@@ -828,14 +829,12 @@ pb_connector_spawn(const pb_connector_options_t *opt, char *err,
     c->desc = pb_plugin_descriptor(opt->plugin);
     c->settings = opt->settings;
     c->isolated = opt->isolation && strcmp(opt->isolation, "process") == 0;
-    snprintf(c->config_path, sizeof c->config_path, "%s",
-             opt->config_path ? opt->config_path : "");
     snprintf(c->run_dir, sizeof c->run_dir, "%s",
              opt->run_dir ? opt->run_dir : "");
     c->wopt = (pb_worker_options_t){
         .zmq_ctx = opt->zmq_ctx,
         .name = c->name,
-        .config_path = c->config_path,
+        .conf = &c->wconf,
         .plugin_file = pb_plugin_file(opt->plugin),
         .run_dir = c->run_dir,
         /* answer before the router's own deadline counts a timeout */
@@ -843,9 +842,19 @@ pb_connector_spawn(const pb_connector_options_t *opt, char *err,
                                ? opt->deliver_timeout_ms * 9 / 10
                                : 27000,
     };
-    if (c->isolated && (!opt->config_path || !opt->run_dir)) {
-        snprintf(err, err_len, "connector '%s': process isolation needs "
-                 "the config path and run directory", c->name);
+    if (c->isolated && (!opt->conf || !opt->run_dir)) {
+        snprintf(err, err_len,
+                 "connector '%s': process isolation needs "
+                 "its config entry and the run directory",
+                 c->name);
+        free(c);
+        return NULL;
+    }
+    /* a copy: a worker restarted later binds what the host validated,
+     * whatever the file or the host's config objects become */
+    if (c->isolated &&
+        pb_worker_conf(&c->wconf, opt->config_path, opt->log_level, opt->conf,
+                       err, err_len) != 0) {
         free(c);
         return NULL;
     }
@@ -870,6 +879,7 @@ pb_connector_spawn(const pb_connector_options_t *opt, char *err,
     return c;
 
 out_free:
+    pb_frames_release(&c->wconf);
     if (c->wake_fd >= 0)
         close(c->wake_fd);
     pthread_mutex_destroy(&c->lock);
@@ -899,6 +909,7 @@ pb_connector_stop(pb_connector_t **cp)
     free(c->staged);
     free(c->parked);
     free(c->inbox);
+    pb_frames_release(&c->wconf);
     close(c->wake_fd);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->cond);

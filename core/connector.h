@@ -20,6 +20,7 @@
 
 #include <plugboard/plugboard.h>
 
+#include "config.h"
 #include "http.h"
 #include "loader.h"
 #include "metrics.h"
@@ -38,10 +39,13 @@ typedef struct pb_connector_options {
                                              instance started beside the
                                              running one (copied) */
     /* isolation = "process": the plugin runs in a supervised worker
-     * child (worker.h) that re-reads config_path and loads the plugin's
+     * child (worker.h) that binds a copy of conf and loads the plugin's
      * private copy; the actor forwards deliveries and webhooks to it */
     const char *isolation;                /* "process", or NULL/"thread" */
-    const char *config_path;              /* copied */
+    const char *config_path;              /* named in its messages */
+    const char *log_level;                /* the worker's; NULL: info */
+    const pb_connector_conf_t *conf;      /* the entry a worker binds:
+                                             copied by spawn */
     const char *run_dir;                  /* copied */
     int64_t deliver_timeout_ms;           /* a worker call not answered
                                              in 9/10 of it is killed */

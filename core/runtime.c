@@ -386,6 +386,8 @@ s_start_parts(pb_runtime_t *rt, pb_diag_t *diag)
                                             cfg->connectors[i].name),
             .isolation = cfg->connectors[i].isolation,
             .config_path = cfg->path,
+            .log_level = cfg->log_level,
+            .conf = &cfg->connectors[i],
             .run_dir = cfg->run_dir,
             .concurrency = cfg->connectors[i].concurrency,
             .deliver_timeout_ms =
