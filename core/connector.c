@@ -63,6 +63,8 @@ struct pb_connector {
     bool isolated;
     pb_worker_t *worker;        /* the actor thread's; set before open
                                    returns, read by pb_connector_info */
+    bool counted_down;          /* its worker failed: no longer counted
+                                   as running in the metrics */
     pb_frames_t raw;            /* events a worker emitted, encoded */
     const plugboard_connector_t *desc;
     const plugboard_settings_t *settings;
@@ -702,6 +704,22 @@ s_open(pb_connector_t *c)
     return 0;
 }
 
+/* Supervise the worker process; one that failed for good (a crash loop)
+ * is down: /readyz, connector_up and the constraint finder say so. */
+static void
+s_tick_worker(pb_connector_t *c)
+{
+    pb_worker_tick(c->worker);
+    if (c->counted_down)
+        return;
+    pb_worker_info_t wi;
+    pb_worker_info(c->worker, &wi);
+    if (wi.state && strcmp(wi.state, "failed") == 0) {
+        c->counted_down = true;
+        pb_mconn_running(c->mc, -1);
+    }
+}
+
 static void *
 s_thread(void *arg)
 {
@@ -753,12 +771,13 @@ s_thread(void *arg)
         }
         s_expire_parked(c, pb_monotonic_ms());
         if (c->worker)
-            pb_worker_tick(c->worker);
+            s_tick_worker(c);
     }
     while (c->parked_count)
         s_unpark(c, 0, 503, "shutting down; retry later\n");
     s_pool_stop(c);
-    pb_mconn_running(c->mc, -1);
+    if (!c->counted_down)
+        pb_mconn_running(c->mc, -1);
     if (c->worker)
         pb_worker_stop(&c->worker);
     else

@@ -337,6 +337,21 @@ Test(isolation, a_segfault_kills_only_the_worker)
     cr_expect_eq(kill(s_host.pid, 0), 0, "the host died");
 }
 
+/* ctl constraint names out, cause down (once it has measured enough). */
+static bool
+s_out_is_down(void *ctx)
+{
+    (void)ctx;
+    json_t *cons = s_ask("ctl", "constraint", NULL);
+    json_t *hop = json_object_get(cons, "constraint");
+    const char *who = json_string_value(json_object_get(hop, "connector"));
+    const char *cause = json_string_value(json_object_get(hop, "cause"));
+    bool down = who && cause && strcmp(who, "out") == 0 &&
+                strcmp(cause, "down") == 0;
+    json_decref(cons);
+    return down;
+}
+
 Test(isolation, a_crash_loop_marks_the_connector_failed)
 {
     s_start("crash_key = \"*\";", 10);
@@ -352,7 +367,15 @@ Test(isolation, a_crash_loop_marks_the_connector_failed)
     cr_expect(strstr(why, "died 5 times within 60 s") &&
                   strstr(why, "Segmentation fault"),
               "%s", why);
+    cr_expect(json_is_false(json_object_get(out, "up")),
+              "a failed connector is not up");
     json_decref(st);
+    /* not ready: a load balancer or an alert must see the outage */
+    char *page = NULL;
+    cr_expect_eq(pb_http_get(s_host.port, "/readyz", &page), 503, "%s",
+                 page);
+    cr_expect(page && strstr(page, "'out'"), "%s", page);
+    free(page);
     json_t *dl = s_dead();
     const char *err =
         json_string_value(json_object_get(json_array_get(dl, 0), "last_error"));
@@ -369,6 +392,10 @@ Test(isolation, a_crash_loop_marks_the_connector_failed)
     cr_assert(pb_wait_until(s_ops_notices, &two, T_WAIT_MS));
     cr_expect(s_noticed("second@example.com", "connector 'out' failed"));
     s_expect_recorded("keep", "second@example.com");
+    /* and the constraint finder names it, although nothing waits for it:
+     * what arrives turns into dead letters */
+    cr_expect(pb_wait_until(s_out_is_down, NULL, T_WAIT_MS),
+              "ctl constraint never named the failed connector");
 
     /* a reload that fixes the connector brings it back */
     char *text = s_config("crash_key = \"never\";", 10);
