@@ -568,10 +568,9 @@ s_parse_report(const uint8_t *data, size_t len, uint32_t *dropped,
     return r.left == 0;
 }
 
-/* A reply's report: hand what it says to the actor, or ignore the whole
- * of it when it does not read exactly. */
-static void
-s_report(pb_worker_t *w, const uint8_t *data, size_t len)
+int
+pb_worker_read_report(const pb_worker_options_t *to, const uint8_t *data,
+                      size_t len)
 {
     uint32_t dropped = 0;
     uint8_t causes = 0;
@@ -580,23 +579,35 @@ s_report(pb_worker_t *w, const uint8_t *data, size_t len)
     char names[PB_CUSTOM_MAX][PB_CUSTOM_NAME_MAX + 1];
     int64_t deltas[PB_CUSTOM_MAX];
     size_t n = 0;
-    if (!s_parse_report(data, len, &dropped, &causes, &auth, reason, names,
-                        deltas, &n)) {
-        if (!w->bad_report_warned)
-            pb_warn("worker",
-                    "connector=%s worker pid=%d sent a malformed report "
-                    "(%zu bytes); its counters and credential reports are "
-                    "ignored",
-                    w->name, (int)w->pid, len);
-        w->bad_report_warned = true;
+    if (!data || !s_parse_report(data, len, &dropped, &causes, &auth, reason,
+                                 names, deltas, &n))
+        return PB_EPROTO;
+    for (size_t i = 0; i < n && to->on_count; i++)
+        to->on_count(to->report_ctx, names[i], deltas[i]);
+    if (dropped && to->on_dropped)
+        to->on_dropped(to->report_ctx, dropped, causes);
+    if (auth && to->on_auth_failed)
+        to->on_auth_failed(to->report_ctx, reason);
+    return 0;
+}
+
+/* A reply's report: hand what it says to the actor, or ignore the whole
+ * of it when it does not read exactly. */
+static void
+s_report(pb_worker_t *w, const uint8_t *data, size_t len)
+{
+    pb_worker_options_t to = {.on_count = w->on_count,
+                              .on_dropped = w->on_dropped,
+                              .on_auth_failed = w->on_auth_failed,
+                              .report_ctx = w->report_ctx};
+    if (pb_worker_read_report(&to, data, len) == 0)
         return;
-    }
-    for (size_t i = 0; i < n && w->on_count; i++)
-        w->on_count(w->report_ctx, names[i], deltas[i]);
-    if (dropped && w->on_dropped)
-        w->on_dropped(w->report_ctx, dropped, causes);
-    if (auth && w->on_auth_failed)
-        w->on_auth_failed(w->report_ctx, reason);
+    if (!w->bad_report_warned)
+        pb_warn("worker",
+                "connector=%s worker pid=%d sent a malformed report (%zu "
+                "bytes); its counters and credential reports are ignored",
+                w->name, (int)w->pid, len);
+    w->bad_report_warned = true;
 }
 
 void

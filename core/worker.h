@@ -121,6 +121,17 @@ typedef struct pb_worker_info {
 /* Thread-safe snapshot. */
 void pb_worker_info(pb_worker_t *w, pb_worker_info_t *out);
 
+/*
+ * Read one reply's report (data, len bytes: the part after the answer's
+ * own) and call to's on_count / on_dropped / on_auth_failed with what it
+ * says.  Returns 0, or PB_EPROTO, having called nothing, when it does not
+ * read exactly (a wrong version, a length past its end or past the
+ * bounds, bytes left over).  Names are passed on as sent: the callee
+ * checks them (pb_mconn_custom).  Exposed for tests.
+ */
+int pb_worker_read_report(const pb_worker_options_t *to, const uint8_t *data,
+                          size_t len);
+
 /* `plugboard worker ...`, the child's side.  Returns the exit status. */
 int pb_worker_main(int argc, char **argv);
 
