@@ -19,6 +19,7 @@
 
 #include "envelope.h"
 #include "error.h"
+#include "health.h"
 #include "hostapi.h"
 #include "log.h"
 #include "metrics.h"
@@ -72,6 +73,7 @@ struct pb_connector {
     char endpoint[256];
     int64_t ack_timeout_ms;
     pb_mconn_t *mc;             /* metrics; NULL for none */
+    pb_auth_t auth;             /* refused credentials (thread-safe) */
 
     pthread_t thread;
     pthread_t self;             /* the actor thread, for emit checks */
@@ -173,12 +175,33 @@ s_unstage(pb_connector_t *c)
     pb_frames_release(&c->raw);
 }
 
+/* api->count, from any thread a callback runs on (or the worker's
+ * report, on the actor thread). */
 static void
 s_count(void *ctx, const char *name, int64_t delta)
 {
     pb_connector_t *c = ctx;
-    pb_debug("connector", "connector=%s counter=%s delta=%lld", c->name,
-             name, (long long)delta);
+    pb_mconn_custom(c->mc, name, delta);
+}
+
+static void
+s_count_dropped(void *ctx, uint64_t n, unsigned causes)
+{
+    pb_connector_t *c = ctx;
+    pb_mconn_custom_dropped(c->mc, n, causes);
+}
+
+/* api->auth_failed.  The reason is the plugin's free text: it goes to
+ * status and owner notices, never into the log. */
+static void
+s_auth_failed(void *ctx, const char *reason)
+{
+    pb_connector_t *c = ctx;
+    if (pb_auth_refused(&c->auth, reason, pb_now_ms()))
+        pb_warn("connector",
+                "connector=%s credentials refused by its vendor; `plugboard "
+                "ctl status` shows why, route owners are told",
+                c->name);
 }
 
 /* Send staged (count builders) and c->raw (a worker's, already encoded)
@@ -408,6 +431,7 @@ s_run_delivery(pb_connector_t *c, void *state, const uint8_t *hdr,
     uint32_t attempt;
     memcpy(&attempt, hdr + 8, 4);
     pb_envelope_set_attempt(env, attempt);
+    uint64_t mark = pb_auth_mark(&c->auth);
     int64_t t0 = pb_metrics_now_ns();
     if (c->worker)
         pb_worker_deliver(c->worker, hdr, frame, flen, res, &c->raw);
@@ -419,6 +443,10 @@ s_run_delivery(pb_connector_t *c, void *state, const uint8_t *hdr,
                  "connector returned unknown outcome %d", (int)res->outcome);
         res->outcome = PLUGBOARD_RETRY;
     }
+    /* a delivery that began after the last refusal went through */
+    if (res->outcome == PLUGBOARD_OK && pb_auth_succeeded(&c->auth, mark))
+        pb_info("connector", "connector=%s credentials accepted again",
+                c->name);
     res->reason[sizeof res->reason - 1] = '\0';
     pb_envelope_destroy(&env);
 }
@@ -860,6 +888,10 @@ pb_connector_spawn(const pb_connector_options_t *opt, char *err,
         .call_timeout_ms = opt->deliver_timeout_ms > 0
                                ? opt->deliver_timeout_ms * 9 / 10
                                : 27000,
+        .on_count = s_count,
+        .on_dropped = s_count_dropped,
+        .on_auth_failed = s_auth_failed,
+        .report_ctx = c,
     };
     if (c->isolated && (!opt->conf || !opt->run_dir)) {
         snprintf(err, err_len,
@@ -885,6 +917,8 @@ pb_connector_spawn(const pb_connector_options_t *opt, char *err,
     /* deliver runs on the actor thread, or on the pool's */
     pb_mconn_set_workers(c->mc, c->concurrency);
     pb_host_init(&c->host, c->name, s_stage, s_count, c);
+    pb_host_on_auth_failed(&c->host, s_auth_failed);
+    pb_auth_init(&c->auth);
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->cond, NULL);
     pthread_mutex_init(&c->pool_lock, NULL);
@@ -901,6 +935,7 @@ out_free:
     pb_frames_release(&c->wconf);
     if (c->wake_fd >= 0)
         close(c->wake_fd);
+    pb_auth_release(&c->auth);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->cond);
     pthread_mutex_destroy(&c->pool_lock);
@@ -934,6 +969,7 @@ pb_connector_stop(pb_connector_t **cp)
     pthread_cond_destroy(&c->cond);
     pthread_mutex_destroy(&c->pool_lock);
     pthread_cond_destroy(&c->pool_cond);
+    pb_auth_release(&c->auth);
     free(c);
 }
 
@@ -976,6 +1012,7 @@ pb_connector_info(pb_connector_t *c, pb_connector_info_t *out)
 {
     memset(out, 0, sizeof *out);
     out->state = "running";
+    pb_auth_get(&c->auth, &out->auth);
     if (!c->worker)
         return;
     pb_worker_info_t wi;

@@ -21,6 +21,7 @@
 #include <plugboard/plugboard.h>
 
 #include "config.h"
+#include "health.h"
 #include "http.h"
 #include "loader.h"
 #include "metrics.h"
@@ -100,13 +101,16 @@ int pb_connector_submit_webhook(pb_connector_t *c, pb_webhook_t *w);
 const char *pb_connector_name(const pb_connector_t *c);
 
 /* What status shows of an instance: "running", or for a process-isolated
- * one "starting" (restarting after a death) or "failed", its restarts and
- * why it last died.  Main thread, on an instance whose open returned. */
+ * one "starting" (restarting after a death) or "failed", its restarts,
+ * why it last died, and whether its vendor refuses its credentials.
+ * Main thread, on an instance whose open returned. */
 typedef struct pb_connector_info {
     const char *state;
     int restarts;
     int pid;              /* its worker process, 0 for a thread */
     char failure[256];
+    pb_auth_info_t auth; /* credentials refused (api->auth_failed) and
+                            not yet accepted again by a delivery */
 } pb_connector_info_t;
 
 void pb_connector_info(pb_connector_t *c, pb_connector_info_t *out);

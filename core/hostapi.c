@@ -93,6 +93,13 @@ s_count(plugboard_host_t *host, const char *name, int64_t delta)
         host->count(host->ctx, name, delta);
 }
 
+static void
+s_auth_failed(plugboard_host_t *host, const char *reason)
+{
+    if (host && host->auth_failed)
+        host->auth_failed(host->ctx, reason);
+}
+
 static char *
 s_event_to_json(const plugboard_event_t *ev)
 {
@@ -137,6 +144,8 @@ static const plugboard_host_api_t s_api = {
     .respond = pb_response_set,
     .request_header = pb_request_header,
     .count = s_count,
+    /* ABI 1.1 */
+    .auth_failed = s_auth_failed,
 };
 
 const plugboard_host_api_t *
@@ -154,4 +163,10 @@ pb_host_init(plugboard_host_t *host, const char *name, pb_emit_fn emit,
     host->emit = emit;
     host->count = count;
     host->ctx = ctx;
+}
+
+void
+pb_host_on_auth_failed(plugboard_host_t *host, pb_auth_failed_fn fn)
+{
+    host->auth_failed = fn;
 }

@@ -18,11 +18,14 @@
 typedef int (*pb_emit_fn)(void *ctx, pb_builder_t *b);
 /* Adds delta to a connector's custom counter. */
 typedef void (*pb_count_fn)(void *ctx, const char *name, int64_t delta);
+/* The vendor refused the connector's credentials (reason may be NULL). */
+typedef void (*pb_auth_failed_fn)(void *ctx, const char *reason);
 
 struct plugboard_host {
     char name[64];     /* connector instance name, for logs and sources */
     pb_emit_fn emit;
     pb_count_fn count;
+    pb_auth_failed_fn auth_failed; /* NULL: the call does nothing */
     void *ctx;
 };
 
@@ -32,6 +35,9 @@ const plugboard_host_api_t *pb_host_api(void);
 /* Prepare a handle for connector name (copied, truncated to 63 bytes). */
 void pb_host_init(plugboard_host_t *host, const char *name, pb_emit_fn emit,
                   pb_count_fn count, void *ctx);
+
+/* Where api->auth_failed goes for this handle (after pb_host_init). */
+void pb_host_on_auth_failed(plugboard_host_t *host, pb_auth_failed_fn fn);
 
 /* Wall and monotonic clocks in ms (also host API entries). */
 int64_t pb_now_ms(void);

@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "error.h"
+#include "log.h"
 
 #define S_RELAXED memory_order_relaxed
 
@@ -57,6 +58,13 @@ static const char *const s_retry_reasons[PB_RETRY_REASON_COUNT] = {
 #define S_CLASSES 4
 static const char *const s_classes[S_CLASSES] = {"2xx", "3xx", "4xx", "5xx"};
 
+/* One custom counter: name is written once, before the slot is
+ * published by custom_count (release), and never changes after. */
+typedef struct s_custom {
+    char name[PB_CUSTOM_NAME_MAX + 1];
+    _Atomic uint64_t value;
+} custom_t;
+
 struct pb_mconn {
     char *name;
     char *plugin; /* under the registry lock */
@@ -65,6 +73,12 @@ struct pb_mconn {
     atomic_int workers;
     _Atomic uint64_t busy_ns, deliveries, webhooks, emitted, duplicates;
     _Atomic uint64_t answers[S_CLASSES];
+    /* api->count: slots [0, custom_count) are published */
+    custom_t custom[PB_CUSTOM_MAX];
+    atomic_size_t custom_count;
+    pthread_mutex_t custom_lock; /* adding a slot */
+    _Atomic uint64_t custom_dropped;
+    atomic_uint custom_warned; /* PB_CUSTOM_DROP_* kinds logged */
 };
 
 struct pb_mhop {
@@ -221,6 +235,7 @@ pb_metrics_destroy(pb_metrics_t **mp)
         free(m->conns[i]->name);
         free(m->conns[i]->plugin);
         free(m->conns[i]->version);
+        pthread_mutex_destroy(&m->conns[i]->custom_lock);
         free(m->conns[i]);
     }
     for (size_t i = 0; i < m->hop_count; i++) {
@@ -264,6 +279,7 @@ pb_metrics_connector(pb_metrics_t *m, const char *name)
         (c = calloc(1, sizeof *c))) {
         if ((c->name = strdup(name))) {
             atomic_store(&c->workers, 1);
+            pthread_mutex_init(&c->custom_lock, NULL);
             m->conns[m->conn_count++] = c;
         } else {
             free(c);
@@ -374,6 +390,124 @@ pb_mconn_emitted(pb_mconn_t *c, uint64_t accepted, uint64_t duplicates)
         return;
     S_ADD(c->emitted, accepted);
     S_ADD(c->duplicates, duplicates);
+}
+
+/* ---- custom counters ----------------------------------------------- */
+
+bool
+pb_metrics_custom_name_ok(const char *name)
+{
+    if (!name)
+        return false;
+    size_t n = 0;
+    for (; name[n]; n++) {
+        char ch = name[n];
+        if (n >= PB_CUSTOM_NAME_MAX || !((ch >= 'a' && ch <= 'z') ||
+                                         (ch >= '0' && ch <= '9') || ch == '_'))
+            return false;
+    }
+    return n > 0;
+}
+
+/* The first name of a kind of misuse, logged once per connector: shown
+ * cut and with anything outside [a-z0-9_] as '?', since it is what the
+ * plugin should not have sent. */
+static void
+s_custom_drop(pb_mconn_t *c, unsigned kind, const char *name, uint64_t n)
+{
+    S_ADD(c->custom_dropped, n);
+    unsigned before = atomic_fetch_or(&c->custom_warned, kind);
+    if (before & kind)
+        return;
+    char shown[PB_CUSTOM_NAME_MAX + 1] = "";
+    for (size_t i = 0; name && name[i] && i < PB_CUSTOM_NAME_MAX; i++) {
+        char ch = name[i];
+        bool ok =
+            (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_';
+        shown[i] = ok ? ch : '?';
+        shown[i + 1] = '\0';
+    }
+    const char *why = kind == PB_CUSTOM_DROP_BAD_NAME
+                          ? "its name is not [a-z0-9_]{1,63}"
+                      : kind == PB_CUSTOM_DROP_NEGATIVE
+                          ? "a negative delta (counters only go up)"
+                          : "the connector would have more than 32 names";
+    if (name)
+        pb_warn("metrics",
+                "connector=%s custom counter '%s' dropped: %s; further drops "
+                "of this kind are only counted in "
+                "plugboard_connector_custom_dropped_total",
+                c->name, shown, why);
+    else
+        pb_warn("metrics",
+                "connector=%s custom counter dropped by its worker: %s; "
+                "further drops of this kind are only counted in "
+                "plugboard_connector_custom_dropped_total",
+                c->name, why);
+}
+
+/* The published slot of name, or NULL. */
+static custom_t *
+s_custom_find(pb_mconn_t *c, const char *name, size_t from, size_t to)
+{
+    for (size_t i = from; i < to; i++)
+        if (strcmp(c->custom[i].name, name) == 0)
+            return &c->custom[i];
+    return NULL;
+}
+
+int
+pb_mconn_custom(pb_mconn_t *c, const char *name, int64_t delta)
+{
+    if (!c)
+        return 0;
+    if (!pb_metrics_custom_name_ok(name)) {
+        s_custom_drop(c, PB_CUSTOM_DROP_BAD_NAME, name ? name : "(null)", 1);
+        return PB_EINVAL;
+    }
+    if (delta < 0) {
+        s_custom_drop(c, PB_CUSTOM_DROP_NEGATIVE, name, 1);
+        return PB_ERANGE;
+    }
+    size_t n = atomic_load_explicit(&c->custom_count, memory_order_acquire);
+    custom_t *slot = s_custom_find(c, name, 0, n);
+    if (!slot) {
+        pthread_mutex_lock(&c->custom_lock);
+        size_t now = atomic_load_explicit(&c->custom_count, S_RELAXED);
+        slot = s_custom_find(c, name, n, now); /* another thread's */
+        if (!slot && now < PB_CUSTOM_MAX) {
+            slot = &c->custom[now];
+            snprintf(slot->name, sizeof slot->name, "%s", name);
+            atomic_store_explicit(&slot->value, 0, S_RELAXED);
+            atomic_store_explicit(&c->custom_count, now + 1,
+                                  memory_order_release);
+        }
+        pthread_mutex_unlock(&c->custom_lock);
+    }
+    if (!slot) {
+        s_custom_drop(c, PB_CUSTOM_DROP_TOO_MANY, name, 1);
+        return PB_EFULL;
+    }
+    S_ADD(slot->value, (uint64_t)delta);
+    return 0;
+}
+
+void
+pb_mconn_custom_dropped(pb_mconn_t *c, uint64_t n, unsigned causes)
+{
+    if (!c || n == 0)
+        return;
+    unsigned kinds[] = {PB_CUSTOM_DROP_BAD_NAME, PB_CUSTOM_DROP_NEGATIVE,
+                        PB_CUSTOM_DROP_TOO_MANY};
+    bool counted = false;
+    for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++) {
+        if (!(causes & kinds[i]))
+            continue;
+        s_custom_drop(c, kinds[i], NULL, counted ? 0 : n);
+        counted = true;
+    }
+    if (!counted)
+        S_ADD(c->custom_dropped, n);
 }
 
 void
@@ -748,6 +882,12 @@ s_c_duplicates(const pb_mconn_t *c)
     return atomic_load_explicit(&c->duplicates, S_RELAXED);
 }
 
+static uint64_t
+s_c_custom_dropped(const pb_mconn_t *c)
+{
+    return atomic_load_explicit(&c->custom_dropped, S_RELAXED);
+}
+
 static void
 s_conn_counter(buf_t *b, pb_metrics_t *m, const char *name, const char *help,
                conn_get_fn get)
@@ -819,6 +959,22 @@ s_render_connectors(buf_t *b, pb_metrics_t *m)
     s_conn_counter(b, m, "plugboard_connector_duplicates_total",
                    "Events the connector emitted that were duplicates.",
                    s_c_duplicates);
+    s_family(b, "plugboard_connector_custom_total", "counter",
+             "What the connector counted itself (api->count), by name.");
+    for (size_t i = 0; i < m->conn_count; i++) {
+        pb_mconn_t *c = m->conns[i];
+        size_t n = atomic_load_explicit(&c->custom_count, memory_order_acquire);
+        for (size_t k = 0; k < n; k++) {
+            s_labels(l, sizeof l, NULL, "connector", c->name, "name",
+                     c->custom[k].name, NULL);
+            s_printf(b, "plugboard_connector_custom_total%s %" PRIu64 "\n", l,
+                     atomic_load_explicit(&c->custom[k].value, S_RELAXED));
+        }
+    }
+    s_conn_counter(b, m, "plugboard_connector_custom_dropped_total",
+                   "Counts the connector made that were dropped: a name not "
+                   "[a-z0-9_]{1,63}, a negative delta, or past 32 names.",
+                   s_c_custom_dropped);
     s_family(b, "plugboard_connector_busy_seconds_total", "counter",
              "Time spent inside the connector's deliver and webhook "
              "callbacks.");

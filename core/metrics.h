@@ -6,7 +6,8 @@
  * until the registry is destroyed (so a reload that rebuilds the route
  * table finds the same counters again):
  *   connector  (pb_mconn_t)  busy time, deliveries and webhooks received,
- *                            events emitted, up, workers;
+ *                            events emitted, up, workers, and the
+ *                            plugin's own counters (api->count);
  *   hop        (pb_mhop_t)   one (route, destination connector) pair:
  *                            received, delivered, retried by reason,
  *                            rejected, dead, pending, in flight, age of
@@ -25,9 +26,11 @@
  * separate count: rendering derives the cumulative buckets and _count
  * from the same reads, so the +Inf bucket always equals _count.
  *
- * Labels carry only names the config validated (connector, route) or a
- * fixed reason code; values are escaped and made valid UTF-8 anyway, and
- * free text (vendor error messages) never becomes a label.
+ * Labels carry only names the config validated (connector, route), a
+ * fixed reason code, or a custom counter name a plugin chose, which must
+ * match [a-z0-9_]{1,63} and of which a connector gets at most
+ * PB_CUSTOM_MAX; values are escaped and made valid UTF-8 anyway, and free
+ * text (vendor error messages) never becomes a label.
  */
 #ifndef PB_METRICS_H
 #define PB_METRICS_H
@@ -120,6 +123,39 @@ void pb_mconn_busy(pb_mconn_t *c, int64_t ns);
 void pb_mconn_delivery_received(pb_mconn_t *c);
 /* A webhook request handed to the connector and the status it chose. */
 void pb_mconn_webhook(pb_mconn_t *c, int status);
+
+/* ---- custom counters: api->count ------------------------------------ */
+/*
+ * plugboard_connector_custom_total{connector,name}.  Names come from
+ * plugins, so their number is bounded: a name must match [a-z0-9_]{1,63}
+ * and a connector gets at most PB_CUSTOM_MAX distinct names (kept until
+ * the registry is destroyed).  Anything else is dropped: counted in
+ * plugboard_connector_custom_dropped_total{connector} and logged at warn
+ * once per connector and kind of misuse, naming the first offender.
+ * Thread-safe from any number of threads; a known name costs a scan of
+ * at most PB_CUSTOM_MAX short strings and one atomic add, a new one a
+ * lock.
+ */
+#define PB_CUSTOM_MAX 32
+#define PB_CUSTOM_NAME_MAX 63
+
+/* Kinds of misuse, as a mask (pb_mconn_custom_dropped). */
+#define PB_CUSTOM_DROP_BAD_NAME (1u << 0) /* not [a-z0-9_]{1,63} */
+#define PB_CUSTOM_DROP_NEGATIVE (1u << 1) /* a counter never goes down */
+#define PB_CUSTOM_DROP_TOO_MANY (1u << 2) /* past PB_CUSTOM_MAX names */
+
+/* Does name match [a-z0-9_]{1,63}?  (NULL does not.) */
+bool pb_metrics_custom_name_ok(const char *name);
+
+/* Add delta (>= 0) to the connector's counter name.  Returns 0 (also when
+ * c is NULL), or, when the count is dropped, PB_EINVAL for a bad name,
+ * PB_ERANGE for a negative delta, PB_EFULL when the connector already has
+ * PB_CUSTOM_MAX other names. */
+int pb_mconn_custom(pb_mconn_t *c, const char *name, int64_t delta);
+
+/* n counts dropped before they reached the registry (a worker process
+ * checks its plugin's counts the same way), of the kinds in causes. */
+void pb_mconn_custom_dropped(pb_mconn_t *c, uint64_t n, unsigned causes);
 
 /* ---- router thread ------------------------------------------------- */
 /* Events from this source accepted into the journal, and duplicates. */

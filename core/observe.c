@@ -210,6 +210,21 @@ s_print_connectors(json_t *resp, FILE *out)
                 s_int(c, "delivered"), s_int(c, "retried"), s_int(c, "dead"),
                 s_int(c, "emitted"));
     }
+    /* api->auth_failed, until a delivery goes through again */
+    bool first = true;
+    json_array_foreach(json_object_get(resp, "connectors"), i, c)
+    {
+        json_t *a = json_object_get(c, "auth_failed");
+        if (!a)
+            continue;
+        char age[32];
+        double ago = (double)(time(NULL) * 1000LL - s_int(a, "since")) / 1000;
+        fprintf(out, "%s%s: credentials refused %lld time%s in %s: %s\n",
+                first ? "\n" : "", s_str(c, "name"), s_int(a, "refusals"),
+                s_int(a, "refusals") == 1 ? "" : "s",
+                s_age(ago > 0 ? ago : 0, age, sizeof age), s_str(a, "reason"));
+        first = false;
+    }
 }
 
 static void

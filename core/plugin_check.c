@@ -469,6 +469,8 @@ S_WRAP_VOID(respond, (plugboard_response_t * r, int s, const char *body),
 S_WRAP(const char *, request_header,
        (const plugboard_request_t *r, const char *n), (r, n))
 S_WRAP_VOID(count, (plugboard_host_t * h, const char *n, int64_t d), (h, n, d))
+/* ABI 1.1: the checker's handle keeps no record, only the thread check */
+S_WRAP_VOID(auth_failed, (plugboard_host_t * h, const char *r), (h, r))
 
 static char *
 s_w_event_to_json(const plugboard_event_t *ev)
@@ -546,6 +548,7 @@ s_api_init(const plugboard_connector_t *desc)
     s_api.respond = s_w_respond;
     s_api.request_header = s_w_request_header;
     s_api.count = s_w_count;
+    s_api.auth_failed = s_w_auth_failed;
     pb_host_init(&s_host, desc->name, s_capture, NULL, NULL);
 }
 

@@ -1186,6 +1186,13 @@ s_inst_json(const inst_t *in, json_t *o, const char *state, int64_t now)
         json_object_set_new(o, "pid", json_integer(info.pid));
     if (info.failure[0])
         json_object_set_new(o, "failure", json_string(info.failure));
+    if (info.auth.refused)
+        json_object_set_new(o, "auth_failed",
+                            json_pack("{s:s, s:I, s:I, s:I}", "reason",
+                                      info.auth.reason, "since",
+                                      (json_int_t)info.auth.since_ms, "last",
+                                      (json_int_t)info.auth.last_ms, "refusals",
+                                      (json_int_t)info.auth.refusals));
     return o;
 }
 

@@ -665,8 +665,9 @@ s_maybe_notify(pb_runtime_t *rt, const pb_route_conf_t *r, const char *dest,
     json_decref(resp);
 }
 
-/* Once a second: every route destination that is crash-looping, or whose
- * oldest pending delivery is older than the route's alert_after. */
+/* Once a second: every route destination that is crash-looping, whose
+ * vendor refuses its credentials, or whose oldest pending delivery is
+ * older than the route's alert_after. */
 static void
 s_check_health(pb_runtime_t *rt)
 {
@@ -694,6 +695,12 @@ s_check_health(pb_runtime_t *rt)
             s_maybe_notify(rt, r, dest, "crash_loop",
                            state && strcmp(state, "failed") == 0,
                            why ? why : "its worker keeps dying", now);
+            /* the connector's own words (api->auth_failed), no secret */
+            json_t *auth = json_object_get(c, "auth_failed");
+            const char *reason =
+                json_string_value(json_object_get(auth, "reason"));
+            s_maybe_notify(rt, r, dest, "auth", auth != NULL,
+                           reason ? reason : "credentials refused", now);
             const pb_mhop_snap_t *h =
                 have_snap ? s_hop_snap(&snap, r->name, dest) : NULL;
             bool old = r->alert_after_ms > 0 && h && h->pending > 0 &&

@@ -27,10 +27,12 @@
 #include "config.h"
 #include "envelope.h"
 #include "error.h"
+#include "health.h"
 #include "hostapi.h"
 #include "http.h"
 #include "loader.h"
 #include "log.h"
+#include "metrics.h"
 
 #define S_MSG_WANT "WANT"
 #define S_MSG_CONF "CONF"
@@ -48,9 +50,15 @@
 #define S_BACKOFF_FIRST_MS 100
 #define S_BACKOFF_MAX_MS 5000
 #define S_STOP_WAIT_MS 5000
-#define S_MAX_PARTS 1100 /* a reply: 3 parts and its frames */
+#define S_MAX_PARTS 1100 /* a reply: 4 parts and its frames */
 #define S_CONF_HEAD 6    /* CONF's parts before the settings */
 #define S_CONF_WAIT_MS 20000
+#define S_HEAD_PARTS 4   /* RES/HOKR, two of their own, the report */
+#define S_REPORT_VERSION 1
+/* version, dropped, causes, auth flag, reason, names and deltas */
+#define S_REPORT_MAX                                                           \
+    (1 + 4 + 1 + 1 + 2 + (PB_AUTH_REASON_MAX - 1) + 1 +                        \
+     PB_CUSTOM_MAX * (1 + PB_CUSTOM_NAME_MAX + 8))
 
 extern char **environ;
 
@@ -62,8 +70,13 @@ struct pb_worker {
     char run_dir[4096];
     int64_t call_timeout_ms;
     int64_t open_timeout_ms;
+    void (*on_count)(void *ctx, const char *name, int64_t delta);
+    void (*on_dropped)(void *ctx, uint64_t n, unsigned causes);
+    void (*on_auth_failed)(void *ctx, const char *reason);
+    void *report_ctx;
 
     /* the actor's thread only */
+    bool bad_report_warned;
     void *sock;
     char sock_path[4200];
     pid_t pid; /* 0 while no child runs */
@@ -597,6 +610,97 @@ s_failed_reason(pb_worker_t *w, char *out, size_t len)
         memcpy(out + len - 4, "...", 4);
 }
 
+/* Bounded reads from a report. */
+typedef struct s_reader {
+    const uint8_t *p;
+    size_t left;
+} reader_t;
+
+static bool
+s_take(reader_t *r, void *out, size_t n)
+{
+    if (r->left < n)
+        return false;
+    memcpy(out, r->p, n);
+    r->p += n;
+    r->left -= n;
+    return true;
+}
+
+/* Check a whole report before acting on any of it: true when it reads
+ * exactly.  Names, when names is set, are copied out NUL-terminated. */
+static bool
+s_parse_report(const uint8_t *data, size_t len, uint32_t *dropped,
+               uint8_t *causes, bool *auth, char *reason,
+               char (*names)[PB_CUSTOM_NAME_MAX + 1], int64_t *deltas,
+               size_t *count)
+{
+    reader_t r = {data, len};
+    uint8_t version, flag, n;
+    uint16_t rlen;
+    if (len > S_REPORT_MAX || !s_take(&r, &version, 1) ||
+        version != S_REPORT_VERSION || !s_take(&r, dropped, 4) ||
+        !s_take(&r, causes, 1) || !s_take(&r, &flag, 1) || flag > 1 ||
+        !s_take(&r, &rlen, 2) || rlen >= PB_AUTH_REASON_MAX ||
+        !s_take(&r, reason, rlen))
+        return false;
+    reason[rlen] = '\0';
+    if (strlen(reason) != rlen || !s_take(&r, &n, 1) || n > PB_CUSTOM_MAX)
+        return false;
+    *auth = flag == 1;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t nl;
+        if (!s_take(&r, &nl, 1) || nl == 0 || nl > PB_CUSTOM_NAME_MAX ||
+            !s_take(&r, names[i], nl) || !s_take(&r, &deltas[i], 8))
+            return false;
+        names[i][nl] = '\0';
+    }
+    *count = n;
+    return r.left == 0;
+}
+
+int
+pb_worker_read_report(const pb_worker_options_t *to, const uint8_t *data,
+                      size_t len)
+{
+    uint32_t dropped = 0;
+    uint8_t causes = 0;
+    bool auth = false;
+    char reason[PB_AUTH_REASON_MAX];
+    char names[PB_CUSTOM_MAX][PB_CUSTOM_NAME_MAX + 1];
+    int64_t deltas[PB_CUSTOM_MAX];
+    size_t n = 0;
+    if (!data || !s_parse_report(data, len, &dropped, &causes, &auth, reason,
+                                 names, deltas, &n))
+        return PB_EPROTO;
+    for (size_t i = 0; i < n && to->on_count; i++)
+        to->on_count(to->report_ctx, names[i], deltas[i]);
+    if (dropped && to->on_dropped)
+        to->on_dropped(to->report_ctx, dropped, causes);
+    if (auth && to->on_auth_failed)
+        to->on_auth_failed(to->report_ctx, reason);
+    return 0;
+}
+
+/* A reply's report: hand what it says to the actor, or ignore the whole
+ * of it when it does not read exactly. */
+static void
+s_report(pb_worker_t *w, const uint8_t *data, size_t len)
+{
+    pb_worker_options_t to = {.on_count = w->on_count,
+                              .on_dropped = w->on_dropped,
+                              .on_auth_failed = w->on_auth_failed,
+                              .report_ctx = w->report_ctx};
+    if (pb_worker_read_report(&to, data, len) == 0)
+        return;
+    if (!w->bad_report_warned)
+        pb_warn("worker",
+                "connector=%s worker pid=%d sent a malformed report (%zu "
+                "bytes); its counters and credential reports are ignored",
+                w->name, (int)w->pid, len);
+    w->bad_report_warned = true;
+}
+
 void
 pb_worker_deliver(pb_worker_t *w, const uint8_t *hdr, const uint8_t *frame,
                   size_t len, plugboard_result_t *res, pb_frames_t *out)
@@ -622,8 +726,9 @@ pb_worker_deliver(pb_worker_t *w, const uint8_t *hdr, const uint8_t *frame,
         return;
     }
     size_t rl = 0, why_len = 0;
-    const uint8_t *r =
-        m->n >= 3 && s_is(m, 0, S_MSG_RESULT) ? s_data(m, 1, &rl) : NULL;
+    const uint8_t *r = m->n >= S_HEAD_PARTS && s_is(m, 0, S_MSG_RESULT)
+                           ? s_data(m, 1, &rl)
+                           : NULL;
     if (!r || rl != 9) {
         res->outcome = PLUGBOARD_RETRY;
         snprintf(res->reason, sizeof res->reason,
@@ -635,7 +740,10 @@ pb_worker_deliver(pb_worker_t *w, const uint8_t *hdr, const uint8_t *frame,
         if (why_len >= sizeof res->reason)
             why_len = sizeof res->reason - 1;
         memcpy(res->reason, why, why_len);
-        for (size_t i = 3; i < m->n; i++) {
+        size_t pl;
+        const uint8_t *report = s_data(m, 3, &pl);
+        s_report(w, report, pl);
+        for (size_t i = S_HEAD_PARTS; i < m->n; i++) {
             size_t fl;
             const uint8_t *f = s_data(m, i, &fl);
             s_frames_add(out, f, fl);
@@ -704,8 +812,9 @@ pb_worker_webhook(pb_worker_t *w, const plugboard_request_t *req,
         return;
     }
     size_t sl = 0, bl = 0;
-    const uint8_t *st =
-        m->n >= 3 && s_is(m, 0, S_MSG_HOOK_REPLY) ? s_data(m, 1, &sl) : NULL;
+    const uint8_t *st = m->n >= S_HEAD_PARTS && s_is(m, 0, S_MSG_HOOK_REPLY)
+                            ? s_data(m, 1, &sl)
+                            : NULL;
     if (!st || sl != 4) {
         pb_response_set(resp, 500, "malformed answer from the worker");
     } else {
@@ -715,7 +824,10 @@ pb_worker_webhook(pb_worker_t *w, const plugboard_request_t *req,
         char *text = strndup((const char *)body, bl);
         pb_response_set(resp, status, text ? text : "");
         free(text);
-        for (size_t i = 3; i < m->n; i++) {
+        size_t pl;
+        const uint8_t *report = s_data(m, 3, &pl);
+        s_report(w, report, pl);
+        for (size_t i = S_HEAD_PARTS; i < m->n; i++) {
             size_t fl;
             const uint8_t *f = s_data(m, i, &fl);
             s_frames_add(out, f, fl);
@@ -760,6 +872,10 @@ pb_worker_start(const pb_worker_options_t *opt, char *err, size_t err_len)
         opt->call_timeout_ms > 0 ? opt->call_timeout_ms : 30000;
     w->open_timeout_ms =
         opt->open_timeout_ms > 0 ? opt->open_timeout_ms : 20000;
+    w->on_count = opt->on_count;
+    w->on_dropped = opt->on_dropped;
+    w->on_auth_failed = opt->on_auth_failed;
+    w->report_ctx = opt->report_ctx;
     w->state = "starting";
     pthread_mutex_init(&w->lock, NULL);
     w->conf = opt->conf;
@@ -824,6 +940,14 @@ typedef struct s_child {
     pb_builder_t **staged;
     size_t staged_count, staged_cap;
     void *zctx, *sock;
+    /* the next reply's report */
+    char names[PB_CUSTOM_MAX][PB_CUSTOM_NAME_MAX + 1];
+    int64_t deltas[PB_CUSTOM_MAX];
+    size_t name_count;
+    uint32_t dropped;
+    uint8_t drop_causes;
+    bool auth_refused;
+    char auth_reason[PB_AUTH_REASON_MAX];
 } child_t;
 
 static int
@@ -833,7 +957,7 @@ s_child_stage(void *ctx, pb_builder_t *b)
     if (ch->staged_count == ch->staged_cap) {
         size_t cap = ch->staged_cap ? ch->staged_cap * 2 : 8;
         pb_builder_t **n = realloc(ch->staged, cap * sizeof *n);
-        if (!n || cap > S_MAX_PARTS - 3) {
+        if (!n || cap > S_MAX_PARTS - S_HEAD_PARTS) {
             if (n)
                 ch->staged = n;
             pb_builder_destroy(&b);
@@ -846,18 +970,97 @@ s_child_stage(void *ctx, pb_builder_t *b)
     return 0;
 }
 
+/* api->count in the child: checked as the host checks it (so the report
+ * stays bounded), summed per name until the next reply. */
 static void
 s_child_count(void *ctx, const char *name, int64_t delta)
 {
+    child_t *ch = ctx;
+    unsigned cause = 0;
+    size_t i = 0;
+    if (!pb_metrics_custom_name_ok(name))
+        cause = PB_CUSTOM_DROP_BAD_NAME;
+    else if (delta < 0)
+        cause = PB_CUSTOM_DROP_NEGATIVE;
+    while (!cause && i < ch->name_count && strcmp(ch->names[i], name) != 0)
+        i++;
+    if (!cause && i == ch->name_count) {
+        if (i == PB_CUSTOM_MAX) {
+            cause = PB_CUSTOM_DROP_TOO_MANY;
+        } else {
+            snprintf(ch->names[i], sizeof ch->names[i], "%s", name);
+            ch->deltas[i] = 0;
+            ch->name_count++;
+        }
+    }
+    if (cause) {
+        if (ch->dropped < UINT32_MAX)
+            ch->dropped++;
+        ch->drop_causes |= (uint8_t)cause;
+        return;
+    }
+    ch->deltas[i] =
+        delta > INT64_MAX - ch->deltas[i] ? INT64_MAX : ch->deltas[i] + delta;
 }
 
-/* Send head parts, then every staged event encoded, as one message. */
+static void
+s_child_auth_failed(void *ctx, const char *reason)
+{
+    child_t *ch = ctx;
+    ch->auth_refused = true;
+    /* cut on a character boundary is the host's job: it cleans the text */
+    snprintf(ch->auth_reason, sizeof ch->auth_reason, "%s",
+             reason ? reason : "");
+}
+
+static void
+s_put(uint8_t *buf, size_t *o, const void *data, size_t n)
+{
+    memcpy(buf + *o, data, n);
+    *o += n;
+}
+
+/* The report part (see worker.h) into buf (S_REPORT_MAX bytes); resets
+ * what it reported.  Returns its length. */
+static size_t
+s_child_report(child_t *ch, uint8_t *buf)
+{
+    size_t o = 0;
+    uint8_t version = S_REPORT_VERSION, flag = ch->auth_refused;
+    uint16_t rlen = ch->auth_refused ? (uint16_t)strlen(ch->auth_reason) : 0;
+    uint8_t n = (uint8_t)ch->name_count;
+    s_put(buf, &o, &version, 1);
+    s_put(buf, &o, &ch->dropped, 4);
+    s_put(buf, &o, &ch->drop_causes, 1);
+    s_put(buf, &o, &flag, 1);
+    s_put(buf, &o, &rlen, 2);
+    s_put(buf, &o, ch->auth_reason, rlen);
+    s_put(buf, &o, &n, 1);
+    for (size_t i = 0; i < ch->name_count; i++) {
+        uint8_t nl = (uint8_t)strlen(ch->names[i]);
+        s_put(buf, &o, &nl, 1);
+        s_put(buf, &o, ch->names[i], nl);
+        s_put(buf, &o, &ch->deltas[i], 8);
+    }
+    ch->name_count = 0;
+    ch->dropped = 0;
+    ch->drop_causes = 0;
+    ch->auth_refused = false;
+    return o;
+}
+
+/* Send head parts, the report, then every staged event encoded, as one
+ * message. */
 static void
 s_child_reply(child_t *ch, size_t n, const void *const *data, const size_t *len)
 {
-    size_t total = n + ch->staged_count;
+    size_t total = n + 1 + ch->staged_count;
     for (size_t i = 0; i < n; i++)
         zmq_send(ch->sock, data[i], len[i], i + 1 < total ? ZMQ_SNDMORE : 0);
+    uint8_t report[S_REPORT_MAX];
+    size_t rlen = s_child_report(ch, report);
+    zmq_send(ch->sock, report, rlen, n + 1 < total ? ZMQ_SNDMORE : 0);
+    n++;
     for (size_t i = 0; i < ch->staged_count; i++) {
         uint8_t *frame = NULL;
         size_t flen = 0;
@@ -1103,6 +1306,7 @@ s_child_open(child_t *ch, char *err, size_t err_len)
     pb_diag_release(&diag);
     ch->desc = pb_plugin_descriptor(ch->p);
     pb_host_init(&ch->host, ch->name, s_child_stage, s_child_count, ch);
+    pb_host_on_auth_failed(&ch->host, s_child_auth_failed);
     char errbuf[PLUGBOARD_ERRBUF_MAX] = "";
     int rc = ch->desc->open(pb_host_api(), &ch->host, ch->conf->bound,
                             &ch->state, errbuf);

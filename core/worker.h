@@ -16,11 +16,21 @@
  *                            kind:u8 line:i32 value
  *   child  -> actor   "HELO" version | "FAIL" reason      (after open)
  *   actor  -> child   "DLV"  id:i64 attempt:u32 | frame
- *   child  -> actor   "RES"  outcome:u8 after_ms:i64 | reason | frame...
+ *   child  -> actor   "RES"  outcome:u8 after_ms:i64 | reason | report |
+ *                            frame...
  *   actor  -> child   "HOOK" method | path | query | received_ms:i64 |
  *                            headers (name NUL value NUL ...) | body
- *   child  -> actor   "HOKR" status:i32 | body | frame...
+ *   child  -> actor   "HOKR" status:i32 | body | report | frame...
  *   actor  -> child   "STOP"                              (close, exit 0)
+ *
+ * The report carries what the plugin told the host besides its answer
+ * since the last reply (open included): its api->count calls, summed per
+ * name (at most PB_CUSTOM_MAX names; the child drops what the host would
+ * and says how many and why), and its latest api->auth_failed.  At most
+ * S_REPORT_MAX bytes (worker.c); one the actor cannot read exactly is
+ * ignored with a warning, and every name and delta in it is checked
+ * again by the host, so a hostile child can lie about its own counters
+ * but cannot crash the host or add labels.
  *
  * One call at a time, so when the child dies (a signal, abort, exit) or
  * does not answer within the deadline (it is then killed), exactly the
@@ -73,6 +83,12 @@ typedef struct pb_worker_options {
     int64_t call_timeout_ms; /* a call not answered in time kills the
                                 child (default 30 s) */
     int64_t open_timeout_ms; /* start-up, open included (default 20 s) */
+    /* what a reply's report says, called on the actor's thread during
+     * pb_worker_deliver / pb_worker_webhook; each may be NULL */
+    void (*on_count)(void *ctx, const char *name, int64_t delta);
+    void (*on_dropped)(void *ctx, uint64_t n, unsigned causes);
+    void (*on_auth_failed)(void *ctx, const char *reason);
+    void *report_ctx;
 } pb_worker_options_t;
 
 /*
@@ -123,6 +139,17 @@ typedef struct pb_worker_info {
 
 /* Thread-safe snapshot. */
 void pb_worker_info(pb_worker_t *w, pb_worker_info_t *out);
+
+/*
+ * Read one reply's report (data, len bytes: the part after the answer's
+ * own) and call to's on_count / on_dropped / on_auth_failed with what it
+ * says.  Returns 0, or PB_EPROTO, having called nothing, when it does not
+ * read exactly (a wrong version, a length past its end or past the
+ * bounds, bytes left over).  Names are passed on as sent: the callee
+ * checks them (pb_mconn_custom).  Exposed for tests.
+ */
+int pb_worker_read_report(const pb_worker_options_t *to, const uint8_t *data,
+                          size_t len);
 
 /* `plugboard worker ...`, the child's side.  Returns the exit status. */
 int pb_worker_main(int argc, char **argv);

@@ -31,6 +31,8 @@ struct plugboard_harness {
     pb_envelope_t **emitted;
     size_t emitted_count;
     size_t emitted_cap;
+    char **auth_reasons; /* api->auth_failed calls */
+    size_t auth_count, auth_cap;
 };
 
 /* The host handle's emit: encode, decode back, keep. */
@@ -63,6 +65,24 @@ s_capture(void *ctx, pb_builder_t *b)
     }
     h->emitted[h->emitted_count++] = env;
     return 0;
+}
+
+/* The host handle's auth_failed: keep a copy of the reason. */
+static void
+s_auth_failed(void *ctx, const char *reason)
+{
+    plugboard_harness_t *h = ctx;
+    if (h->auth_count == h->auth_cap) {
+        size_t cap = h->auth_cap ? h->auth_cap * 2 : 8;
+        char **n = realloc(h->auth_reasons, cap * sizeof *n);
+        if (!n)
+            return;
+        h->auth_reasons = n;
+        h->auth_cap = cap;
+    }
+    char *copy = strdup(reason ? reason : "");
+    if (copy)
+        h->auth_reasons[h->auth_count++] = copy;
 }
 
 static const plugboard_setting_spec_t *
@@ -158,6 +178,7 @@ plugboard_harness_open(const char *plugin_path, const char *name,
         goto out_unload;
 
     pb_host_init(&h->host, name ? name : h->desc->name, s_capture, NULL, h);
+    pb_host_on_auth_failed(&h->host, s_auth_failed);
     char errbuf[PLUGBOARD_ERRBUF_MAX] = "";
     if (h->desc->open(pb_host_api(), &h->host, h->settings, &h->state,
                       errbuf) != 0) {
@@ -186,6 +207,7 @@ plugboard_harness_close(plugboard_harness_t **hp)
     h->desc->close(h->state);
     plugboard_harness_clear(h);
     free(h->emitted);
+    free(h->auth_reasons);
     pb_settings_destroy(&h->settings);
     pb_plugin_destroy(&h->plugin);
     free(h);
@@ -344,10 +366,25 @@ plugboard_harness_emitted(const plugboard_harness_t *h, size_t i)
     return i < h->emitted_count ? h->emitted[i] : NULL;
 }
 
+size_t
+plugboard_harness_auth_failed_count(const plugboard_harness_t *h)
+{
+    return h->auth_count;
+}
+
+const char *
+plugboard_harness_auth_failed_reason(const plugboard_harness_t *h, size_t i)
+{
+    return i < h->auth_count ? h->auth_reasons[i] : NULL;
+}
+
 void
 plugboard_harness_clear(plugboard_harness_t *h)
 {
     for (size_t i = 0; i < h->emitted_count; i++)
         pb_envelope_destroy(&h->emitted[i]);
     h->emitted_count = 0;
+    for (size_t i = 0; i < h->auth_count; i++)
+        free(h->auth_reasons[i]);
+    h->auth_count = 0;
 }

@@ -755,3 +755,260 @@ Test(observe, a_backlog_older_than_alert_after_notifies_the_owner,
                  3600000);
     json_decref(w.found);
 }
+
+/* ------------------------------------------------------------------ */
+/* api->count: plugboard_connector_custom_total on /metrics            */
+/* ------------------------------------------------------------------ */
+
+/* %s: the "out" connector's isolation or concurrency setting */
+static const char s_cfg_count[] =
+    "plugboard = {\n"
+    "  data_dir = \"@DIR@/var\";\n"
+    "  log_level = \"warn\";\n"
+    "  plugin_path = [ \"" PB_TEST_PLUGIN_DIR "\" ];\n"
+    "  http = { listen = \"127.0.0.1:@PORT@\"; };\n"
+    "  drain_timeout = \"2s\";\n"
+    "};\n"
+    "connectors = (\n"
+    "  { name = \"src\"; plugin = \"good\"; },\n"
+    "  { name = \"out\"; plugin = \"tally\"; %s\n"
+    "    settings = { count = \"sent=1,bytes=5,Bad-Name=1,neg=-3\";\n"
+    "                 distinct = 40; }; }\n"
+    ");\n"
+    "routes = (\n"
+    "  { name = \"to-out\"; from = \"src\"; when = \"payment.failed\";\n"
+    "    to = [ \"out\" ]; why = \"orders were counted by hand\";\n"
+    "    owner = \"ops@example.com\"; }\n"
+    ");\n";
+
+static size_t
+s_count_in(const char *text, const char *what)
+{
+    size_t n = 0;
+    for (const char *p = text; p && (p = strstr(p, what)); p += strlen(what))
+        n++;
+    return n;
+}
+
+static void
+s_custom_counters(const char *placement)
+{
+    char cfg[4096];
+    snprintf(cfg, sizeof cfg, s_cfg_count, placement);
+    start_host(cfg, 0);
+    for (int i = 0; i < 10; i++)
+        cr_assert_eq(post_events(2, i), 200);
+    char *text = NULL;
+    const char *done = "plugboard_route_delivered_total{route=\"to-out\","
+                       "connector=\"out\"}";
+    for (int i = 0; i < 200; i++) {
+        free(text);
+        cr_assert_eq(http_get(s_host.port, "/metrics", &text, NULL, 0), 200);
+        if (pb_prom_value(text, done) == 20)
+            break;
+        usleep(50000);
+    }
+    cr_assert_eq(pb_prom_value(text, done), 20, "%s", text);
+    pb_prom_check(text);
+    pb_prom_promtool(text);
+    const struct {
+        const char *name;
+        double value;
+    } want[] = {
+        {"sent", 20}, {"bytes", 100}, {"d_0", 20},      {"d_29", 20},
+        {"d_30", -1}, {"neg", -1},    {"Bad-Name", -1},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+        char series[160];
+        snprintf(series, sizeof series,
+                 "plugboard_connector_custom_total{connector=\"out\","
+                 "name=\"%s\"}",
+                 want[i].name);
+        cr_expect_eq(pb_prom_value(text, series), want[i].value,
+                     "%s is %g, expected %g", series,
+                     pb_prom_value(text, series), want[i].value);
+    }
+    /* per delivery: Bad-Name, neg and d_30 .. d_39 (32 names at most) */
+    cr_expect_eq(pb_prom_value(text, "plugboard_connector_custom_dropped_"
+                                     "total{connector=\"out\"}"),
+                 20 * 12);
+    cr_expect_eq(s_count_in(text, "plugboard_connector_custom_total{"), 32);
+    free(text);
+    cr_assert_eq(pb_hostproc_stop(&s_host), 0);
+    /* each kind of misuse was logged, once */
+    char *log = pb_test_read_file(s_host.log, NULL);
+    cr_assert_not_null(log);
+    cr_expect_eq(s_count_in(log, "custom counter"), 3, "%s", log);
+    cr_expect_eq(s_count_in(log, "not [a-z0-9_]{1,63}"), 1, "%s", log);
+    cr_expect_eq(s_count_in(log, "negative delta"), 1, "%s", log);
+    cr_expect_eq(s_count_in(log, "more than 32 names"), 1, "%s", log);
+    free(log);
+}
+
+Test(observe, custom_counters_are_on_metrics_with_thread_isolation,
+     .timeout = 60)
+{
+    s_custom_counters("concurrency = 4;");
+}
+
+Test(observe, custom_counters_are_on_metrics_with_process_isolation,
+     .timeout = 60)
+{
+    s_custom_counters("isolation = \"process\";");
+}
+
+/* ------------------------------------------------------------------ */
+/* owner notices: refused credentials, once per interval, by SMTP      */
+/* ------------------------------------------------------------------ */
+
+/* %s: the "out" connector's isolation, %d: the SMTP server's port */
+static const char s_cfg_auth[] =
+    "plugboard = {\n"
+    "  data_dir = \"@DIR@/var\";\n"
+    "  log_level = \"info\";\n"
+    "  plugin_path = [ \"" PB_TEST_PLUGIN_DIR "\", \"" PB_PLUGIN_DIR "\" ];\n"
+    "  http = { listen = \"127.0.0.1:@PORT@\"; };\n"
+    "  drain_timeout = \"2s\";\n"
+    "};\n"
+    "connectors = (\n"
+    "  { name = \"src\"; plugin = \"good\"; },\n"
+    "  { name = \"out\"; plugin = \"tally\"; isolation = \"%s\";\n"
+    "    settings = { auth_gate = \"@DIR@/refused\"; }; },\n"
+    "  { name = \"ops-mail\"; plugin = \"smtp\";\n"
+    "    settings = { url = \"smtp://127.0.0.1:%d\"; tls = \"none\";\n"
+    "      from = \"plugboard <plugboard@example.com>\";\n"
+    "      templates = \"" PB_SOURCE_DIR "/etc/templates\"; }; }\n"
+    ");\n"
+    "routes = (\n"
+    "  { name = \"to-out\"; from = \"src\"; when = \"payment.failed\";\n"
+    "    to = [ \"out\" ]; why = \"orders were re-typed by hand\";\n"
+    "    on_failure = \"orders ship late\";\n"
+    "    owner = \"orders-team@example.com\"; notify = \"ops-mail\";\n"
+    "    alert_interval = \"1h\";\n"
+    "    retry = { attempts = 1000; initial = \"50ms\"; max = \"200ms\"; }; "
+    "}\n"
+    ");\n";
+
+/* The "out" entry of ctl status --json (a new reference), or NULL. */
+static json_t *
+s_out_status(void)
+{
+    char *out = NULL;
+    int rc = cli(&out, "ctl", "status", "-c", s_host.config, "--json", NULL);
+    json_t *st = parse_json(rc, out);
+    json_t *found = NULL;
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(st, "connectors"), i, c)
+    {
+        const char *n = json_string_value(json_object_get(c, "name"));
+        if (n && strcmp(n, "out") == 0 && !found)
+            found = json_incref(c);
+    }
+    json_decref(st);
+    return found;
+}
+
+static bool
+s_out_recovered(void *ctx)
+{
+    (void)ctx;
+    json_t *c = s_out_status();
+    bool ok = c && !json_object_get(c, "auth_failed") &&
+              json_integer_value(json_object_get(c, "delivered")) == 4;
+    json_decref(c);
+    return ok;
+}
+
+static void
+s_refused_credentials(const char *isolation)
+{
+    pb_smtpd_t sd = {0};
+    char smtpdir[4300], gate[4300], cfg[4096];
+    snprintf(smtpdir, sizeof smtpdir, "%s/smtpd", s_dir);
+    cr_assert(pb_smtpd_start(&sd, smtpdir, NULL), "SMTP test server");
+    snprintf(gate, sizeof gate, "%s/refused", s_dir);
+    FILE *f = fopen(gate, "w");
+    cr_assert_not_null(f);
+    fclose(f);
+    snprintf(cfg, sizeof cfg, s_cfg_auth, isolation, sd.port);
+    bool up = pb_hostproc_start(&s_host, s_dir, pb_test_free_port(), cfg, NULL);
+    if (!up) {
+        char *log = pb_test_read_file(s_host.log, NULL);
+        pb_smtpd_stop(&sd);
+        cr_assert_fail("host did not start:\n%s", log ? log : "(no log)");
+    }
+
+    /* two events: every attempt is refused its credentials */
+    cr_assert_eq(post_events(2, 1), 200);
+    mailwait_t told = {&sd, "out is unhealthy (auth)", 1};
+    if (!pb_wait_until(s_mails_arrived, &told, 30000)) {
+        char *log = pb_test_read_file(s_host.log, NULL);
+        pb_smtpd_stop(&sd);
+        cr_assert_fail("no auth notice reached the SMTP server:\n%s",
+                       log ? log : "");
+    }
+    char *mail = NULL;
+    s_mails_with(&sd, "out is unhealthy (auth)", &mail);
+    cr_expect(strstr(mail, "orders-team@example.com"), "%s", mail);
+    cr_expect(strstr(mail, "orders were re-typed by hand"), "%s", mail);
+    cr_expect(strstr(mail, "HTTP 401: the API token was revoked"),
+              "the connector's reason is the detail:\n%s", mail);
+    free(mail);
+
+    /* status shows it, as JSON and as text */
+    json_t *c = s_out_status();
+    json_t *a = json_object_get(c, "auth_failed");
+    cr_assert(json_is_object(a), "%s", json_dumps(c, 0));
+    cr_expect_str_eq(json_string_value(json_object_get(a, "reason")),
+                     "HTTP 401: the API token was revoked");
+    cr_expect_geq(json_integer_value(json_object_get(a, "refusals")), 1);
+    cr_expect_gt(json_integer_value(json_object_get(a, "since")), 0);
+    json_decref(c);
+    char *out = NULL;
+    cr_assert_eq(cli(&out, "ctl", "status", "-c", s_host.config, NULL), 0);
+    cr_expect(strstr(out, "out: credentials refused") &&
+                  strstr(out, "HTTP 401: the API token was revoked"),
+              "%s", out);
+    free(out);
+
+    /* more events and more health checks: still the one notice */
+    json_int_t checks = s_health_checks() + 3;
+    cr_assert_eq(post_events(2, 2), 200);
+    cr_assert(pb_wait_until(s_checks_reached, &checks, 30000));
+    cr_expect_eq(s_mails_with(&sd, "is unhealthy", NULL), 1);
+    int rc = cli(&out, "ctl", "status", "-c", s_host.config, "--json", NULL);
+    json_t *st = parse_json(rc, out);
+    cr_expect_eq(json_integer_value(json_object_get(
+                     json_object_get(st, "owner_notices"), "sent")),
+                 1);
+    json_decref(st);
+
+    /* the admin fixes the token: the next delivery clears it, and
+     * every event gets through */
+    cr_assert_eq(unlink(gate), 0);
+    cr_expect(pb_wait_until(s_out_recovered, NULL, 30000),
+              "still refused after a delivery went through");
+    cr_expect_eq(pb_hostproc_stop(&s_host), 0);
+    pb_smtpd_stop(&sd);
+    /* the reason is free text a connector wrote: never in the host's log */
+    char *log = pb_test_read_file(s_host.log, NULL);
+    cr_assert_not_null(log);
+    cr_expect(strstr(log, "connector=out credentials refused"), "%s", log);
+    cr_expect(strstr(log, "connector=out credentials accepted again"), "%s",
+              log);
+    cr_expect_null(strstr(log, "the API token was revoked"), "%s", log);
+    free(log);
+}
+
+Test(observe, refused_credentials_notify_the_owner_once_per_interval,
+     .timeout = 120)
+{
+    s_refused_credentials("thread");
+}
+
+Test(observe, refused_credentials_in_a_worker_process_notify_the_owner,
+     .timeout = 120)
+{
+    s_refused_credentials("process");
+}

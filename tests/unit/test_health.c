@@ -6,6 +6,8 @@
  */
 #include <criterion/criterion.h>
 
+#include <string.h>
+
 #include "health.h"
 
 #define HOUR (60 * 60 * 1000)
@@ -74,4 +76,70 @@ Test(health, each_destination_and_cause_has_its_own_clock)
     cr_expect_not(
         pb_health_due(h, "r", "crm", "crash_loop", true, HOUR, 10, NULL));
     pb_health_destroy(&h);
+}
+
+/* ------------------------------------------------------------------ */
+/* Refused credentials: what api->auth_failed leaves behind            */
+/* ------------------------------------------------------------------ */
+
+Test(auth, a_refusal_is_remembered_until_a_later_success)
+{
+    pb_auth_t a;
+    pb_auth_init(&a);
+    pb_auth_info_t info;
+    pb_auth_get(&a, &info);
+    cr_expect_not(info.refused);
+    cr_expect_not(pb_auth_succeeded(&a, pb_auth_mark(&a)), "nothing to clear");
+
+    uint64_t mark = pb_auth_mark(&a);
+    cr_expect(pb_auth_refused(&a, "HTTP 401: token expired", 1000),
+              "an episode begins");
+    cr_expect_not(pb_auth_refused(&a, "HTTP 403: scope missing", 2000),
+                  "the same episode goes on");
+    pb_auth_get(&a, &info);
+    cr_expect(info.refused);
+    cr_expect_eq(info.since_ms, 1000);
+    cr_expect_eq(info.last_ms, 2000);
+    cr_expect_eq(info.refusals, 2);
+    cr_expect_str_eq(info.reason, "HTTP 403: scope missing", "the latest");
+
+    /* a call that began before the refusal proves nothing */
+    cr_expect_not(pb_auth_succeeded(&a, mark));
+    pb_auth_get(&a, &info);
+    cr_expect(info.refused);
+    /* one that began after it does */
+    cr_expect(pb_auth_succeeded(&a, pb_auth_mark(&a)));
+    pb_auth_get(&a, &info);
+    cr_expect_not(info.refused);
+    cr_expect_str_eq(info.reason, "");
+    cr_expect_eq(info.refusals, 0);
+
+    /* and a new refusal is a new episode */
+    cr_expect(pb_auth_refused(&a, "SMTP 535", 5000));
+    pb_auth_get(&a, &info);
+    cr_expect_eq(info.since_ms, 5000);
+    cr_expect_eq(info.refusals, 1);
+    pb_auth_release(&a);
+}
+
+Test(auth, the_reason_is_bounded_text)
+{
+    pb_auth_t a;
+    pb_auth_init(&a);
+    char big[1000];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    pb_auth_refused(&a, big, 1);
+    pb_auth_info_t info;
+    pb_auth_get(&a, &info);
+    cr_expect_eq(strlen(info.reason), sizeof info.reason - 1);
+    /* control characters and bytes that are not UTF-8 do not survive:
+     * the reason goes into JSON and e-mail */
+    pb_auth_refused(&a, "bad\r\ntoken\x01 \xff caf\xc3\xa9", 2);
+    pb_auth_get(&a, &info);
+    cr_expect_str_eq(info.reason, "bad  token  ? caf\xc3\xa9");
+    pb_auth_refused(&a, NULL, 3);
+    pb_auth_get(&a, &info);
+    cr_expect_str_eq(info.reason, "credentials refused");
+    pb_auth_release(&a);
 }

@@ -12,6 +12,7 @@
 #include <criterion/criterion.h>
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -562,4 +563,148 @@ Test(map, dot_lists_every_route_with_why_and_owner_escaped)
     cr_assert(strstr(text, "on failure: customers wait"));
     cr_assert(strstr(text, "plugin: slow"));
     free(text);
+}
+
+/* ------------------------------------------------------------------ */
+/* Custom counters (api->count)                                        */
+/* ------------------------------------------------------------------ */
+
+Test(metrics, custom_counters_render_per_connector_and_name)
+{
+    pb_metrics_t *m = pb_metrics_new();
+    pb_mconn_t *crm = pb_metrics_connector(m, "crm");
+    pb_mconn_t *mail = pb_metrics_connector(m, "mail");
+    cr_assert_eq(pb_mconn_custom(crm, "contact_created", 1), 0);
+    cr_assert_eq(pb_mconn_custom(crm, "contact_created", 2), 0);
+    cr_assert_eq(pb_mconn_custom(crm, "rate_limited", 0), 0);
+    cr_assert_eq(pb_mconn_custom(mail, "sent", 7), 0);
+    char *text = pb_metrics_render(m, &s_host);
+    cr_assert_not_null(text);
+    pb_prom_check(text);
+    pb_prom_promtool(text);
+    cr_expect_eq(pb_prom_value(text, "plugboard_connector_custom_total{"
+                                     "connector=\"crm\",name=\"contact_"
+                                     "created\"}"),
+                 3);
+    cr_expect_eq(pb_prom_value(text, "plugboard_connector_custom_total{"
+                                     "connector=\"crm\",name=\"rate_"
+                                     "limited\"}"),
+                 0);
+    cr_expect_eq(pb_prom_value(text, "plugboard_connector_custom_total{"
+                                     "connector=\"mail\",name=\"sent\"}"),
+                 7);
+    cr_expect_eq(pb_prom_value(text, "plugboard_connector_custom_total{"
+                                     "connector=\"mail\",name=\"contact_"
+                                     "created\"}"),
+                 -1, "names are per connector");
+    cr_expect_eq(pb_prom_value(text, "plugboard_connector_custom_dropped_"
+                                     "total{connector=\"crm\"}"),
+                 0);
+    /* the family appears once, even with no samples of its own */
+    const char *fam = "# TYPE plugboard_connector_custom_total counter\n";
+    char *at = strstr(text, fam);
+    cr_expect(at && !strstr(at + 1, fam), "one # TYPE line");
+    free(text);
+    pb_metrics_destroy(&m);
+}
+
+Test(metrics, custom_counters_guard_their_names_and_deltas)
+{
+    pb_metrics_t *m = pb_metrics_new();
+    pb_mconn_t *c = pb_metrics_connector(m, "crm");
+    char long_name[80];
+    memset(long_name, 'a', 64);
+    long_name[64] = '\0';
+    cr_expect_eq(pb_mconn_custom(c, "Bad-Name", 1), PB_EINVAL);
+    cr_expect_eq(pb_mconn_custom(c, "", 1), PB_EINVAL);
+    cr_expect_eq(pb_mconn_custom(c, "caf\xc3\xa9", 1), PB_EINVAL);
+    cr_expect_eq(pb_mconn_custom(c, "with space", 1), PB_EINVAL);
+    cr_expect_eq(pb_mconn_custom(c, long_name, 1), PB_EINVAL, "64 bytes");
+    cr_expect_eq(pb_mconn_custom(c, NULL, 1), PB_EINVAL);
+    long_name[63] = '\0';
+    cr_expect_eq(pb_mconn_custom(c, long_name, 1), 0, "63 bytes is fine");
+    cr_expect_eq(pb_mconn_custom(c, "refunds", -1), PB_ERANGE,
+                 "a counter does not go down");
+    /* 32 distinct names per connector, the 63-byte one included */
+    char name[16];
+    for (int i = 0; i < 31; i++) {
+        snprintf(name, sizeof name, "n_%d", i);
+        cr_expect_eq(pb_mconn_custom(c, name, 1), 0, "%s", name);
+    }
+    cr_expect_eq(pb_mconn_custom(c, "one_too_many", 1), PB_EFULL);
+    cr_expect_eq(pb_mconn_custom(c, "n_3", 1), 0, "known names still count");
+    pb_mconn_custom_dropped(c, 4, PB_CUSTOM_DROP_NEGATIVE); /* a worker's */
+    char *text = pb_metrics_render(m, &s_host);
+    cr_expect_eq(pb_prom_value(text, "plugboard_connector_custom_total{"
+                                     "connector=\"crm\",name=\"n_3\"}"),
+                 2);
+    cr_expect_eq(pb_prom_value(text, "plugboard_connector_custom_total{"
+                                     "connector=\"crm\",name=\"refunds\"}"),
+                 -1, "a refused delta makes no series");
+    cr_expect_eq(pb_prom_value(text, "plugboard_connector_custom_total{"
+                                     "connector=\"crm\",name=\"one_too_"
+                                     "many\"}"),
+                 -1);
+    /* 6 bad names + 1 negative + 1 over the limit + 4 from a worker */
+    cr_expect_eq(pb_prom_value(text, "plugboard_connector_custom_dropped_"
+                                     "total{connector=\"crm\"}"),
+                 12);
+    cr_expect_null(strstr(text, "Bad-Name"), "refused names are no label");
+    pb_prom_promtool(text);
+    free(text);
+    /* without a registry: nothing, and no crash */
+    cr_expect_eq(pb_mconn_custom(NULL, "sent", 1), 0);
+    pb_mconn_custom_dropped(NULL, 1, PB_CUSTOM_DROP_BAD_NAME);
+    pb_metrics_destroy(&m);
+}
+
+typedef struct s_counting {
+    pb_mconn_t *c;
+    int thread;
+} counting_t;
+
+static void *
+s_count_many(void *arg)
+{
+    counting_t *ct = arg;
+    char name[16];
+    for (int i = 0; i < 20000; i++) {
+        /* every thread races to create the same 8 names */
+        snprintf(name, sizeof name, "k_%d", (i + ct->thread) % 8);
+        pb_mconn_custom(ct->c, name, 1);
+    }
+    return NULL;
+}
+
+Test(metrics, custom_counters_from_many_threads_add_up)
+{
+    pb_metrics_t *m = pb_metrics_new();
+    pb_mconn_t *c = pb_metrics_connector(m, "crm");
+    pthread_t t[4];
+    counting_t ct[4];
+    for (int i = 0; i < 4; i++) {
+        ct[i] = (counting_t){c, i};
+        cr_assert_eq(pthread_create(&t[i], NULL, s_count_many, &ct[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    char *text = pb_metrics_render(m, &s_host);
+    double total = 0;
+    for (int k = 0; k < 8; k++) {
+        char series[128];
+        snprintf(series, sizeof series,
+                 "plugboard_connector_custom_total{connector=\"crm\","
+                 "name=\"k_%d\"}",
+                 k);
+        cr_expect_eq(pb_prom_value(text, series), 10000, "%s", series);
+        total += pb_prom_value(text, series);
+    }
+    cr_expect_eq(total, 80000);
+    /* one series per name, however the threads raced */
+    size_t lines = 0;
+    for (const char *p = text; (p = strstr(p, "name=\"k_0\"")); p++)
+        lines++;
+    cr_expect_eq(lines, 1);
+    free(text);
+    pb_metrics_destroy(&m);
 }

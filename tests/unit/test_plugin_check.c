@@ -393,3 +393,21 @@ Test(samples, unknown_types_have_none)
     cr_expect_null(pb_sample_json("*", NULL));
     cr_expect(!pb_type_is_canonical("payment"));
 }
+
+Test(plugin_check, passes_a_plugin_that_reports_refused_credentials)
+{
+    /* tally calls the ABI 1.1 entry auth_failed (and count) on every
+     * delivery while its gate exists: "/" always does */
+    char cfg[4300];
+    snprintf(cfg, sizeof cfg, "%s/tally.cfg", s_dir);
+    FILE *f = fopen(cfg, "w");
+    cr_assert_not_null(f);
+    fputs("settings = { auth_gate = \"/\"; count = \"sent=1\"; };\n", f);
+    fclose(f);
+    char *out = NULL;
+    int rc = check("tally", cfg, &out);
+    cr_expect_eq(rc, 0, "%s", out);
+    cr_expect(line_of(out, "ok", "samples"), "%s", out);
+    cr_expect(line_of(out, "ok", "threads"), "%s", out);
+    free(out);
+}

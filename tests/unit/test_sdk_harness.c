@@ -132,3 +132,35 @@ Test(sdk_harness, samples_are_the_documented_examples)
     cr_expect(memmem(json, len, "\"re_3KhZ6f\"", 11));
     cr_expect_null(plugboard_harness_sample("nope", NULL));
 }
+
+Test(sdk_harness, records_refused_credentials)
+{
+    char gate[4300], setting[4400], err[512];
+    snprintf(gate, sizeof gate, "%s/refused", s_dir);
+    snprintf(setting, sizeof setting, "auth_gate=%s", gate);
+    const char *settings[] = {setting, NULL};
+    plugboard_harness_t *h = plugboard_harness_open(
+        PB_TEST_PLUGIN_DIR "/tally.so", NULL, settings, err, sizeof err);
+    cr_assert_not_null(h, "%s", err);
+    plugboard_result_t r;
+    cr_assert_eq(plugboard_harness_deliver_sample(h, "payment.failed", &r), 0);
+    cr_expect_eq(r.outcome, PLUGBOARD_OK);
+    cr_expect_eq(plugboard_harness_auth_failed_count(h), 0);
+    cr_expect_null(plugboard_harness_auth_failed_reason(h, 0));
+
+    FILE *f = fopen(gate, "w");
+    cr_assert_not_null(f);
+    fclose(f);
+    cr_assert_eq(plugboard_harness_deliver_sample(h, "payment.failed", &r), 0);
+    cr_assert_eq(plugboard_harness_deliver_sample(h, "payment.failed", &r), 0);
+    cr_expect_eq(r.outcome, PLUGBOARD_RETRY);
+    cr_expect_eq(plugboard_harness_auth_failed_count(h), 2);
+    cr_expect_str_eq(plugboard_harness_auth_failed_reason(h, 1),
+                     "HTTP 401: the API token was revoked");
+    cr_expect_null(plugboard_harness_auth_failed_reason(h, 2));
+    /* the API table the harness hands out has the ABI 1.1 entry */
+    cr_expect(PLUGBOARD_API_HAS(plugboard_harness_api(), auth_failed));
+    plugboard_harness_clear(h);
+    cr_expect_eq(plugboard_harness_auth_failed_count(h), 0);
+    plugboard_harness_close(&h);
+}

@@ -134,7 +134,18 @@ int plugboard_harness_webhook(plugboard_harness_t *h, const char *method,
 size_t plugboard_harness_emitted_count(const plugboard_harness_t *h);
 const plugboard_event_t *plugboard_harness_emitted(const plugboard_harness_t *h,
                                                    size_t i);
-/* Forget the captured events. */
+/*
+ * The connector's api->auth_failed calls (ABI 1.1), in order: how many,
+ * and the reason of call i as given ("" for NULL; NULL when i is past
+ * the last).  Borrowed until the next clear or close.  So a test can
+ * assert that a 401 from its fake vendor is reported as refused
+ * credentials, and that the reason holds no secret.
+ */
+size_t plugboard_harness_auth_failed_count(const plugboard_harness_t *h);
+const char *plugboard_harness_auth_failed_reason(const plugboard_harness_t *h,
+                                                 size_t i);
+
+/* Forget the captured events and auth_failed calls. */
 void plugboard_harness_clear(plugboard_harness_t *h);
 
 #ifdef __cplusplus

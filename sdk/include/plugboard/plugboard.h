@@ -300,8 +300,29 @@ typedef struct plugboard_host_api {
                                   const char *name);
 
     /* Count something in the connector's metrics:
-     * plugboard_connector_custom_total{connector,name}. */
+     * plugboard_connector_custom_total{connector,name}.  name becomes a
+     * label, so it must match [a-z0-9_]{1,63}, and a connector gets at
+     * most 32 distinct names; delta must be >= 0 (it is a counter).
+     * Anything else is dropped: counted in
+     * plugboard_connector_custom_dropped_total{connector} and logged once
+     * at warn per kind of misuse.  Thread-safe (any delivery thread). */
     void (*count)(plugboard_host_t *host, const char *name, int64_t delta);
+
+    /* ABI 1.1 */
+    /* Entries from here on are absent from an ABI 1 host's (shorter)
+     * table: test each with PLUGBOARD_API_HAS(api, entry) before use. */
+
+    /* The vendor refused this connector's credentials (HTTP 401/403,
+     * SMTP 535).  Call it from deliver or webhook, beside the RETRY or
+     * REJECT the refusal leads to.  The host remembers when and why
+     * (reason, copied, cut to 255 bytes; NULL for none) until a delivery
+     * that began after the refusal succeeds, shows it in `plugboard ctl
+     * status`, and tells the owner of every route to this connector
+     * (plugboard.connector.unhealthy, cause "auth") once per
+     * alert_interval.  The reason goes to status and to owners' mail,
+     * never into a label; it must not contain the secret or any part of
+     * it ("HTTP 401: token expired", not the token). */
+    void (*auth_failed)(plugboard_host_t *host, const char *reason);
 } plugboard_host_api_t;
 
 /*
