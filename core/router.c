@@ -77,6 +77,8 @@ typedef struct s_dest {
     int inflight;
     int window;
     int workers;             /* deliveries the actor runs at once */
+    int stuck;               /* of those, still inside a delivery that
+                                timed out: busy until its late answer */
     int64_t timeout_ms;
     dl_t *head, *tail;
     pb_mconn_t *mc;          /* its metrics, looked up on first use */
@@ -840,6 +842,10 @@ s_handle_result(pb_router_t *r, const char *peer, zmq_msg_t *parts,
         !s_peer_is(r->dests[d->dest].name, peer)) {
         pb_debug("router", "stale result delivery=%lld from connector=%s",
                  (long long)id, peer);
+        /* a late answer: the worker it came from is free again */
+        for (size_t i = 0; i < r->dest_count; i++)
+            if (r->dests[i].stuck > 0 && strcmp(r->dests[i].peer, peer) == 0)
+                r->dests[i].stuck--;
         return;
     }
     if (outcome > PLUGBOARD_REJECT) {
@@ -1415,8 +1421,10 @@ s_check_timeouts(pb_router_t *r, int64_t now)
          * its deliveries in the order they were sent, so only that many
          * of the oldest in flight are being worked on; a delivery's clock
          * starts when it is one of those, not when it was queued, so a
-         * large window never turns into false timeouts.  Stop after the
-         * last one in flight instead of walking the whole backlog. */
+         * large window never turns into false timeouts.  A worker stuck
+         * in a call that timed out takes no new one until it answers.
+         * Stop after the last one in flight instead of walking the whole
+         * backlog. */
         int seen = 0, working = 0;
         for (dl_t *d = ds->head; d && seen < ds->inflight; d = d->next) {
             if (!d->inflight)
@@ -1439,9 +1447,14 @@ s_check_timeouts(pb_router_t *r, int64_t now)
             snprintf(c->reason, sizeof c->reason, "no answer within %lld ms",
                      (long long)ds->timeout_ms);
             s_stat_add(&r->stats.timeouts, 1);
+            /* its worker is still inside that call: until it answers, the
+             * deliveries queued behind it are not being worked on, and
+             * their clocks must not run (nor spend their attempts) */
+            if (ds->stuck < ds->workers)
+                ds->stuck++;
         }
         /* the next ones' clocks start now, not when they were queued */
-        while (working < ds->workers) {
+        while (working + ds->stuck < ds->workers) {
             dl_t *oldest = NULL;
             seen = 0;
             for (dl_t *d = ds->head; d && seen < ds->inflight; d = d->next) {
@@ -2051,6 +2064,7 @@ s_swap_dests(pb_router_t *r, const pb_router_table_t *t, int *dmap,
             ds->window = 2 * ds->workers;
         ds->timeout_ms = opt->timeout_ms > 0 ? opt->timeout_ms : 30000;
         if (o < 0 || strcmp(ds->peer, peer) != 0) {
+            ds->stuck = 0; /* a new instance: all its workers are free */
             if (o >= 0)
                 s_bye(r, ds->peer);
             snprintf(ds->peer, sizeof ds->peer, "%s", peer);

@@ -310,3 +310,35 @@ Test(connector, a_hung_delivery_times_out_while_other_threads_answer)
     cr_expect(retried, "the hung delivery was never retried (%zu lines)", n);
     free(l);
 }
+
+Test(connector, a_stuck_worker_spends_no_attempts_of_what_waits_behind_it)
+{
+    /* one delivery thread, stuck for 3 s in the first attempt of
+     * "slow@"; its deadline is 500 ms.  The attempt times out and is sent
+     * again, but the thread is still inside the old call: what waits
+     * behind it must not have its clock run (nor its attempts spent)
+     * until the late answer frees the thread */
+    rig_start(&(rig_opts_t){.plugin = "gather",
+                            .concurrency = 1,
+                            .gather = 1,
+                            .hang_key = "slow@example.com",
+                            .hang_ms = 3000,
+                            .timeout_ms = 500});
+    emit(1, "slow@example.com", 0);
+    emit(2, "next@example.com", 1);
+    line_t *l;
+    size_t n = read_record(3, &l);
+    cr_assert_geq(n, 3, "%zu deliveries recorded", n);
+    unsigned slow_max = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(l[i].key, "next@example.com") == 0)
+            cr_expect_eq(l[i].attempt, 1,
+                         "next@ waited behind the stuck call and still "
+                         "took attempt %u",
+                         l[i].attempt);
+        else if (l[i].attempt > slow_max)
+            slow_max = l[i].attempt;
+    }
+    cr_expect_eq(slow_max, 2, "slow@ took %u attempts", slow_max);
+    free(l);
+}
