@@ -846,6 +846,12 @@ Test(smtp, refused_bcc_does_not_stop_delivery)
         S_OPEN("tls=none", "bcc=archive@example.com, gone@example.com");
     plugboard_result_t r;
     s_deliver(h, "payment.failed", s_failed, PLUGBOARD_OK, &r);
+    /* delivered, and the reason the journal keeps with the attempt names
+     * the copy that was refused */
+    cr_expect(strstr(r.reason, "bcc <gone@example.com> refused: 550 5.1.1 "
+                               "no such user") != NULL,
+              "%s", r.reason);
+    cr_expect_null(strstr(r.reason, "archive@example.com"), "%s", r.reason);
     cr_assert_eq(s_msg_count(), 1);
     s_msg_t m;
     s_msg_load(1, &m);
