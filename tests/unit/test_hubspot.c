@@ -1114,6 +1114,10 @@ Test(hubspot, forged_stale_reencoded_and_wrong_url_are_refused)
     s_now_ms(old, -6 * 60 * 1000);
     s_sign(SECRET, "POST", PUBLIC_URL, body, len, old, sig);
     s_expect_refused(h, body, len, sig, old, "timestamp outside the tolerance");
+    /* six minutes ahead is as stale as six minutes old */
+    s_now_ms(old, 6 * 60 * 1000);
+    s_sign(SECRET, "POST", PUBLIC_URL, body, len, old, sig);
+    s_expect_refused(h, body, len, sig, old, "timestamp outside the tolerance");
     /* the timestamp is milliseconds: seconds are decades stale */
     snprintf(secs, sizeof secs, "%lld", (long long)time(NULL));
     s_sign(SECRET, "POST", PUBLIC_URL, body, len, secs, sig);
@@ -1127,6 +1131,18 @@ Test(hubspot, forged_stale_reencoded_and_wrong_url_are_refused)
     s_sign(SECRET, "POST", "http://127.0.0.1:8787/hooks/crm", body, len, ts,
            sig);
     s_expect_refused(h, body, len, sig, ts, "invalid signature");
+    /* inside the five-minute window (not a narrower one): four minutes
+     * old, and from a clock a minute ahead, both accepted */
+    char *resp = NULL;
+    s_now_ms(old, -4 * 60 * 1000);
+    s_sign(SECRET, "POST", PUBLIC_URL, body, len, old, sig);
+    cr_assert_eq(s_post(h, body, len, sig, old, &resp), 200, "%s", resp);
+    free(resp);
+    s_now_ms(old, 60 * 1000);
+    s_sign(SECRET, "POST", PUBLIC_URL, body, len, old, sig);
+    cr_assert_eq(s_post(h, body, len, sig, old, &resp), 200, "%s", resp);
+    free(resp);
+    cr_assert_eq(pb_harness_emitted_count(h), 2);
     free(reencoded);
     json_decref(parsed);
     free(body);
