@@ -349,7 +349,7 @@ s_handle_delivery(pb_connector_t *c, const uint8_t *hdr, size_t hlen,
             c->desc->deliver(c->state, env, &res);
         c->in_callback = false;
         pb_mconn_busy(c->mc, pb_metrics_now_ns() - t0);
-        if (res.outcome > PLUGBOARD_REJECT) {
+        if (res.outcome > PLUGBOARD_HOLD) {
             snprintf(res.reason, sizeof res.reason,
                      "connector returned unknown outcome %d",
                      (int)res.outcome);

@@ -52,6 +52,8 @@ typedef struct s_delivery {
     int route;               /* index into routes, -1 when unknown */
     int dest;
     int attempts;            /* attempts made so far */
+    int holds;               /* of them, PLUGBOARD_HOLD answers: they do
+                                not count toward the route's attempts */
     int64_t next_ms;
     int64_t sent_ms;
     int64_t sent_us;         /* monotonic, for the latency histogram */
@@ -806,7 +808,7 @@ s_handle_result(pb_router_t *r, const char *peer, zmq_msg_t *parts,
                  (long long)id, peer);
         return;
     }
-    if (outcome > PLUGBOARD_REJECT) {
+    if (outcome > PLUGBOARD_HOLD) {
         s_stat_add(&r->stats.bad_frames, 1);
         outcome = PLUGBOARD_RETRY;
     }
@@ -835,8 +837,10 @@ s_write_change(pb_router_t *r, change_t *c, int64_t now)
 {
     dl_t *d = c->dl;
     int attempts = d->attempts + 1;
-    int rc = pb_journal_record_attempt(r->journal, d->id, attempts,
-                                       (int)c->outcome, c->reason);
+    int rc = pb_journal_record_attempt(
+        r->journal, d->id, attempts,
+        c->outcome == PLUGBOARD_HOLD ? PB_ATTEMPT_HELD : (int)c->outcome,
+        c->reason);
     if (rc != 0)
         return rc;
     if (c->outcome == PLUGBOARD_OK)
@@ -856,8 +860,9 @@ s_write_change(pb_router_t *r, change_t *c, int64_t now)
         }
         return rc;
     }
-    c->next_ms = now + pb_retry_delay_ms(pol, attempts, c->after_ms,
-                                         pb_retry_random());
+    int failed = attempts - d->holds - (c->outcome == PLUGBOARD_HOLD);
+    c->next_ms = now + pb_retry_delay_ms(pol, failed > 0 ? failed : 1,
+                                         c->after_ms, pb_retry_random());
     return pb_journal_update(r->journal, d->id, PB_DELIVERY_PENDING,
                              attempts, pb_now_ms() + (c->next_ms - now),
                              c->reason);
@@ -897,6 +902,8 @@ s_apply_change(pb_router_t *r, change_t *c, bool committed, int64_t now)
         pb_mhop_inflight_add(d->mh, -1);
     }
     d->attempts++;
+    if (c->outcome == PLUGBOARD_HOLD && committed)
+        d->holds++;
     if (c->dead && committed) {
         pb_warn("router",
                 "dead letter route=%s destination=%s event=%s attempts=%d "
@@ -928,13 +935,15 @@ s_apply_change(pb_router_t *r, change_t *c, bool committed, int64_t now)
         return;
     }
     s_stat_add(&r->stats.retried, 1);
-    pb_mhop_retried(d->mh, c->timeout         ? PB_RETRY_TIMEOUT
-                           : c->after_ms > 0 ? PB_RETRY_THROTTLED
-                                             : PB_RETRY_FAILED);
+    pb_mhop_retried(d->mh, c->timeout ? PB_RETRY_TIMEOUT
+                           : c->after_ms > 0 || c->outcome == PLUGBOARD_HOLD
+                               ? PB_RETRY_THROTTLED
+                               : PB_RETRY_FAILED);
     d->next_ms = committed ? c->next_ms : now + S_DEAD_RETRY_MS;
     pb_info("router",
-            "retry route=%s destination=%s event=%s attempt=%d in_ms=%lld "
+            "%s route=%s destination=%s event=%s attempt=%d in_ms=%lld "
             "error=\"%s\"",
+            c->outcome == PLUGBOARD_HOLD ? "hold" : "retry",
             s_route_name(r, d->route), dest, d->ev->id, d->attempts,
             (long long)(d->next_ms - now), c->reason);
 }
@@ -958,11 +967,13 @@ s_commit_batch(pb_router_t *r, bool began, int64_t now)
      * the making even when the journal then fails */
     for (size_t i = 0; i < r->change_count; i++) {
         change_t *c = &r->changes[i];
+        /* a hold spends no attempt: only failures count */
         c->dead = c->outcome != PLUGBOARD_OK &&
                   (c->outcome == PLUGBOARD_REJECT ||
                    c->dl->removed ||
-                   pb_retry_exhausted(s_policy(r, c->dl),
-                                      c->dl->attempts + 1));
+                   (c->outcome == PLUGBOARD_RETRY &&
+                    pb_retry_exhausted(s_policy(r, c->dl),
+                                       c->dl->attempts + 1 - c->dl->holds)));
         if (c->dead && c->dl->removed)
             s_removed_reason(c->reason, sizeof c->reason);
     }
@@ -1448,6 +1459,9 @@ s_recover_one(void *ctx, const pb_journal_delivery_t *jd)
     int64_t wait = jd->next_ms > 0 ? jd->next_ms - pb_now_ms() : 0;
     s_add(r, ev, s_find_route(r, jd->route), dest, jd->delivery_id,
           jd->attempts, pb_monotonic_ms() + (wait > 0 ? wait : 0));
+    dl_t *held = s_lookup(r, jd->delivery_id);
+    if (held)
+        held->holds = jd->holds;
     if (fresh) {
         if (r->recover_last)
             s_ev_release(r->recover_last);

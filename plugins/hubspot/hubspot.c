@@ -6,12 +6,13 @@
  * Every request goes through hs_request(), which
  *   - paces requests per token below HubSpot's ten-second limit (and the
  *     search endpoints' per-second limit), waiting up to max_wait and
- *     otherwise answering "retry after" without calling HubSpot at all;
+ *     otherwise answering PLUGBOARD_HOLD without calling HubSpot at all;
  *   - turns a 429 into a hold: until Retry-After, else the rest of the
  *     ten-second window (HubSpot often sends no Retry-After), or, for the
  *     daily limit, until the daily reset; while held, deliveries are
- *     answered "retry after" at once, so a burst does not spend each
- *     event's attempts on answers HubSpot would refuse anyway;
+ *     answered PLUGBOARD_HOLD at once.  A hold spends none of the
+ *     event's attempts, so neither a burst nor a day-long limit can
+ *     dead-letter an event;
  *   - classifies every other answer the plugboard way (see
  *     plugboard_http_classify) with HubSpot's own "message".
  * plugins/hubspot/README.md is the admin's view.
@@ -386,7 +387,7 @@ s_pace(hs_state_t *st, bool search, plugboard_result_t *res)
         }
         if (wait > st->max_wait_ms) {
             st->api->count(st->host, "rate_limit_hold", 1);
-            plugboard_result_set(res, PLUGBOARD_RETRY, wait,
+            plugboard_result_set(res, PLUGBOARD_HOLD, wait,
                                  "held by %s for %lld ms", why,
                                  (long long)wait);
             return false;
@@ -439,7 +440,7 @@ s_rate_limited(hs_state_t *st, plugboard_http_reply_t *r, json_t *json,
                  "rate limited by HubSpot policy=%s; holding requests for "
                  "%lld ms",
                  policy != NULL ? policy : "(none)", (long long)wait);
-    plugboard_result_set(res, PLUGBOARD_RETRY, wait,
+    plugboard_result_set(res, PLUGBOARD_HOLD, wait,
                          "%s: rate limited by HubSpot (%s): retry in "
                          "%lld ms",
                          what, policy != NULL ? policy : "HTTP 429",
@@ -489,7 +490,7 @@ s_send(hs_state_t *st, hs_call_t *call, const char *url, const char *body,
     }
     if (r.status == 429) {
         s_rate_limited(st, &r, call->json, call->what, res);
-        return PLUGBOARD_RETRY;
+        return PLUGBOARD_HOLD;
     }
     message = json_string_value(json_object_get(call->json, "message"));
     return plugboard_http_classify(&r, call->what, message, 0, res);
@@ -506,7 +507,7 @@ hs_request(hs_state_t *st, hs_call_t *call, plugboard_result_t *res)
     call->status = 0;
     call->json = NULL;
     if (!s_pace(st, call->search, res)) {
-        return PLUGBOARD_RETRY;
+        return PLUGBOARD_HOLD;
     }
     url = st->api->alloc(url_len);
     if (call->body != NULL) {

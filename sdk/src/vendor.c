@@ -348,7 +348,8 @@ plugboard_http_classify(const plugboard_http_reply_t *r, const char *what,
     } else if (s >= 200 && s < 300) {
         out->outcome = PLUGBOARD_OK;
     } else if (s == 429) {
-        plugboard_result_set(out, PLUGBOARD_RETRY,
+        /* the vendor's limit, not this event's failure: a hold */
+        plugboard_result_set(out, PLUGBOARD_HOLD,
                              r->retry_after_ms >= 0 ? r->retry_after_ms
                                                     : default_wait_ms,
                              "%s: rate limited (HTTP 429): %s", what,

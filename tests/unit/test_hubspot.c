@@ -416,7 +416,7 @@ Test(hubspot, every_fault_then_the_retry_leaves_one_contact)
          "{\"status\":\"error\",\"message\":\"You have reached your "
          "secondly limit.\",\"errorType\":\"RATE_LIMIT\",\"policyName\":"
          "\"SECONDLY\"}",
-         PLUGBOARD_RETRY, "rate limited"},
+         PLUGBOARD_HOLD, "rate limited"},
     };
     size_t n = sizeof cases / sizeof cases[0];
 
@@ -507,12 +507,12 @@ Test(hubspot, rate_limit_with_retry_after_holds_every_request)
             "\"headers\":{\"Retry-After\":\"7\"},\"json\":{\"status\":"
             "\"error\",\"message\":\"You have reached your secondly limit.\","
             "\"errorType\":\"RATE_LIMIT\",\"policyName\":\"SECONDLY\"}}");
-    s_deliver(h, "contact.upserted", s_contact, PLUGBOARD_RETRY, &r);
+    s_deliver(h, "contact.upserted", s_contact, PLUGBOARD_HOLD, &r);
     cr_assert_eq(r.retry_after_ms, 7000, "retry_after_ms %lld",
                  (long long)r.retry_after_ms);
     cr_assert(strstr(r.reason, "rate limited") != NULL, "%s", r.reason);
     /* held: the next delivery does not reach HubSpot at all */
-    s_deliver(h, "payment.failed", s_payment_failed, PLUGBOARD_RETRY, &r);
+    s_deliver(h, "payment.failed", s_payment_failed, PLUGBOARD_HOLD, &r);
     cr_assert_gt(r.retry_after_ms, 5000);
     cr_assert_leq(r.retry_after_ms, 7000);
     cr_assert_eq(pb_standin_count(s_hs, NULL, "*"), 1);
@@ -529,7 +529,7 @@ Test(hubspot, ten_second_window_without_retry_after)
             "\"json\":{\"status\":\"error\",\"message\":\"You have reached "
             "your ten_secondly_rolling limit.\",\"errorType\":\"RATE_LIMIT\","
             "\"policyName\":\"TEN_SECONDLY_ROLLING\"}}");
-    s_deliver(h, "contact.upserted", s_contact, PLUGBOARD_RETRY, &r);
+    s_deliver(h, "contact.upserted", s_contact, PLUGBOARD_HOLD, &r);
     cr_assert_eq(r.retry_after_ms, 10000);
     cr_assert(strstr(r.reason, "TEN_SECONDLY_ROLLING") != NULL, "%s", r.reason);
     pb_harness_close(&h);
@@ -548,7 +548,7 @@ Test(hubspot, daily_limit_holds_until_the_reset)
             "\"json\":{\"status\":\"error\",\"message\":\"You have reached "
             "your daily limit.\",\"errorType\":\"RATE_LIMIT\","
             "\"policyName\":\"DAILY\"}}");
-    s_deliver(h, "contact.upserted", s_contact, PLUGBOARD_RETRY, &r);
+    s_deliver(h, "contact.upserted", s_contact, PLUGBOARD_HOLD, &r);
     cr_assert(r.retry_after_ms > want - 5000 && r.retry_after_ms <= want,
               "retry_after_ms %lld, want about %lld",
               (long long)r.retry_after_ms, (long long)want);
@@ -569,7 +569,7 @@ Test(hubspot, retry_after_as_http_date)
              "\"headers\":{\"Retry-After\":\"%s\"},\"json\":{}}",
              date);
     s_fault(fault);
-    s_deliver(h, "contact.upserted", s_contact, PLUGBOARD_RETRY, &r);
+    s_deliver(h, "contact.upserted", s_contact, PLUGBOARD_HOLD, &r);
     cr_assert(r.retry_after_ms > 2000 && r.retry_after_ms <= 4000,
               "retry_after_ms %lld", (long long)r.retry_after_ms);
     pb_harness_close(&h);
@@ -581,7 +581,7 @@ Test(hubspot, own_pacing_holds_before_hubspot_must)
     plugboard_result_t r;
 
     s_deliver(h, "contact.upserted", s_contact, PLUGBOARD_OK, &r);
-    s_deliver(h, "contact.upserted", s_contact, PLUGBOARD_RETRY, &r);
+    s_deliver(h, "contact.upserted", s_contact, PLUGBOARD_HOLD, &r);
     cr_assert(strstr(r.reason, "requests_per_10s") != NULL, "%s", r.reason);
     cr_assert_gt(r.retry_after_ms, 8000);
     cr_assert_eq(pb_standin_count(s_hs, NULL, "*"), 2);

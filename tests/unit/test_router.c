@@ -806,6 +806,71 @@ Test(router, exhausted_attempts_dead_letter_with_the_last_error)
     cr_assert_str_eq(rows[0].error, "HTTP 503 (try 3)");
 }
 
+/*
+ * A vendor's rate limit is not the event's failure: HOLD answers (a 429,
+ * a daily limit) spend none of the route's attempts, across a restart
+ * too, while every send still gets its own attempt number (so a
+ * connector knows an earlier send may have written something).  Only
+ * genuine failures count toward the budget.
+ */
+Test(router, holds_for_a_rate_limit_spend_no_attempt)
+{
+    rig_start(&(struct rig_opts){.to = {"a"}, .retry = {3, 10, 20}});
+    char id[PB_ID_LEN + 1];
+    emit_accepted(1, NULL, id);
+    uint32_t attempt = 1;
+    /* four holds: more than the three attempts the route allows */
+    for (int i = 0; i < 4; i++, attempt++) {
+        pb_peer_msg_t d = expect_dlv(g.a, T_WAIT_MS);
+        cr_assert_eq(d.attempt, attempt);
+        cr_assert_eq(pb_peer_result(g.a, d.id, attempt, PLUGBOARD_HOLD, 20,
+                                    "rate limited: HTTP 429"),
+                     0);
+        pb_peer_msg_release(&d);
+    }
+    /* one genuine failure, then the host restarts */
+    pb_peer_msg_t d = expect_dlv(g.a, T_WAIT_MS);
+    cr_assert_eq(d.attempt, attempt);
+    cr_assert_eq(
+        pb_peer_result(g.a, d.id, attempt, PLUGBOARD_RETRY, 0, "HTTP 503"), 0);
+    pb_peer_msg_release(&d);
+    attempt++;
+    pb_router_stats_t st;
+    WAIT_STATS(st, st.retried == 5);
+    cr_assert_eq(st.dead, 0);
+    rig_restart();
+    /* after the restart: one more hold, then the second and third real
+     * failures; the third uses up the budget */
+    d = expect_dlv(g.a, T_WAIT_MS);
+    cr_assert_eq(d.attempt, attempt);
+    cr_assert_eq(pb_peer_result(g.a, d.id, attempt, PLUGBOARD_HOLD, 0,
+                                "held: daily limit"),
+                 0);
+    pb_peer_msg_release(&d);
+    attempt++;
+    d = expect_dlv(g.a, T_WAIT_MS);
+    cr_assert_eq(d.attempt, attempt);
+    cr_assert_eq(
+        pb_peer_result(g.a, d.id, attempt, PLUGBOARD_RETRY, 0, "HTTP 502"), 0);
+    pb_peer_msg_release(&d);
+    attempt++;
+    d = expect_dlv(g.a, T_WAIT_MS);
+    cr_assert_eq(d.attempt, attempt);
+    pb_router_stats(g.router, &st);
+    cr_assert_eq(st.dead, 0, "two failures and five holds are not three");
+    cr_assert_eq(
+        pb_peer_result(g.a, d.id, attempt, PLUGBOARD_RETRY, 0, "HTTP 500"), 0);
+    pb_peer_msg_release(&d);
+    WAIT_STATS(st, st.dead == 1);
+    cr_assert_eq(st.dead, 1);
+    expect_silence(g.a, 100);
+    struct row rows[2];
+    cr_assert_eq(journal_rows(rows, 2), 1);
+    cr_assert_eq(rows[0].state, PB_DELIVERY_DEAD);
+    cr_assert_eq(rows[0].attempts, 8, "every send is counted as made");
+    cr_assert_str_eq(rows[0].error, "HTTP 500");
+}
+
 Test(router, same_key_keeps_order_across_retries)
 {
     rig_start(&(struct rig_opts){.to = {"a"}, .retry = {5, 50, 100}});

@@ -454,7 +454,7 @@ Test(zendesk, every_fault_then_the_retry_leaves_one_ticket)
     } cases[] = {
         {"\"status\":429,\"headers\":{\"Retry-After\":\"5\"},"
          "\"body\":\"Rate limit exceeded\"",
-         PLUGBOARD_RETRY, "HTTP 429"},
+         PLUGBOARD_HOLD, "HTTP 429"},
         {"\"status\":500,\"apply\":true,\"json\":{\"error\":"
          "\"InternalError\"}",
          PLUGBOARD_RETRY, "HTTP 500"},
@@ -571,7 +571,7 @@ Test(zendesk, rate_limit_honours_retry_after)
             "\"headers\":{\"Retry-After\":\"93\"},"
             "\"body\":\"Rate limit for ticket updates exceeded, please wait "
             "before updating this ticket again\"}");
-    s_deliver(h, "payment.failed", s_failed, PLUGBOARD_RETRY, &r);
+    s_deliver(h, "payment.failed", s_failed, PLUGBOARD_HOLD, &r);
     cr_assert_eq(r.retry_after_ms, 93000);
     cr_assert(strstr(r.reason, "HTTP 429") != NULL, "%s", r.reason);
     pb_harness_close(&h);

@@ -136,6 +136,14 @@ typedef enum plugboard_outcome {
     PLUGBOARD_OK = 0,     /* delivered; the host will not send it again     */
     PLUGBOARD_RETRY = 1,  /* transient: try again later (network, 5xx, 429) */
     PLUGBOARD_REJECT = 2, /* permanent: dead-letter now (validation 4xx)    */
+    /* ABI 1, appended: not a failure of this event.  The vendor asks to
+     * wait (a 429, a daily request limit, the connector's own pacing);
+     * the host sends it again after retry_after_ms (or the route's
+     * backoff when 0) and does not count the hold toward the route's
+     * attempts, so a long rate limit never dead-letters.  The next send
+     * still carries a higher attempt number.  Hosts before this value
+     * treat it as PLUGBOARD_RETRY. */
+    PLUGBOARD_HOLD = 3,
 } plugboard_outcome_t;
 
 #define PLUGBOARD_REASON_MAX 256

@@ -99,8 +99,8 @@ int64_t plugboard_retry_after_ms(const char *value, int64_t now_ms);
  * The delivery result for an answer, by the rules every plugboard
  * connector follows:
  *   2xx                        -> OK
- *   429                        -> RETRY after Retry-After (else
- *                                 default_wait_ms)
+ *   429                        -> HOLD after Retry-After (else
+ *                                 default_wait_ms): spends no attempt
  *   401, 403                   -> REJECT "authentication failed: check
  *                                 the token"
  *   408, 409, 425, 5xx         -> RETRY
