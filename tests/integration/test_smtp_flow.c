@@ -4,7 +4,8 @@
  * retried by the host until the server takes the message, events that
  * cannot be mailed become dead letters whose owner notices also go out by
  * SMTP, and a signed SendGrid bounce posted to /hooks/mail-events reaches
- * the ops mailbox.
+ * the ops mailbox.  A server that stalls after the final dot holds up
+ * only the mail connector: the payments ledger (a file connector) goes on.
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
@@ -41,7 +42,7 @@ static const char s_config[] =
     "    settings = { signing_secret = \"env:STRIPE_WEBHOOK_SECRET\"; }; },\n"
     "  { name = \"mail\"; plugin = \"smtp\";\n"
     "    settings = { url = \"smtp://127.0.0.1:@SMTP@\"; tls = \"none\";\n"
-    "      from = \"Billing <billing@example.com>\"; timeout = \"5s\";\n"
+    "      from = \"Billing <billing@example.com>\"; timeout = \"30s\";\n"
     "      templates = \"" TEMPLATES "\"; }; },\n"
     "  { name = \"ops-mail\"; plugin = \"smtp\";\n"
     "    settings = { url = \"smtp://127.0.0.1:@SMTP@\"; tls = \"none\";\n"
@@ -50,7 +51,9 @@ static const char s_config[] =
     "      templates = \"" TEMPLATES "\"; }; },\n"
     "  { name = \"mail-events\"; plugin = \"smtp\";\n"
     "    settings = { webhook_provider = \"sendgrid\";\n"
-    "      sendgrid_public_key = \"@SGKEY@\"; }; }\n"
+    "      sendgrid_public_key = \"@SGKEY@\"; }; },\n"
+    "  { name = \"ledger\"; plugin = \"file\";\n"
+    "    settings = { path = \"@DIR@/ledger.jsonl\"; }; }\n"
     ");\n"
     "routes = (\n"
     "  { name = \"failed-payment-email\"; from = \"payments\";\n"
@@ -62,7 +65,11 @@ static const char s_config[] =
     "  { name = \"bounces-to-ops\"; from = \"mail-events\";\n"
     "    when = \"email.bounced\"; to = [ \"ops-mail\" ];\n"
     "    why = \"bounced addresses kept getting invoices\";\n"
-    "    owner = \"ops@example.com\"; notify = \"ops-mail\"; }\n"
+    "    owner = \"ops@example.com\"; notify = \"ops-mail\"; },\n"
+    "  { name = \"payments-ledger\"; from = \"payments\";\n"
+    "    when = \"payment.*\"; to = [ \"ledger\" ];\n"
+    "    why = \"finance reconciled payments from screenshots\";\n"
+    "    owner = \"finance@example.com\"; }\n"
     ");\n";
 
 static char *s_dir;
@@ -112,8 +119,10 @@ setup(void)
     OPENSSL_free(der);
     snprintf(smtp_port, sizeof smtp_port, "%d", s_smtpd.port);
     char *a = s_replace(s_config, "@SMTP@", smtp_port);
-    char *config = s_replace(a, "@SGKEY@", pub);
+    char *b = s_replace(a, "@SGKEY@", pub);
+    char *config = s_replace(b, "@DIR@", s_dir);
     free(a);
+    free(b);
 
     static const char *const env[] = {"STRIPE_WEBHOOK_SECRET=" SECRET, NULL};
     bool up =
@@ -271,4 +280,39 @@ Test(smtp_flow, failed_payments_bounces_and_dead_letters_go_out_by_smtp)
     char *log = pb_test_read_file(s_host.log, NULL);
     cr_expect(strstr(log, "451 4.2.0 mailbox busy") != NULL, "%s", log);
     free(log);
+}
+
+static bool
+s_ledger_has(void *needle)
+{
+    char path[4300];
+    snprintf(path, sizeof path, "%s/ledger.jsonl", s_dir);
+    char *text = pb_test_read_file(path, NULL);
+    bool found = text && strstr(text, needle);
+    free(text);
+    return found;
+}
+
+/*
+ * The server stores the customer's message and then sits on its reply to
+ * the final dot.  While the mail connector waits (its timeout is 30 s),
+ * a payment that only the ledger takes reaches it: one connector's stalled
+ * vendor holds up no other.  A host that let it would deliver the ledger's
+ * event only after the 30 s.
+ */
+Test(smtp_flow, a_server_stalled_after_the_data_holds_up_no_other_connector)
+{
+    cr_assert(pb_smtpd_rules(&s_smtpd, "data-delay 60\n"));
+    cr_expect_eq(
+        s_post_stripe("invoice.payment_failed.with_customer_email.json"), 200);
+    size_t one = 1;
+    cr_assert(pb_wait_until(s_arrived, &one, 15000),
+              "the stalled message reached the server");
+    cr_expect_eq(s_post_stripe("payment_intent.succeeded.json"), 200);
+    cr_assert(pb_wait_until(s_ledger_has, "\"payment.succeeded\"", 10000),
+              "the ledger did not get the payment while mail was stalled");
+    cr_expect_eq(pb_smtpd_count(&s_smtpd), 1, "the server is still stalled");
+    /* end the stall: the mail connector's attempt fails at once */
+    pb_smtpd_stop(&s_smtpd);
+    cr_assert_eq(pb_hostproc_stop(&s_host), 0, "host exits 0 on SIGTERM");
 }
