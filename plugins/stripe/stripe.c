@@ -1251,8 +1251,10 @@ s_webhook(void *state, const plugboard_request_t *req,
         s_refuse(st, resp, check.status, check.reason, check.counter);
         return;
     }
-    root = req->body_len > 0 ? json_loadb((const char *)req->body,
-                                          req->body_len, 0, &jerr)
+    /* the SDK's parser: a number beyond int64 stays its digits instead of
+     * failing the document, and a duplicate key makes it invalid */
+    root = req->body_len > 0 ? plugboard_json_loadb((const char *)req->body,
+                                                    req->body_len, &jerr)
                              : NULL;
     if (root == NULL) {
         s_unmappable(st, resp, NULL, "malformed JSON", "malformed_json");

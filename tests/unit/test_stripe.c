@@ -734,6 +734,49 @@ Test(stripe, known_type_without_required_fields_is_acknowledged)
     pb_harness_close(&h);
 }
 
+/* One number beyond int64 somewhere in the event (a metadata value, an
+ * application's own id) must not make the whole event unreadable: the
+ * SDK's parser keeps it as its digits and the event maps as usual. */
+Test(stripe, a_field_beyond_int64_does_not_lose_the_event)
+{
+    static const char object[] =
+        "{\"id\":\"pi_big\",\"object\":\"payment_intent\",\"amount\":2000,"
+        "\"currency\":\"usd\",\"status\":\"succeeded\","
+        "\"amount_received\":2000,"
+        "\"metadata\":{\"order\":123456789012345678901234567890},"
+        "\"receipt_email\":\"big@example.com\"}";
+    pb_harness_t *h = open_default();
+    size_t len;
+    char *body = wrap_event("payment_intent.succeeded", object, &len);
+
+    post_signed(h, body, len, 200, "{\"received\":true,\"events\":1}");
+    cr_assert_eq(pb_harness_emitted_count(h), 1);
+    assert_int(emitted(h, 0, "payment.succeeded"), "amount", 2000);
+    free(body);
+    pb_harness_close(&h);
+}
+
+/* Duplicate keys follow the SDK's one rule (the document is invalid),
+ * not jansson's default (the last one wins): acknowledged, nothing
+ * emitted. */
+Test(stripe, a_duplicate_key_makes_the_event_unmappable)
+{
+    static const char object[] =
+        "{\"id\":\"pi_dup\",\"object\":\"payment_intent\",\"amount\":2000,"
+        "\"amount\":1,\"currency\":\"usd\",\"status\":\"succeeded\","
+        "\"amount_received\":2000}";
+    pb_harness_t *h = open_default();
+    size_t len;
+    char *body = wrap_event("payment_intent.succeeded", object, &len);
+
+    post_signed(h, body, len, 200,
+                "{\"received\":true,\"events\":0,\"unmappable\":"
+                "\"malformed JSON\"}");
+    cr_assert_eq(pb_harness_emitted_count(h), 0);
+    free(body);
+    pb_harness_close(&h);
+}
+
 /* ------------------------------------------------------------------ */
 /* Signature rules                                                     */
 /* ------------------------------------------------------------------ */
