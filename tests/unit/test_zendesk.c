@@ -806,6 +806,27 @@ Test(zendesk, documented_trigger_body_carries_the_requester)
     pb_harness_close(&h);
 }
 
+/* A trigger body written with raw numbers ({{ticket.id}} unquoted): an id
+ * beyond 2^53 stays exact, and one beyond int64 does not make the whole
+ * body unreadable. */
+Test(zendesk, numeric_ids_stay_exact)
+{
+    pb_harness_t *h = s_open();
+    const char *body =
+        "{\"event\":\"ticket.created\",\"ticket\":{\"id\":9007199254740993,"
+        "\"subject\":\"Printer on fire\",\"status\":\"New\","
+        "\"requester\":{\"email\":\"ada@example.com\","
+        "\"id\":123456789012345678901234567890}}}";
+    const plugboard_event_t *ev;
+
+    s_post_signed(h, body, strlen(body), 200);
+    ev = s_emitted(h, "ticket.created");
+    s_field(ev, "ticket.id", "9007199254740993");
+    s_field(ev, "customer.id", "123456789012345678901234567890");
+    s_field(ev, "customer.email", "ada@example.com");
+    pb_harness_close(&h);
+}
+
 /* Event webhooks, in the schema of Zendesk's ticket event reference (this
  * body is written here after that schema; ids are strings there). */
 Test(zendesk, ticket_events_map_to_created_updated_solved)
