@@ -528,8 +528,16 @@ hs_webhook(void *state, const plugboard_request_t *req,
     }
     root = plugboard_json_loadb((const char *)req->body, req->body_len, &jerr);
     if (!json_is_array(root) && !json_is_object(root)) {
+        /* signed by HubSpot: a 4xx would only make it retry for a day */
         json_decref(root);
-        s_refuse(st, resp, 400, "malformed JSON", "malformed_json");
+        st->api->count(st->host, "malformed_json", 1);
+        st->api->log(st->host, PLUGBOARD_LOG_WARN,
+                     "unmappable webhook acknowledged reason=\"malformed "
+                     "JSON\" position=%d bytes=%zu",
+                     jerr.position, req->body_len);
+        st->api->respond(resp, 200,
+                         "{\"received\":true,\"events\":0,"
+                         "\"unmappable\":\"malformed JSON\"}");
         return;
     }
     n = s_read_items(st, root, &items);
