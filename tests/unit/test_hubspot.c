@@ -588,6 +588,40 @@ Test(hubspot, own_pacing_holds_before_hubspot_must)
     pb_harness_close(&h);
 }
 
+/*
+ * HubSpot counts requests per token.  Two states of one loaded plugin
+ * with the same token (the workers of one connector with concurrency > 1)
+ * share one pacer and one 429 hold: the second worker does not get a
+ * window of its own, nor call HubSpot while HubSpot has said 429.
+ */
+Test(hubspot, states_with_one_token_share_the_pacing_and_the_hold)
+{
+    pb_harness_t *a = s_open3("requests_per_10s=2", "max_wait=0s", NULL);
+    pb_harness_t *b = s_open3("requests_per_10s=2", "max_wait=0s", NULL);
+    plugboard_result_t r;
+
+    s_deliver(a, "contact.upserted", s_contact, PLUGBOARD_OK, &r);
+    s_deliver(b, "contact.upserted", s_contact, PLUGBOARD_HOLD, &r);
+    cr_assert(strstr(r.reason, "requests_per_10s") != NULL, "%s", r.reason);
+    cr_assert_eq(pb_standin_count(s_hs, NULL, "*"), 2);
+    pb_harness_close(&a);
+    pb_harness_close(&b);
+
+    a = s_open();
+    b = s_open();
+    s_fault("{\"path\":\"/crm/v3/objects/contacts/search\",\"status\":429,"
+            "\"headers\":{\"Retry-After\":\"7\"},\"json\":{\"status\":"
+            "\"error\",\"message\":\"You have reached your secondly limit.\","
+            "\"errorType\":\"RATE_LIMIT\",\"policyName\":\"SECONDLY\"}}");
+    s_deliver(a, "contact.upserted", s_contact, PLUGBOARD_HOLD, &r);
+    s_deliver(b, "contact.upserted", s_contact, PLUGBOARD_HOLD, &r);
+    cr_assert(strstr(r.reason, "held by HubSpot's rate limit") != NULL, "%s",
+              r.reason);
+    cr_assert_eq(pb_standin_count(s_hs, NULL, "*"), 3, "no call from b");
+    pb_harness_close(&a);
+    pb_harness_close(&b);
+}
+
 Test(hubspot, server_error_is_retried)
 {
     pb_harness_t *h = s_open();
