@@ -500,7 +500,8 @@ s_capture(void *ctx, pb_builder_t *b)
     if (!env)
         return PB_EPROTO;
     const char *type = pb_envelope_type(env);
-    bool declared = false;
+    /* a dead letter of an unmapped vendor item needs no declaring */
+    bool declared = strcmp(type, PLUGBOARD_EV_INGRESS_UNMAPPED) == 0;
     for (size_t i = 0; s_desc->emits && s_desc->emits[i]; i++)
         declared = declared || strcmp(s_desc->emits[i], type) == 0;
     if (!declared)

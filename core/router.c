@@ -112,6 +112,7 @@ typedef struct s_emit {
     uint64_t token;
     int status;
     uint32_t accepted, duplicates, unrouted;
+    uint32_t dead;           /* unmapped vendor items kept as dead letters */
 } emit_t;
 
 /* Deliveries created by the current batch, applied after commit. */
@@ -672,6 +673,28 @@ s_targets(const pb_router_t *r, const char *source, const char *type,
 
 #define S_MAX_TARGETS 64
 
+/* The pseudo route of a source's unmapped vendor items. */
+#define S_INGRESS_ROUTE "(ingress)"
+
+/* The reason an unmapped item carries, cut to fit a dead letter's error. */
+static void
+s_unmapped_reason(const pb_envelope_t *env, char *out, size_t size)
+{
+    const char *s = NULL;
+    size_t len = 0;
+    if (!pb_event_string(env, "reason", &s, &len) || len == 0) {
+        snprintf(out, size, "unmapped vendor item (no reason given)");
+        return;
+    }
+    if (len >= size)
+        len = size - 1;
+    memcpy(out, s, len);
+    out[len] = '\0';
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)out[i] < 0x20)
+            out[i] = ' ';
+}
+
 static int
 s_handle_emit(pb_router_t *r, const char *peer, zmq_msg_t *parts,
               size_t nparts)
@@ -725,8 +748,15 @@ s_handle_emit(pb_router_t *r, const char *peer, zmq_msg_t *parts,
         pb_envelope_t *env = envs[i];
         pb_journal_target_t targets[S_MAX_TARGETS];
         int route_of[S_MAX_TARGETS], dest_of[S_MAX_TARGETS];
-        size_t tn = s_targets(r, e->source, pb_envelope_type(env), targets,
-                              route_of, dest_of, S_MAX_TARGETS);
+        bool unmapped = strcmp(pb_envelope_type(env),
+                               PLUGBOARD_EV_INGRESS_UNMAPPED) == 0;
+        size_t tn = 1;
+        if (unmapped)
+            targets[0] = (pb_journal_target_t){.route = S_INGRESS_ROUTE,
+                                               .destination = e->source};
+        else
+            tn = s_targets(r, e->source, pb_envelope_type(env), targets,
+                           route_of, dest_of, S_MAX_TARGETS);
         if (tn == S_MAX_TARGETS)
             pb_warn("router", "event type=%s from connector=%s matches %d "
                     "or more (route, destination) pairs; only the first "
@@ -756,6 +786,19 @@ s_handle_emit(pb_router_t *r, const char *peer, zmq_msg_t *parts,
             continue;
         }
         e->accepted++;
+        if (unmapped) {
+            /* a dead letter of its source at once: no route can take it */
+            char why[PLUGBOARD_REASON_MAX];
+            s_unmapped_reason(env, why, sizeof why);
+            rc = pb_journal_update(r->journal, targets[0].delivery_id,
+                                   PB_DELIVERY_DEAD, 0, 0, why);
+            if (rc != 0) {
+                e->status = rc;
+                break;
+            }
+            e->dead++;
+            continue;
+        }
         if (tn == 0) {
             e->unrouted++;
             continue;
@@ -779,7 +822,7 @@ s_handle_emit(pb_router_t *r, const char *peer, zmq_msg_t *parts,
         /* all or nothing: forget what this EMIT staged */
         while (r->newdl_count > newdl_mark)
             s_ev_release(r->newdls[--r->newdl_count].ev);
-        e->accepted = e->duplicates = e->unrouted = 0;
+        e->accepted = e->duplicates = e->unrouted = e->dead = 0;
     }
     for (size_t i = 0; i < n; i++)
         pb_envelope_destroy(&envs[i]);
@@ -1008,6 +1051,13 @@ out_fail:
         if (e->status == 0) {
             s_stat_add(&r->stats.accepted, e->accepted);
             s_stat_add(&r->stats.duplicates, e->duplicates);
+            s_stat_add(&r->stats.dead, e->dead);
+            if (e->dead)
+                pb_warn("router",
+                        "dead letter route=" S_INGRESS_ROUTE
+                        " destination=%s count=%u error=\"unmapped vendor "
+                        "item\"",
+                        e->source, (unsigned)e->dead);
             s_stat_add(&r->stats.unrouted, e->unrouted);
             pb_mconn_emitted(
                 s_dest_mc(r, s_find_dest(r, e->source, strlen(e->source))),
@@ -1050,6 +1100,8 @@ static int
 s_replay_one(void *ctx, const pb_journal_delivery_t *jd)
 {
     pb_router_t *r = ctx;
+    if (strcmp(jd->route, S_INGRESS_ROUTE) == 0)
+        return PB_EINVAL; /* an unmapped vendor item: nothing to send */
     int dest = s_find_dest(r, jd->destination, strlen(jd->destination));
     if (dest < 0)
         return PB_ENOENT;
@@ -1091,6 +1143,12 @@ s_dlq_change(pb_router_t *r, json_t *ids, bool replay)
                 return pb_control_error(
                     "no dead letter %lld%s", (long long)id,
                     replay ? " whose destination is configured" : "");
+            if (rc == PB_EINVAL && replay)
+                return pb_control_error(
+                    "dead letter %lld is a vendor item its source could not "
+                    "map: it cannot be replayed (fix the mapping, have the "
+                    "vendor resend it, then drop this one)",
+                    (long long)id);
             return pb_control_error("cannot change dead letter %lld: %s",
                                          (long long)id, pb_strerror(rc));
         }

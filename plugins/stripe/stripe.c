@@ -1120,16 +1120,24 @@ s_refuse(s_stripe_t *st, plugboard_response_t *resp, int status,
 /*
  * A verified request whose content cannot be mapped: Stripe sent it, so
  * it is acknowledged (a 4xx or 5xx makes Stripe retry for days and then
- * disable the endpoint), counted, and logged at warn with its id, type,
- * api_version and why, for an admin to look at.  Nothing is emitted.
+ * disable the endpoint), counted, logged at warn with its id, type,
+ * api_version and why, and kept as a dead letter of this connector with
+ * the body, for an admin to look at.  If that cannot be stored, Stripe
+ * gets 503 and sends it again.
  */
 static void
-s_unmappable(s_stripe_t *st, plugboard_response_t *resp, json_t *root,
-             const char *reason, const char *counter)
+s_unmappable(s_stripe_t *st, const plugboard_request_t *req,
+             plugboard_response_t *resp, json_t *root, const char *reason,
+             const char *counter)
 {
     json_t *answer;
     char *text;
 
+    if (plugboard_emit_unmapped(st->api, st->host, "stripe:unmapped:",
+                                reason, req->body, req->body_len) != 0) {
+        s_refuse(st, resp, 503, "cannot accept events now", "emit_failed");
+        return;
+    }
     st->api->count(st->host, counter, 1);
     st->api->log(st->host, PLUGBOARD_LOG_WARN,
                  "unmappable event acknowledged id=%s type=%s "
@@ -1257,11 +1265,11 @@ s_webhook(void *state, const plugboard_request_t *req,
                                                     req->body_len, &jerr)
                              : NULL;
     if (root == NULL) {
-        s_unmappable(st, resp, NULL, "malformed JSON", "malformed_json");
+        s_unmappable(st, req, resp, NULL, "malformed JSON", "malformed_json");
         return;
     }
     if (s_is_thin_event(root)) {
-        s_unmappable(st, resp, root,
+        s_unmappable(st, req, resp, root,
                      "thin (v2) events are not supported: send snapshot "
                      "events to this endpoint",
                      "unsupported_event");
@@ -1269,7 +1277,7 @@ s_webhook(void *state, const plugboard_request_t *req,
         return;
     }
     if (!json_is_object(root) || s_str(root, "id") == NULL) {
-        s_unmappable(st, resp, root, "malformed event: no id",
+        s_unmappable(st, req, resp, root, "malformed event: no id",
                      "malformed_event");
         json_decref(root);
         return;
@@ -1280,7 +1288,7 @@ s_webhook(void *state, const plugboard_request_t *req,
         if (v == S_VERDICT_NOMEM) {
             s_refuse(st, resp, 503, "out of memory", "internal_error");
         } else {
-            s_unmappable(st, resp, root,
+            s_unmappable(st, req, resp, root,
                          m.why != NULL ? m.why : "malformed event",
                          "malformed_event");
         }

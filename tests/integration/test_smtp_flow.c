@@ -163,14 +163,10 @@ s_post_stripe(const char *name)
     return status;
 }
 
+/* POST body to /hooks/mail-events signed as SendGrid; the status. */
 static int
-s_post_sendgrid(const char *fixture)
+s_post_sendgrid_body(const char *body, size_t len)
 {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/tests/fixtures/%s", PB_SOURCE_DIR, fixture);
-    size_t len = 0;
-    char *body = pb_test_read_file(path, &len);
-    cr_assert_not_null(body);
     char ts[32], sig_b64[256], sig_h[320], ts_h[80];
     snprintf(ts, sizeof ts, "%lld", (long long)time(NULL));
     unsigned char sig[256];
@@ -188,8 +184,19 @@ s_post_sendgrid(const char *fixture)
              ts);
     const char *headers[] = {"Content-Type: application/json", sig_h, ts_h,
                              NULL};
-    int status = pb_http_post(s_host.port, "/hooks/mail-events", headers, body,
-                              len, NULL);
+    return pb_http_post(s_host.port, "/hooks/mail-events", headers, body, len,
+                        NULL);
+}
+
+static int
+s_post_sendgrid(const char *fixture)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tests/fixtures/%s", PB_SOURCE_DIR, fixture);
+    size_t len = 0;
+    char *body = pb_test_read_file(path, &len);
+    cr_assert_not_null(body);
+    int status = s_post_sendgrid_body(body, len);
     free(body);
     return status;
 }
@@ -314,5 +321,40 @@ Test(smtp_flow, a_server_stalled_after_the_data_holds_up_no_other_connector)
     cr_expect_eq(pb_smtpd_count(&s_smtpd), 1, "the server is still stalled");
     /* end the stall: the mail connector's attempt fails at once */
     pb_smtpd_stop(&s_smtpd);
+    cr_assert_eq(pb_hostproc_stop(&s_host), 0, "host exits 0 on SIGTERM");
+}
+
+/*
+ * One malformed event in a SendGrid batch: the batch gets its 2xx, the
+ * good event goes to ops, and the bad one is a dead letter of mail-events
+ * that `plugboard dlq` lists with its reason.
+ */
+Test(smtp_flow, a_malformed_event_in_a_batch_is_a_dead_letter_alone)
+{
+    static const char batch[] =
+        "[{\"email\":\"gone@example.com\",\"timestamp\":1700000000,"
+        "\"event\":\"bounce\",\"type\":\"bounce\",\"sg_event_id\":\"sg-1\","
+        "\"reason\":\"550 5.1.1 no such user\"},"
+        "{\"timestamp\":1700000001,\"event\":\"bounce\"}]";
+    cr_assert_eq(s_post_sendgrid_body(batch, strlen(batch)), 200);
+    size_t one = 1;
+    cr_assert(pb_wait_until(s_arrived, &one, 15000), "the good bounce");
+    const char *args[] = {"dlq", "list", "--json", "-c", s_host.config, NULL};
+    char *out = NULL;
+    cr_assert_eq(pb_hostproc_run_cli(s_dir, args, NULL, &out), 0, "%s", out);
+    json_t *list = json_loads(out, 0, NULL);
+    cr_assert_not_null(list, "%s", out);
+    json_t *all = json_is_array(list) ? list
+                                      : json_object_get(list, "dead_letters");
+    cr_assert_eq(json_array_size(all), 1, "%s", out);
+    json_t *dl = json_array_get(all, 0);
+    cr_expect_str_eq(json_string_value(json_object_get(dl, "route")),
+                     "(ingress)");
+    cr_expect_str_eq(json_string_value(json_object_get(dl, "destination")),
+                     "mail-events");
+    cr_expect_str_eq(json_string_value(json_object_get(dl, "last_error")),
+                     "sendgrid event: no valid \"email\"");
+    json_decref(list);
+    free(out);
     cr_assert_eq(pb_hostproc_stop(&s_host), 0, "host exits 0 on SIGTERM");
 }

@@ -1233,10 +1233,24 @@ Test(hubspot, signed_malformed_json_is_acknowledged)
     const char *body = "[{\"eventId\": 1, \"eventId\": 2}]";
     const char *trunc = "[{\"eventId\": 1,";
 
+    const char *odd = "[{\"portalId\": 62515}]";
+    const plugboard_event_t *ev;
+
     s_post_signed(h, trunc, strlen(trunc), 200);
     s_post_signed(h, body, strlen(body), 200); /* duplicate keys */
-    cr_assert_eq(pb_harness_emitted_count(h), 0);
+    s_post_signed(h, odd, strlen(odd), 200);   /* an event of no known shape */
     cr_assert_eq(pb_standin_count(s_hs, NULL, "*"), 0);
+    /* each kept as a dead letter of the connector, with what was sent */
+    cr_assert_eq(pb_harness_emitted_count(h), 3);
+    ev = s_emitted(h, 0, PLUGBOARD_EV_INGRESS_UNMAPPED);
+    s_field(ev, "reason", "malformed JSON (or a duplicate key)");
+    s_field(ev, "payload", trunc);
+    ev = s_emitted(h, 1, PLUGBOARD_EV_INGRESS_UNMAPPED);
+    s_field(ev, "payload", body);
+    ev = s_emitted(h, 2, PLUGBOARD_EV_INGRESS_UNMAPPED);
+    s_field(ev, "reason", "hubspot event without subscriptionType, eventId "
+                          "or objectId");
+    s_field(ev, "payload", "{\"portalId\":62515}");
     pb_harness_close(&h);
 }
 

@@ -871,6 +871,68 @@ Test(router, holds_for_a_rate_limit_spend_no_attempt)
     cr_assert_str_eq(rows[0].error, "HTTP 500");
 }
 
+/*
+ * A source that verified a vendor item but cannot map it emits it as
+ * plugboard.ingress.unmapped: accepted with the rest of its request (so
+ * the vendor gets its 2xx), routed nowhere, and kept at once as a dead
+ * letter of the source connector with the source's reason.  It can be
+ * dropped; a replay is refused, since no route could take it.
+ */
+Test(router, an_unmapped_vendor_item_becomes_a_dead_letter_of_its_source)
+{
+    rig_start(&(struct rig_opts){.to = {"a"}});
+    pb_builder_t *b = pb_builder_new("src", PLUGBOARD_EV_INGRESS_UNMAPPED);
+    cr_assert_not_null(b);
+    cr_assert_eq(pb_builder_set_string(b, "reason",
+                                       "malformed event: no amount", 26),
+                 0);
+    cr_assert_eq(pb_builder_set_string(b, "payload", "{\"id\":\"evt_1\"}", 14),
+                 0);
+    uint8_t *frame = NULL;
+    size_t len = 0;
+    cr_assert_eq(pb_builder_encode(b, &frame, &len), 0);
+    pb_builder_destroy(&b);
+    cr_assert_eq(pb_peer_emit1(g.src, 7, frame, len), 0);
+    free(frame);
+    pb_peer_msg_t m = expect_ack(g.src, 7, T_WAIT_MS);
+    cr_assert_eq(m.status, 0);
+    cr_assert_eq(m.accepted, 1, "durable before the vendor is answered");
+    expect_silence(g.a, 100);
+
+    pb_router_stats_t st;
+    WAIT_STATS(st, st.dead == 1);
+    cr_assert_eq(st.dead, 1);
+    cr_assert_eq(st.pending, 0);
+    struct row rows[2];
+    cr_assert_eq(journal_rows(rows, 2), 1);
+    cr_assert_str_eq(rows[0].destination, "src");
+    cr_assert_eq(rows[0].state, PB_DELIVERY_DEAD);
+    cr_assert_str_eq(rows[0].error, "malformed event: no amount");
+
+    json_t *req = json_pack("{s:s}", "cmd", "dlq.list");
+    json_t *list = pb_router_control(g.router, req, T_WAIT_MS);
+    json_decref(req);
+    json_t *dl = json_array_get(json_object_get(list, "dead_letters"), 0);
+    cr_assert_not_null(dl);
+    cr_assert_str_eq(json_string_value(json_object_get(dl, "route")),
+                     "(ingress)");
+    json_int_t id = json_integer_value(json_object_get(dl, "id"));
+    json_decref(list);
+    req = json_pack("{s:s,s:I}", "cmd", "dlq.replay", "id", id);
+    json_t *resp = pb_router_control(g.router, req, T_WAIT_MS);
+    json_decref(req);
+    cr_assert(json_is_false(json_object_get(resp, "ok")));
+    const char *err = json_string_value(json_object_get(resp, "error"));
+    cr_assert(err && strstr(err, "cannot be replayed"), "%s", err);
+    json_decref(resp);
+    expect_silence(g.a, 100);
+    req = json_pack("{s:s,s:I}", "cmd", "dlq.drop", "id", id);
+    resp = pb_router_control(g.router, req, T_WAIT_MS);
+    json_decref(req);
+    cr_assert(json_is_true(json_object_get(resp, "ok")));
+    json_decref(resp);
+}
+
 Test(router, same_key_keeps_order_across_retries)
 {
     rig_start(&(struct rig_opts){.to = {"a"}, .retry = {5, 50, 100}});

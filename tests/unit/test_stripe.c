@@ -203,6 +203,25 @@ assert_int(const pb_envelope_t *ev, const char *path, int64_t want)
                  (long long)want);
 }
 
+/* Event i is the dead letter of an unmapped item: its reason, the body
+ * kept as it came, and a dedupe id from the body's hash. */
+static void
+assert_unmapped(pb_harness_t *h, size_t i, const char *reason,
+                const void *body, size_t len)
+{
+    const pb_envelope_t *ev =
+        emitted(h, i, PLUGBOARD_EV_INGRESS_UNMAPPED);
+    char *copy = strndup(body, len);
+
+    assert_str(ev, "reason", reason);
+    if (len > 0) {
+        assert_str(ev, "payload", copy);
+    }
+    cr_assert(strncmp(pb_envelope_dedupe_id(ev), "stripe:unmapped:", 16) == 0,
+              "%s", pb_envelope_dedupe_id(ev));
+    free(copy);
+}
+
 /* Wrap a Stripe object in an event envelope, as Stripe sends it. */
 static char *
 wrap_event(const char *type, const char *object, size_t *len)
@@ -730,7 +749,10 @@ Test(stripe, known_type_without_required_fields_is_acknowledged)
     post_signed(h, body, strlen(body), 200,
                 "{\"received\":true,\"events\":0,\"unmappable\":"
                 "\"malformed event: payment intent without a currency\"}");
-    cr_assert_eq(pb_harness_emitted_count(h), 0);
+    /* kept as a dead letter of the connector, with the body */
+    cr_assert_eq(pb_harness_emitted_count(h), 1);
+    assert_unmapped(h, 0, "malformed event: payment intent without a currency",
+                    body, strlen(body));
     pb_harness_close(&h);
 }
 
@@ -772,7 +794,8 @@ Test(stripe, a_duplicate_key_makes_the_event_unmappable)
     post_signed(h, body, len, 200,
                 "{\"received\":true,\"events\":0,\"unmappable\":"
                 "\"malformed JSON\"}");
-    cr_assert_eq(pb_harness_emitted_count(h), 0);
+    cr_assert_eq(pb_harness_emitted_count(h), 1);
+    assert_unmapped(h, 0, "malformed JSON", body, len);
     free(body);
     pb_harness_close(&h);
 }
@@ -1026,7 +1049,10 @@ Test(stripe, malformed_json_with_a_valid_signature_is_acknowledged)
     post_signed(h, "[1,2]", 5, 200,
                 "{\"received\":true,\"events\":0,\"unmappable\":"
                 "\"malformed event: no id\"}");
-    cr_assert_eq(pb_harness_emitted_count(h), 0);
+    cr_assert_eq(pb_harness_emitted_count(h), 3);
+    assert_unmapped(h, 0, "malformed JSON", truncated, strlen(truncated));
+    assert_unmapped(h, 1, "malformed JSON", "", 0);
+    assert_unmapped(h, 2, "malformed event: no id", "[1,2]", 5);
     pb_harness_close(&h);
 }
 
@@ -1040,7 +1066,11 @@ Test(stripe, thin_v2_event_is_acknowledged)
                 "{\"received\":true,\"events\":0,\"unmappable\":"
                 "\"thin (v2) events are not supported: send snapshot "
                 "events to this endpoint\"}");
-    cr_assert_eq(pb_harness_emitted_count(h), 0);
+    cr_assert_eq(pb_harness_emitted_count(h), 1);
+    assert_unmapped(h, 0,
+                    "thin (v2) events are not supported: send snapshot "
+                    "events to this endpoint",
+                    body, len);
     free(body);
     pb_harness_close(&h);
 }
@@ -1167,12 +1197,13 @@ Test(stripe, refusals_and_ignored_events_are_counted)
     cr_assert_eq(call(d, state, header + 18, body, len), 400);
     signed_header(header, sizeof header, SECRET, now_s(), "{", 1);
     cr_assert_eq(call(d, state, header + 18, "{", 1), 200);
+    cr_assert_eq(c.emitted, 1, "the dead letter of the malformed body");
     signed_header(header, sizeof header, SECRET, now_s(), ignored, ilen);
     cr_assert_eq(call(d, state, header + 18, ignored, ilen), 200);
-    cr_assert_eq(c.emitted, 0);
+    cr_assert_eq(c.emitted, 1);
     signed_header(header, sizeof header, SECRET, now_s(), body, len);
     cr_assert_eq(call(d, state, header + 18, body, len), 200);
-    cr_assert_eq(c.emitted, 1);
+    cr_assert_eq(c.emitted, 2);
 
     cr_assert_eq(counter(&c, "signature_missing"), 1);
     cr_assert_eq(counter(&c, "signature_malformed"), 1);

@@ -922,10 +922,22 @@ Test(zendesk, unmappable_and_malformed_bodies_are_acknowledged)
     const char *broken = "{\"ticket\": {\"id\": ";
     const char *dup = "{\"ticket\": {\"id\": \"1\", \"id\": \"2\"}}";
 
+    const plugboard_event_t *ev;
+
     s_post_signed(h, no_id, strlen(no_id), 200);
-    cr_assert_eq(pb_harness_emitted_count(h), 0);
     s_post_signed(h, broken, strlen(broken), 200);
     s_post_signed(h, dup, strlen(dup), 200);
-    cr_assert_eq(pb_harness_emitted_count(h), 0);
+    /* nothing routed: each is kept as a dead letter of the connector */
+    cr_assert_eq(pb_harness_emitted_count(h), 3);
+    ev = pb_harness_emitted(h, 0);
+    cr_assert_str_eq(pb_harness_api()->event_type(ev),
+                     PLUGBOARD_EV_INGRESS_UNMAPPED);
+    s_field(ev, "reason", "ticket webhook without a ticket id");
+    s_field(ev, "payload", no_id);
+    ev = pb_harness_emitted(h, 1);
+    s_field(ev, "reason", "malformed JSON (or a duplicate key)");
+    s_field(ev, "payload", broken);
+    ev = pb_harness_emitted(h, 2);
+    s_field(ev, "payload", dup);
     pb_harness_close(&h);
 }

@@ -70,6 +70,18 @@ extern "C" {
 #define PLUGBOARD_EV_EMAIL_BOUNCED         "email.bounced"
 #define PLUGBOARD_EV_EMAIL_COMPLAINED      "email.complained"
 #define PLUGBOARD_EV_DELIVERY_DEAD         "plugboard.delivery.dead"
+/*
+ * A source emits this for a verified vendor item it cannot map (another
+ * api_version's shape, one malformed event in a batch), with data
+ * "reason" (string: why, for the admin; no secrets) and "payload"
+ * (string: the item as the vendor sent it).  The host journals it with
+ * the request's other events, so the vendor still gets its 2xx, routes it
+ * nowhere and keeps it at once as a dead letter of the source connector
+ * (route "(ingress)", last error = reason).  It can be shown and dropped;
+ * it cannot be replayed.  Hosts before it route it like any other type
+ * (usually nowhere).
+ */
+#define PLUGBOARD_EV_INGRESS_UNMAPPED      "plugboard.ingress.unmapped"
 
 /* A connector that consumes every type lists this one pattern. */
 #define PLUGBOARD_EV_ANY "*"
