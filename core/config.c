@@ -978,8 +978,9 @@ static const char *const s_connector_keys[] = {
     "name",     "plugin", "isolation", "concurrency", "deliver_timeout",
     "settings", "watch",  NULL};
 static const char *const s_route_keys[] = {
-    "name",       "from",  "when",   "to",    "why",
-    "on_failure", "owner", "notify", "retry", NULL};
+    "name",  "from",   "when",  "to",          "why",
+    "on_failure", "owner", "notify", "retry", "alert_after",
+    "alert_interval", NULL};
 static const char *const s_retry_keys[] = {"attempts", "initial", "max", NULL};
 
 #define PB_DEFAULT_LISTEN "127.0.0.1:8787"
@@ -1162,6 +1163,12 @@ s_load_connector(pb_cfg_reader_t *r, pb_config_t *cfg, config_setting_t *c,
     if (s_int(r, c, path, "concurrency", 1, PB_CONCURRENCY_MAX, &concurrency) >
         0)
         conn->concurrency = (int)concurrency;
+    if (conn->concurrency > 1 && strcmp(conn->isolation, "process") == 0)
+        s_err(r, s_member(c, "concurrency"),
+              s_path(label, sizeof label, path, "concurrency"),
+              "concurrency %d needs isolation = \"thread\": a worker process "
+              "runs one delivery at a time",
+              conn->concurrency);
     s_duration(r, c, path, "deliver_timeout", 1, PB_MS_HOUR,
                &conn->deliver_timeout_ms);
     config_setting_t *watch = s_member(c, "watch");
@@ -1325,6 +1332,24 @@ s_load_required_text(pb_cfg_reader_t *r, config_setting_t *c, const char *path,
         s_err(r, c, label, "missing '%s': %s", key, hint);
 }
 
+#define PB_ALERT_MAX (30 * PB_MS_DAY)
+
+/* alert_after and alert_interval: when and how often the owner hears of
+ * an unhealthy destination (docs/operations.md, "Owner notices"). */
+static void
+s_load_alert(pb_cfg_reader_t *r, pb_route_conf_t *route,
+             const config_setting_t *c, const char *path, const char *label)
+{
+    int after = s_duration(r, c, path, "alert_after", PB_MS_SECOND,
+                           PB_ALERT_MAX, &route->alert_after_ms);
+    s_duration(r, c, path, "alert_interval", PB_MS_SECOND, PB_ALERT_MAX,
+               &route->alert_interval_ms);
+    if (after > 0 && !route->notify)
+        s_err(r, s_member(c, "alert_after"), label,
+              "'alert_after' needs 'notify': name the connector that tells "
+              "the owner");
+}
+
 static void
 s_load_route(pb_cfg_reader_t *r, pb_config_t *cfg, config_setting_t *c,
              size_t idx)
@@ -1338,6 +1363,7 @@ s_load_route(pb_cfg_reader_t *r, pb_config_t *cfg, config_setting_t *c,
     route->retry.attempts = 10;
     route->retry.initial_ms = PB_MS_SECOND;
     route->retry.max_ms = 15 * PB_MS_MINUTE;
+    route->alert_interval_ms = PB_MS_HOUR;
     if (!config_setting_is_group(c)) {
         s_err(r, c, path,
               "expected a group { name = ...; from = ...; ... }, got %s",
@@ -1386,6 +1412,7 @@ s_load_route(pb_cfg_reader_t *r, pb_config_t *cfg, config_setting_t *c,
                     s_path(sub, sizeof sub, path, "notify"), route->notify);
     if (s_group(r, c, path, "retry", &retry) > 0)
         s_load_retry(r, route, retry, s_path(sub, sizeof sub, path, "retry"));
+    s_load_alert(r, route, c, path, label);
 }
 
 static void
@@ -1456,6 +1483,60 @@ s_config_new(const char *path)
     return cfg;
 }
 
+#define PB_SYNTAX_QUOTE_MAX 60
+#define PB_SYNTAX_EXPECTED                                                     \
+    "expected NAME = VALUE; where VALUE is a \"string\", a number, true or "   \
+    "false, { group }, [ array ] or ( list )"
+
+/* The text of the file libconfig's syntax error is in, when read. */
+static pb_cfg_text_t *
+s_syntax_source(pb_cfg_reader_t *r, const config_t *lc)
+{
+    const char *name = config_error_file(lc);
+    for (size_t i = 0; i < r->text_count; i++) {
+        const char *n = r->texts[i].name;
+        if ((!name && !n) || (name && n && strcmp(name, n) == 0))
+            return &r->texts[i];
+    }
+    return NULL;
+}
+
+/* Line number line of text, trimmed, control bytes as '?', cut with
+ * "..." past PB_SYNTAX_QUOTE_MAX; "" when there is none. */
+static void
+s_quote_line(const char *text, int line, char *out, size_t len)
+{
+    out[0] = '\0';
+    if (!text || line < 1 || len < PB_SYNTAX_QUOTE_MAX + 4)
+        return;
+    const char *p = text;
+    for (int l = 1; l < line && p; l++) {
+        p = strchr(p, '\n');
+        if (p)
+            p++;
+    }
+    if (!p)
+        return;
+    size_t n = strcspn(p, "\n");
+    while (n > 0 && isspace((unsigned char)*p)) {
+        p++;
+        n--;
+    }
+    while (n > 0 && isspace((unsigned char)p[n - 1]))
+        n--;
+    bool cut = n > PB_SYNTAX_QUOTE_MAX;
+    if (cut) {
+        n = PB_SYNTAX_QUOTE_MAX;
+        while (n > 0 && ((unsigned char)p[n] & 0xC0) == 0x80)
+            n--; /* not inside a UTF-8 sequence */
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        out[i] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+    }
+    strcpy(out + n, cut ? "..." : "");
+}
+
 static void
 s_syntax_error(pb_cfg_reader_t *r, const config_t *lc)
 {
@@ -1471,14 +1552,27 @@ s_syntax_error(pb_cfg_reader_t *r, const config_t *lc)
             snprintf(display, sizeof display, "%s", name);
         file = display;
     }
-    if (config_error_type(lc) == CONFIG_ERR_FILE_IO)
+    if (config_error_type(lc) == CONFIG_ERR_FILE_IO) {
         pb_diag_add(r->diag, "%s:%d: %s", file, config_error_line(lc), text);
-    else if (strcmp(text, "syntax error") == 0)
-        pb_diag_add(r->diag, "%s:%d: syntax error", file,
-                    config_error_line(lc));
-    else
+    } else if (strcmp(text, "syntax error") == 0) {
+        /* libconfig says no more: quote the line, say what fits there */
+        char quoted[PB_SYNTAX_QUOTE_MAX + 8];
+        pb_cfg_text_t *src = s_syntax_source(r, lc);
+        s_quote_line(src ? src->text : NULL, config_error_line(lc), quoted,
+                     sizeof quoted);
+        if (quoted[0])
+            pb_diag_add(r->diag, "%s:%d: syntax error in '%s': %s", file,
+                        config_error_line(lc), quoted, PB_SYNTAX_EXPECTED);
+        else
+            pb_diag_add(r->diag,
+                        "%s:%d: syntax error at an empty line or the end of "
+                        "the file: a ';' or a closing '}', ']' or ')' may be "
+                        "missing before it",
+                        file, config_error_line(lc));
+    } else {
         pb_diag_add(r->diag, "%s:%d: syntax error: %s", file,
                     config_error_line(lc), text);
+    }
     r->failed = true;
 }
 
@@ -2161,6 +2255,19 @@ s_check_route(const pb_config_t *cfg, size_t ri,
                     "(plugin '%s') does not consume '%s'; it consumes: %s",
                     cfg->path, route->line, ri, route->name, route->notify,
                     cfg->connectors[ci].plugin, PLUGBOARD_EV_DELIVERY_DEAD,
+                    s_list_join(descs[ci]->consumes, have, sizeof have));
+        ok = false;
+    }
+    if (ci < cfg->connector_count && descs[ci] && route->alert_after_ms > 0 &&
+        !s_list_overlaps(descs[ci]->consumes,
+                         PLUGBOARD_EV_CONNECTOR_UNHEALTHY)) {
+        pb_diag_add(diag,
+                    "%s:%d: routes.[%zu] ('%s'): 'alert_after' needs a notify "
+                    "connector that consumes '%s'; '%s' (plugin '%s') "
+                    "consumes: %s",
+                    cfg->path, route->line, ri, route->name,
+                    PLUGBOARD_EV_CONNECTOR_UNHEALTHY, route->notify,
+                    cfg->connectors[ci].plugin,
                     s_list_join(descs[ci]->consumes, have, sizeof have));
         ok = false;
     }

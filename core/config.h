@@ -88,6 +88,11 @@ typedef struct pb_route_conf {
     char *owner;
     char *notify;        /* connector name or NULL */
     pb_retry_conf_t retry;
+    int64_t alert_after_ms;    /* a backlog older than this notifies the
+                                  owner; 0 = never (the default) */
+    int64_t alert_interval_ms; /* at most one unhealthy notice per
+                                  (destination, cause) this often;
+                                  default 1h */
     int line;
 } pb_route_conf_t;
 

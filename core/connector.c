@@ -1,7 +1,8 @@
 /*
  * connector.c - the connector actor: a thread, a DEALER socket, the plugin
- * instance's state, and the webhooks waiting for their events to be
- * acknowledged.
+ * instance's state, the webhooks waiting for their events to be
+ * acknowledged, and, with concurrency above 1, the pool of delivery
+ * threads that run deliver() while the actor keeps the socket.
  */
 #include "connector.h"
 
@@ -26,6 +27,26 @@
 
 #define S_MAX_STAGED 1000 /* events one callback may emit */
 
+/* One delivery handed to the pool: copied out of the router's message,
+ * run on a pool thread, handed back to the actor for its RESULT. */
+typedef struct s_job {
+    struct s_job *next;
+    uint8_t hdr[12];
+    uint8_t *frame;
+    size_t flen;
+    plugboard_result_t res;
+    pb_builder_t **staged; /* events deliver() emitted */
+    size_t staged_count, staged_cap;
+} job_t;
+
+typedef struct s_pool_thread {
+    pthread_t thread;
+    struct pb_connector *c;
+    void *state;     /* the state its deliver() gets */
+    bool own_state;  /* opened for this thread alone: closed with it */
+    bool started;
+} pool_thread_t;
+
 typedef struct s_parked {
     uint64_t token;
     pb_webhook_t *w;
@@ -37,10 +58,13 @@ struct pb_connector {
     char rid[80];               /* routing id: name, or name#generation */
     atomic_bool retired;        /* the router said BYE: nothing more comes */
     pb_worker_options_t wopt;   /* isolation = "process" (worker.h) */
-    char config_path[4096], run_dir[4096]; /* wopt's */
+    char run_dir[4096];         /* wopt's */
+    pb_frames_t wconf;          /* wopt's: the entry a worker binds */
     bool isolated;
     pb_worker_t *worker;        /* the actor thread's; set before open
                                    returns, read by pb_connector_info */
+    bool counted_down;          /* its worker failed: no longer counted
+                                   as running in the metrics */
     pb_frames_t raw;            /* events a worker emitted, encoded */
     const plugboard_connector_t *desc;
     const plugboard_settings_t *settings;
@@ -65,6 +89,16 @@ struct pb_connector {
     size_t inbox_count, inbox_cap;
     bool closed;                /* no more submissions */
 
+    /* the delivery pool (concurrency > 1), under pool_lock */
+    int concurrency;
+    pool_thread_t *pool;
+    pthread_mutex_t pool_lock;
+    pthread_cond_t pool_cond;
+    job_t *todo_head, *todo_tail;
+    job_t *done_head, *done_tail;
+    bool pool_stop;
+    atomic_int jobs_out;        /* handed to the pool, result not sent */
+
     /* actor-thread only */
     void *sock;
     void *state;
@@ -81,40 +115,61 @@ struct pb_connector {
 /* staging emitted events                                            */
 /* ---------------------------------------------------------------- */
 
+/* The delivery a pool thread is running, so emit() knows where to stage. */
+static __thread job_t *s_current_job;
+static __thread const pb_connector_t *s_current_owner;
+
+static int
+s_push_staged(pb_builder_t ***list, size_t *count, size_t *cap,
+              pb_builder_t *b)
+{
+    if (*count >= S_MAX_STAGED) {
+        pb_builder_destroy(&b);
+        return PLUGBOARD_E_FULL;
+    }
+    if (*count == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 8;
+        pb_builder_t **n = realloc(*list, ncap * sizeof *n);
+        if (!n) {
+            pb_builder_destroy(&b);
+            return PLUGBOARD_E_NOMEM;
+        }
+        *list = n;
+        *cap = ncap;
+    }
+    (*list)[(*count)++] = b;
+    return 0;
+}
+
 static int
 s_stage(void *ctx, pb_builder_t *b)
 {
     pb_connector_t *c = ctx;
+    if (s_current_job && s_current_owner == c)
+        return s_push_staged(&s_current_job->staged,
+                             &s_current_job->staged_count,
+                             &s_current_job->staged_cap, b);
     if (!pthread_equal(pthread_self(), c->self) || !c->in_callback) {
         pb_warn("connector", "connector=%s emitted outside a callback; "
                 "event refused", c->name);
         pb_builder_destroy(&b);
         return PLUGBOARD_E_INVALID;
     }
-    if (c->staged_count >= S_MAX_STAGED) {
-        pb_builder_destroy(&b);
-        return PLUGBOARD_E_FULL;
-    }
-    if (c->staged_count == c->staged_cap) {
-        size_t cap = c->staged_cap ? c->staged_cap * 2 : 8;
-        pb_builder_t **n = realloc(c->staged, cap * sizeof *n);
-        if (!n) {
-            pb_builder_destroy(&b);
-            return PLUGBOARD_E_NOMEM;
-        }
-        c->staged = n;
-        c->staged_cap = cap;
-    }
-    c->staged[c->staged_count++] = b;
-    return 0;
+    return s_push_staged(&c->staged, &c->staged_count, &c->staged_cap, b);
+}
+
+static void
+s_destroy_builders(pb_builder_t **list, size_t *count)
+{
+    for (size_t i = 0; i < *count; i++)
+        pb_builder_destroy(&list[i]);
+    *count = 0;
 }
 
 static void
 s_unstage(pb_connector_t *c)
 {
-    for (size_t i = 0; i < c->staged_count; i++)
-        pb_builder_destroy(&c->staged[i]);
-    c->staged_count = 0;
+    s_destroy_builders(c->staged, &c->staged_count);
     pb_frames_release(&c->raw);
 }
 
@@ -126,10 +181,12 @@ s_count(void *ctx, const char *name, int64_t delta)
              name, (long long)delta);
 }
 
-/* Send the staged events as one EMIT.  Returns 0 or a negative code; the
- * staged list is emptied either way. */
+/* Send staged (count builders) and c->raw (a worker's, already encoded)
+ * as one EMIT.  Returns 0 or a negative code; both lists are emptied
+ * either way. */
 static int
-s_send_staged(pb_connector_t *c, uint64_t token)
+s_send_events(pb_connector_t *c, uint64_t token, pb_builder_t **staged,
+              size_t *count)
 {
     int rc = 0;
     if (zmq_send(c->sock, PB_MSG_EMIT, 4, ZMQ_SNDMORE) < 0 ||
@@ -137,12 +194,12 @@ s_send_staged(pb_connector_t *c, uint64_t token)
         rc = PB_EIO;
         goto out;
     }
-    size_t total = c->staged_count + c->raw.count;
+    size_t total = *count + c->raw.count;
     for (size_t i = 0; i < total; i++) {
         uint8_t *frame = NULL;
         size_t len = 0;
-        if (i >= c->staged_count) { /* a worker's, already encoded */
-            size_t k = i - c->staged_count;
+        if (i >= *count) { /* a worker's, already encoded */
+            size_t k = i - *count;
             int flags = i + 1 < total ? ZMQ_SNDMORE : 0;
             if (zmq_send(c->sock, c->raw.data[k], c->raw.len[k], flags) < 0) {
                 rc = PB_EIO;
@@ -150,7 +207,7 @@ s_send_staged(pb_connector_t *c, uint64_t token)
             }
             continue;
         }
-        rc = pb_builder_encode(c->staged[i], &frame, &len);
+        rc = pb_builder_encode(staged[i], &frame, &len);
         if (rc != 0) {
             /* the message must still be terminated: send an empty frame,
              * which the router rejects, so nothing of it is stored */
@@ -166,8 +223,16 @@ s_send_staged(pb_connector_t *c, uint64_t token)
         }
     }
 out:
-    s_unstage(c);
+    s_destroy_builders(staged, count);
+    pb_frames_release(&c->raw);
     return rc;
+}
+
+/* The events the actor's own callback staged, as one EMIT. */
+static int
+s_send_staged(pb_connector_t *c, uint64_t token)
+{
+    return s_send_events(c, token, c->staged, &c->staged_count);
 }
 
 /* ---------------------------------------------------------------- */
@@ -317,6 +382,73 @@ s_send_result(pb_connector_t *c, const uint8_t *hdr,
                  c->name, zmq_strerror(errno));
 }
 
+/* Decode frame and hand it to the plugin (or its worker process) with
+ * state; fills res.  Runs on the actor thread or on a pool thread. */
+static void
+s_run_delivery(pb_connector_t *c, void *state, const uint8_t *hdr,
+               const uint8_t *frame, size_t flen, plugboard_result_t *res)
+{
+    memset(res, 0, sizeof *res);
+    char why[200];
+    int err = 0;
+    pb_envelope_t *env = pb_envelope_decode(frame, flen, NULL, &err, why,
+                                            sizeof why);
+    if (!env) {
+        res->outcome = PLUGBOARD_REJECT;
+        snprintf(res->reason, sizeof res->reason, "malformed event: %s", why);
+        return;
+    }
+    if (!c->desc->deliver) {
+        res->outcome = PLUGBOARD_REJECT;
+        snprintf(res->reason, sizeof res->reason,
+                 "connector '%s' does not deliver events", c->name);
+        pb_envelope_destroy(&env);
+        return;
+    }
+    uint32_t attempt;
+    memcpy(&attempt, hdr + 8, 4);
+    pb_envelope_set_attempt(env, attempt);
+    int64_t t0 = pb_metrics_now_ns();
+    if (c->worker)
+        pb_worker_deliver(c->worker, hdr, frame, flen, res, &c->raw);
+    else
+        c->desc->deliver(state, env, res);
+    pb_mconn_busy(c->mc, pb_metrics_now_ns() - t0);
+    if (res->outcome > PLUGBOARD_HOLD) {
+        snprintf(res->reason, sizeof res->reason,
+                 "connector returned unknown outcome %d", (int)res->outcome);
+        res->outcome = PLUGBOARD_RETRY;
+    }
+    res->reason[sizeof res->reason - 1] = '\0';
+    pb_envelope_destroy(&env);
+}
+
+static void
+s_enqueue_job(pb_connector_t *c, const uint8_t *hdr, const uint8_t *frame,
+              size_t flen)
+{
+    job_t *j = calloc(1, sizeof *j);
+    if (!j || !(j->frame = malloc(flen ? flen : 1))) {
+        /* the router's deadline turns this into a retry */
+        pb_error("connector", "connector=%s out of memory queueing a "
+                 "delivery", c->name);
+        free(j);
+        return;
+    }
+    memcpy(j->hdr, hdr, sizeof j->hdr);
+    memcpy(j->frame, frame, flen);
+    j->flen = flen;
+    atomic_fetch_add(&c->jobs_out, 1);
+    pthread_mutex_lock(&c->pool_lock);
+    if (c->todo_tail)
+        c->todo_tail->next = j;
+    else
+        c->todo_head = j;
+    c->todo_tail = j;
+    pthread_cond_signal(&c->pool_cond);
+    pthread_mutex_unlock(&c->pool_lock);
+}
+
 static void
 s_handle_delivery(pb_connector_t *c, const uint8_t *hdr, size_t hlen,
                   const uint8_t *frame, size_t flen)
@@ -324,43 +456,158 @@ s_handle_delivery(pb_connector_t *c, const uint8_t *hdr, size_t hlen,
     if (hlen != 12)
         return;
     pb_mconn_delivery_received(c->mc);
-    plugboard_result_t res;
-    memset(&res, 0, sizeof res);
-    char why[200];
-    int err = 0;
-    pb_envelope_t *env = pb_envelope_decode(frame, flen, NULL, &err, why,
-                                            sizeof why);
-    if (!env) {
-        res.outcome = PLUGBOARD_REJECT;
-        snprintf(res.reason, sizeof res.reason, "malformed event: %s", why);
-    } else if (!c->desc->deliver) {
-        res.outcome = PLUGBOARD_REJECT;
-        snprintf(res.reason, sizeof res.reason,
-                 "connector '%s' does not deliver events", c->name);
-    } else {
-        uint32_t attempt;
-        memcpy(&attempt, hdr + 8, 4);
-        pb_envelope_set_attempt(env, attempt);
-        int64_t t0 = pb_metrics_now_ns();
-        c->in_callback = true;
-        if (c->worker)
-            pb_worker_deliver(c->worker, hdr, frame, flen, &res, &c->raw);
-        else
-            c->desc->deliver(c->state, env, &res);
-        c->in_callback = false;
-        pb_mconn_busy(c->mc, pb_metrics_now_ns() - t0);
-        if (res.outcome > PLUGBOARD_HOLD) {
-            snprintf(res.reason, sizeof res.reason,
-                     "connector returned unknown outcome %d",
-                     (int)res.outcome);
-            res.outcome = PLUGBOARD_RETRY;
-        }
-        res.reason[sizeof res.reason - 1] = '\0';
+    if (c->pool) {
+        s_enqueue_job(c, hdr, frame, flen);
+        return;
     }
-    pb_envelope_destroy(&env);
+    plugboard_result_t res;
+    c->in_callback = true;
+    s_run_delivery(c, c->state, hdr, frame, flen, &res);
+    c->in_callback = false;
     if (c->staged_count || c->raw.count)
         s_send_staged(c, 0);
     s_send_result(c, hdr, &res);
+}
+
+/* ---------------------------------------------------------------- */
+/* the delivery pool                                                 */
+/* ---------------------------------------------------------------- */
+
+static void *
+s_pool_thread(void *arg)
+{
+    pool_thread_t *pt = arg;
+    pb_connector_t *c = pt->c;
+    s_current_owner = c;
+    pthread_mutex_lock(&c->pool_lock);
+    for (;;) {
+        while (!c->todo_head && !c->pool_stop)
+            pthread_cond_wait(&c->pool_cond, &c->pool_lock);
+        job_t *j = c->todo_head;
+        if (!j) /* stopping, and everything queued has been run */
+            break;
+        c->todo_head = j->next;
+        if (!c->todo_head)
+            c->todo_tail = NULL;
+        pthread_mutex_unlock(&c->pool_lock);
+
+        s_current_job = j;
+        s_run_delivery(c, pt->state, j->hdr, j->frame, j->flen, &j->res);
+        s_current_job = NULL;
+
+        pthread_mutex_lock(&c->pool_lock);
+        j->next = NULL;
+        if (c->done_tail)
+            c->done_tail->next = j;
+        else
+            c->done_head = j;
+        c->done_tail = j;
+        uint64_t one = 1;
+        ssize_t w = write(c->wake_fd, &one, sizeof one);
+        (void)w;
+    }
+    pthread_mutex_unlock(&c->pool_lock);
+    return NULL;
+}
+
+static void
+s_free_job(job_t *j)
+{
+    s_destroy_builders(j->staged, &j->staged_count);
+    free(j->staged);
+    free(j->frame);
+    free(j);
+}
+
+/* Actor thread: send the results (and emitted events) of finished jobs. */
+static void
+s_pool_results(pb_connector_t *c)
+{
+    if (!c->pool)
+        return;
+    pthread_mutex_lock(&c->pool_lock);
+    job_t *j = c->done_head;
+    c->done_head = c->done_tail = NULL;
+    pthread_mutex_unlock(&c->pool_lock);
+    while (j) {
+        job_t *next = j->next;
+        if (j->staged_count)
+            s_send_events(c, 0, j->staged, &j->staged_count);
+        s_send_result(c, j->hdr, &j->res);
+        s_free_job(j);
+        atomic_fetch_sub(&c->jobs_out, 1);
+        j = next;
+    }
+}
+
+/* Actor thread, in s_open: open one state per pool thread unless deliver
+ * is thread-safe, then start the threads.  0, or -1 with open_err set. */
+static int
+s_pool_start(pb_connector_t *c)
+{
+    bool shared = (c->desc->flags & PLUGBOARD_DELIVER_THREAD_SAFE) != 0;
+    c->pool = calloc((size_t)c->concurrency, sizeof *c->pool);
+    if (!c->pool) {
+        snprintf(c->open_err, sizeof c->open_err, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < c->concurrency; i++) {
+        pool_thread_t *pt = &c->pool[i];
+        pt->c = c;
+        pt->state = c->state;
+        /* the actor's own state serves webhooks; a sink without them
+         * lends it to the first thread */
+        if (shared || (i == 0 && !c->desc->webhook))
+            continue;
+        char errbuf[PLUGBOARD_ERRBUF_MAX] = "";
+        c->in_callback = true;
+        int rc = c->desc->open(pb_host_api(), &c->host, c->settings,
+                               &pt->state, errbuf);
+        c->in_callback = false;
+        s_unstage(c);
+        if (rc != 0) {
+            errbuf[sizeof errbuf - 1] = '\0';
+            snprintf(c->open_err, sizeof c->open_err,
+                     "open failed for delivery thread %d of %d: %s", i + 1,
+                     c->concurrency, errbuf[0] ? errbuf : "no reason given");
+            return -1;
+        }
+        pt->own_state = true;
+    }
+    for (int i = 0; i < c->concurrency; i++) {
+        if (pthread_create(&c->pool[i].thread, NULL, s_pool_thread,
+                           &c->pool[i]) != 0) {
+            snprintf(c->open_err, sizeof c->open_err,
+                     "cannot start delivery thread %d of %d: %s", i + 1,
+                     c->concurrency, strerror(errno));
+            return -1;
+        }
+        c->pool[i].started = true;
+    }
+    return 0;
+}
+
+/* Actor thread: let the threads run what is queued, join them, send
+ * their last results, close the states opened for them. */
+static void
+s_pool_stop(pb_connector_t *c)
+{
+    if (!c->pool)
+        return;
+    pthread_mutex_lock(&c->pool_lock);
+    c->pool_stop = true;
+    pthread_cond_broadcast(&c->pool_cond);
+    pthread_mutex_unlock(&c->pool_lock);
+    for (int i = 0; i < c->concurrency; i++)
+        if (c->pool[i].started)
+            pthread_join(c->pool[i].thread, NULL);
+    if (c->sock)
+        s_pool_results(c);
+    for (int i = 0; i < c->concurrency; i++)
+        if (c->pool[i].own_state)
+            c->desc->close(c->pool[i].state);
+    free(c->pool);
+    c->pool = NULL;
 }
 
 static void
@@ -447,8 +694,30 @@ s_open(pb_connector_t *c)
                  errbuf[0] ? errbuf : "no reason given");
         return -1;
     }
+    if (c->concurrency > 1 && c->desc->deliver && s_pool_start(c) != 0) {
+        s_pool_stop(c);
+        c->desc->close(c->state);
+        c->state = NULL;
+        return -1;
+    }
     zmq_send(c->sock, PB_MSG_HELLO, 4, 0);
     return 0;
+}
+
+/* Supervise the worker process; one that failed for good (a crash loop)
+ * is down: /readyz, connector_up and the constraint finder say so. */
+static void
+s_tick_worker(pb_connector_t *c)
+{
+    pb_worker_tick(c->worker);
+    if (c->counted_down)
+        return;
+    pb_worker_info_t wi;
+    pb_worker_info(c->worker, &wi);
+    if (wi.state && strcmp(wi.state, "failed") == 0) {
+        c->counted_down = true;
+        pb_mconn_running(c->mc, -1);
+    }
 }
 
 static void *
@@ -491,6 +760,7 @@ s_thread(void *arg)
             (void)rd;
         }
         s_drain_inbox(c);
+        s_pool_results(c);
         for (int i = 0; i < 256; i++) {
             int events = 0;
             size_t sz = sizeof events;
@@ -501,11 +771,13 @@ s_thread(void *arg)
         }
         s_expire_parked(c, pb_monotonic_ms());
         if (c->worker)
-            pb_worker_tick(c->worker);
+            s_tick_worker(c);
     }
     while (c->parked_count)
         s_unpark(c, 0, 503, "shutting down; retry later\n");
-    pb_mconn_running(c->mc, -1);
+    s_pool_stop(c);
+    if (!c->counted_down)
+        pb_mconn_running(c->mc, -1);
     if (c->worker)
         pb_worker_stop(&c->worker);
     else
@@ -556,7 +828,8 @@ pb_connector_wait_open(pb_connector_t *c, int64_t timeout_ms, char *err,
 bool
 pb_connector_retired(const pb_connector_t *c)
 {
-    return atomic_load(&((pb_connector_t *)c)->retired);
+    pb_connector_t *m = (pb_connector_t *)c;
+    return atomic_load(&m->retired) && atomic_load(&m->jobs_out) == 0;
 }
 
 pb_connector_t *
@@ -575,14 +848,12 @@ pb_connector_spawn(const pb_connector_options_t *opt, char *err,
     c->desc = pb_plugin_descriptor(opt->plugin);
     c->settings = opt->settings;
     c->isolated = opt->isolation && strcmp(opt->isolation, "process") == 0;
-    snprintf(c->config_path, sizeof c->config_path, "%s",
-             opt->config_path ? opt->config_path : "");
     snprintf(c->run_dir, sizeof c->run_dir, "%s",
              opt->run_dir ? opt->run_dir : "");
     c->wopt = (pb_worker_options_t){
         .zmq_ctx = opt->zmq_ctx,
         .name = c->name,
-        .config_path = c->config_path,
+        .conf = &c->wconf,
         .plugin_file = pb_plugin_file(opt->plugin),
         .run_dir = c->run_dir,
         /* answer before the router's own deadline counts a timeout */
@@ -590,19 +861,34 @@ pb_connector_spawn(const pb_connector_options_t *opt, char *err,
                                ? opt->deliver_timeout_ms * 9 / 10
                                : 27000,
     };
-    if (c->isolated && (!opt->config_path || !opt->run_dir)) {
-        snprintf(err, err_len, "connector '%s': process isolation needs "
-                 "the config path and run directory", c->name);
+    if (c->isolated && (!opt->conf || !opt->run_dir)) {
+        snprintf(err, err_len,
+                 "connector '%s': process isolation needs "
+                 "its config entry and the run directory",
+                 c->name);
+        free(c);
+        return NULL;
+    }
+    /* a copy: a worker restarted later binds what the host validated,
+     * whatever the file or the host's config objects become */
+    if (c->isolated &&
+        pb_worker_conf(&c->wconf, opt->config_path, opt->log_level, opt->conf,
+                       err, err_len) != 0) {
         free(c);
         return NULL;
     }
     c->zctx = opt->zmq_ctx;
     c->ack_timeout_ms = opt->ack_timeout_ms > 0 ? opt->ack_timeout_ms : 10000;
     c->mc = opt->metrics;
-    pb_mconn_set_workers(c->mc, 1); /* deliver runs on the actor thread */
+    c->concurrency = opt->concurrency > 1 && !c->isolated ? opt->concurrency
+                                                          : 1;
+    /* deliver runs on the actor thread, or on the pool's */
+    pb_mconn_set_workers(c->mc, c->concurrency);
     pb_host_init(&c->host, c->name, s_stage, s_count, c);
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->cond, NULL);
+    pthread_mutex_init(&c->pool_lock, NULL);
+    pthread_cond_init(&c->pool_cond, NULL);
     c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (c->wake_fd < 0 || pthread_create(&c->thread, NULL, s_thread, c)) {
         snprintf(err, err_len, "cannot start connector '%s': %s", c->name,
@@ -612,10 +898,13 @@ pb_connector_spawn(const pb_connector_options_t *opt, char *err,
     return c;
 
 out_free:
+    pb_frames_release(&c->wconf);
     if (c->wake_fd >= 0)
         close(c->wake_fd);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->cond);
+    pthread_mutex_destroy(&c->pool_lock);
+    pthread_cond_destroy(&c->pool_cond);
     free(c);
     return NULL;
 }
@@ -639,9 +928,12 @@ pb_connector_stop(pb_connector_t **cp)
     free(c->staged);
     free(c->parked);
     free(c->inbox);
+    pb_frames_release(&c->wconf);
     close(c->wake_fd);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->cond);
+    pthread_mutex_destroy(&c->pool_lock);
+    pthread_cond_destroy(&c->pool_cond);
     free(c);
 }
 

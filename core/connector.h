@@ -3,7 +3,9 @@
  *
  * The actor owns the plugin instance's state and one DEALER socket to the
  * router (routing id = the connector's name).  open, deliver, webhook and
- * close all run on the actor's thread, one at a time.  Webhook requests
+ * close all run on the actor's thread, one at a time, except that with
+ * concurrency above 1 deliver runs on a pool of threads the actor starts
+ * after open and joins before close; only the actor touches the socket.  Webhook requests
  * arrive from the HTTP listener's thread through a locked queue and an
  * eventfd the actor polls beside its socket; the actor calls the plugin,
  * sends the staged events to the router and parks the request until the
@@ -18,6 +20,7 @@
 
 #include <plugboard/plugboard.h>
 
+#include "config.h"
 #include "http.h"
 #include "loader.h"
 #include "metrics.h"
@@ -36,15 +39,23 @@ typedef struct pb_connector_options {
                                              instance started beside the
                                              running one (copied) */
     /* isolation = "process": the plugin runs in a supervised worker
-     * child (worker.h) that re-reads config_path and loads the plugin's
+     * child (worker.h) that binds a copy of conf and loads the plugin's
      * private copy; the actor forwards deliveries and webhooks to it */
     const char *isolation;                /* "process", or NULL/"thread" */
-    const char *config_path;              /* copied */
+    const char *config_path;              /* named in its messages */
+    const char *log_level;                /* the worker's; NULL: info */
+    const pb_connector_conf_t *conf;      /* the entry a worker binds:
+                                             copied by spawn */
     const char *run_dir;                  /* copied */
     int64_t deliver_timeout_ms;           /* a worker call not answered
                                              in 9/10 of it is killed */
     pb_mconn_t *metrics;                  /* borrowed until stop returns;
                                              NULL: none */
+    /* deliveries run at once: above 1, deliver() runs on that many pool
+     * threads (one plugin state each, unless the plugin declares
+     * PLUGBOARD_DELIVER_THREAD_SAFE) while the actor keeps the socket;
+     * ignored with process isolation */
+    int concurrency;
 } pb_connector_options_t;
 
 /*

@@ -263,7 +263,9 @@ s_judge(flow_t *f)
 {
     f->cause = NULL;
     f->score = 0;
-    if (!f->up && f->backlog_now > 0) {
+    /* not running while events are meant for it: waiting in the backlog,
+     * or (a failed worker) turning into dead letters */
+    if (!f->up && (f->backlog_now > 0 || f->arrivals > 0 || f->dead > 0)) {
         f->cause = "down";
         f->score = 2;
         return;
@@ -348,9 +350,10 @@ s_suggest(const flow_t *f, double dt, char *out, size_t len)
     double share = f->attempts > 0 ? 100.0 * f->retries / f->attempts : 0;
     if (strcmp(f->cause, "down") == 0)
         snprintf(out, len,
-                 "connector '%s' is not running and %lld deliveries wait "
-                 "for it: check its log and restart it",
-                 f->name, (long long)f->backlog_now);
+                 "connector '%s' is not running: %lld deliveries wait for "
+                 "it and %.0f became dead letters in the window; "
+                 "`plugboard ctl status` says why, fix it and reload",
+                 f->name, (long long)f->backlog_now, f->dead);
     else if (strcmp(f->cause, "throttled") == 0)
         snprintf(out, len,
                  "connector '%s' is rate-limited by its vendor (%.0f%% of "

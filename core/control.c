@@ -459,9 +459,16 @@ s_print_list(json_t *resp)
                (long long)json_integer_value(json_object_get(d, "attempts")),
                when, s_str(ev, "type"), s_str(d, "last_error"));
     }
-    printf("%zu dead letter%s; `plugboard dlq show ID` for the event and "
-           "every attempt\n",
-           json_array_size(list), json_array_size(list) == 1 ? "" : "s");
+    if (json_is_true(json_object_get(resp, "more")))
+        printf("%zu dead letters shown, and more: `plugboard dlq list "
+               "--after %lld` for the next ones\n",
+               json_array_size(list),
+               (long long)json_integer_value(
+                   json_object_get(resp, "next_after")));
+    else
+        printf("%zu dead letter%s; `plugboard dlq show ID` for the event "
+               "and every attempt\n",
+               json_array_size(list), json_array_size(list) == 1 ? "" : "s");
 }
 
 static void

@@ -33,7 +33,8 @@
  *     connection: the unread body must not be taken for the next request.
  *     A chunked body that outgrows the limit is read and dropped up to
  *     8 MiB more, then answered 413; past that the connection is cut.
- *   - Transfer-Encoding other than exactly "chunked" is refused with 400.
+ *   - Transfer-Encoding other than exactly "chunked" is refused with 400,
+ *     and so is a header name holding whitespace ("Transfer-Encoding :").
  *   - /readyz without an on_page callback answers 200 "ready"; /metrics
  *     without one is 404.
  *   - on_webhook results: PB_ENOENT 404, PB_ESTOPPING, PB_EFULL and
@@ -500,6 +501,7 @@ typedef struct pb_framing {
     uint64_t length;
     bool malformed;   /* a bad or conflicting Content-Length */
     bool te_chunked;  /* every Transfer-Encoding is exactly "chunked" */
+    char bad_name[48]; /* the first header name holding a space or tab */
 } pb_framing_t;
 
 static enum MHD_Result
@@ -507,6 +509,15 @@ s_framing_cb(void *cls, enum MHD_ValueKind kind, const char *key,
              const char *value)
 {
     pb_framing_t *f = cls;
+    if (f->bad_name[0] == '\0' && key[strcspn(key, " \t")] != '\0') {
+        /* kept for the log and the answer: control bytes shown as '?' */
+        size_t i = 0;
+        for (; key[i] && i + 1 < sizeof f->bad_name; i++) {
+            unsigned char c = (unsigned char)key[i];
+            f->bad_name[i] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+        }
+        f->bad_name[i] = '\0';
+    }
     if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
         uint64_t v = 0;
         if (value == NULL || !s_parse_length(value, &v) ||
@@ -533,6 +544,13 @@ s_check_framing(pb_http_t *http, struct MHD_Connection *conn, char *why,
 {
     pb_framing_t f = {0};
     MHD_get_connection_values(conn, MHD_HEADER_KIND, s_framing_cb, &f);
+    if (f.bad_name[0] != '\0') {
+        /* "Transfer-Encoding : chunked" frames nothing here, but a proxy
+         * in front may take it for chunked (RFC 9112 5.1: refuse) */
+        snprintf(why, why_len, "whitespace in the header name '%s'",
+                 f.bad_name);
+        return MHD_HTTP_BAD_REQUEST;
+    }
     if (f.cl_count > 0 && f.te_count > 0) {
         snprintf(why, why_len, "both Content-Length and Transfer-Encoding");
         return MHD_HTTP_BAD_REQUEST;

@@ -29,6 +29,9 @@ enum {
     S_INSERT_DELIVERY,
     S_UPDATE_DELIVERY,
     S_INSERT_ATTEMPT,
+    S_MARK,
+    S_UNDO_TO_MARK,
+    S_UNMARK,
     S_COUNT
 };
 
@@ -47,6 +50,10 @@ static const char *const s_sql[S_COUNT] = {
     [S_INSERT_ATTEMPT] =
         "INSERT INTO attempts(delivery_id, attempt, at_ms, outcome, error) "
         "VALUES (?1, ?2, ?3, ?4, ?5)",
+    /* prepared once: the router marks every emit and every change */
+    [S_MARK] = "SAVEPOINT emit",
+    [S_UNDO_TO_MARK] = "ROLLBACK TO emit",
+    [S_UNMARK] = "RELEASE emit",
 };
 
 static const char s_schema[] =
@@ -201,7 +208,11 @@ pb_journal_open(const char *dir, char *err, size_t err_len)
                               "PRAGMA foreign_keys=OFF;"
                               "PRAGMA journal_size_limit=67108864;",
                      NULL, NULL, &msg) != SQLITE_OK ||
-        sqlite3_exec(j->db, s_schema, NULL, NULL, &msg) != SQLITE_OK) {
+        sqlite3_exec(j->db, s_schema, NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(j->db,
+                     "PRAGMA temp_store=MEMORY;"
+                     "CREATE TEMP TABLE prune_seq(seq INTEGER PRIMARY KEY);",
+                     NULL, NULL, &msg) != SQLITE_OK) {
         snprintf(err, err_len, "cannot initialise journal '%s': %s", j->path,
                  msg ? msg : sqlite3_errmsg(j->db));
         sqlite3_free(msg);
@@ -304,15 +315,15 @@ s_bind_text(sqlite3_stmt *st, int i, const char *s)
 int
 pb_journal_mark(pb_journal_t *j)
 {
-    return s_exec(j, "SAVEPOINT emit");
+    return s_step(j, j->stmt[S_MARK]);
 }
 
 int
 pb_journal_unmark(pb_journal_t *j, bool keep)
 {
-    if (!keep && s_exec(j, "ROLLBACK TO emit") != 0)
+    if (!keep && s_step(j, j->stmt[S_UNDO_TO_MARK]) != 0)
         return PB_EJOURNAL;
-    return s_exec(j, "RELEASE emit");
+    return s_step(j, j->stmt[S_UNMARK]);
 }
 
 int
@@ -633,30 +644,76 @@ pb_journal_drop(pb_journal_t *j, int64_t id)
     return s_exec(j, sql);
 }
 
-int
-pb_journal_prune(pb_journal_t *j, int64_t dedupe_before_ms,
-                 int64_t delivered_before_ms)
+/* One chunk of pruning in its own transaction: at most budget events
+ * and budget dedupe ids.  Returns how many of each went, or a negative
+ * code. */
+static int
+s_prune_chunk(pb_journal_t *j, int64_t dedupe_before_ms,
+              int64_t delivered_before_ms, int budget)
 {
-    char sql[1024];
+    char sql[1600];
+    /* Events are accepted in seq order, so the old ones are the first
+     * rows: find where the young ones start instead of reading them all.
+     * An event goes only when none of its deliveries is pending or dead. */
     snprintf(sql, sizeof sql,
              "BEGIN IMMEDIATE;"
-             "DELETE FROM dedupe WHERE seen_ms < %lld;"
+             "DELETE FROM prune_seq;"
+             "INSERT INTO prune_seq SELECT e.seq FROM events e WHERE "
+             "e.seq < coalesce((SELECT seq FROM events WHERE accepted_ms >= "
+             "%lld ORDER BY seq LIMIT 1), 9223372036854775807) AND "
+             "e.accepted_ms < %lld AND NOT EXISTS (SELECT 1 FROM deliveries "
+             "d WHERE d.event_seq = e.seq AND d.state != 1) ORDER BY e.seq "
+             "LIMIT %d;"
              "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM "
-             "deliveries WHERE state = 1 AND event_seq IN (SELECT seq FROM "
-             "events WHERE accepted_ms < %lld) AND event_seq NOT IN (SELECT "
-             "event_seq FROM deliveries WHERE state != 1));"
+             "deliveries WHERE event_seq IN (SELECT seq FROM prune_seq));"
              "DELETE FROM deliveries WHERE event_seq IN (SELECT seq FROM "
-             "events WHERE accepted_ms < %lld) AND state = 1 AND event_seq "
-             "NOT IN (SELECT event_seq FROM deliveries WHERE state != 1);"
-             "DELETE FROM events WHERE accepted_ms < %lld AND seq NOT IN "
-             "(SELECT event_seq FROM deliveries);"
-             "COMMIT;",
-             (long long)dedupe_before_ms, (long long)delivered_before_ms,
-             (long long)delivered_before_ms, (long long)delivered_before_ms);
+             "prune_seq);"
+             "DELETE FROM events WHERE seq IN (SELECT seq FROM prune_seq);"
+             "DELETE FROM dedupe WHERE vendor_id IN (SELECT vendor_id FROM "
+             "dedupe WHERE seen_ms < %lld ORDER BY seen_ms LIMIT %d);",
+             (long long)delivered_before_ms, (long long)delivered_before_ms,
+             budget, (long long)dedupe_before_ms, budget);
     int rc = s_exec(j, sql);
+    int dedupe = rc == 0 ? sqlite3_changes(j->db) : 0;
+    int events = 0;
+    if (rc == 0) {
+        sqlite3_stmt *st;
+        rc = sqlite3_prepare_v2(j->db, "SELECT count(*) FROM prune_seq", -1,
+                                &st, NULL) == SQLITE_OK
+                 ? 0
+                 : PB_EJOURNAL;
+        if (rc == 0 && sqlite3_step(st) == SQLITE_ROW)
+            events = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+    }
+    if (rc == 0)
+        rc = s_exec(j, "DELETE FROM prune_seq; COMMIT");
     if (rc != 0) {
         pb_journal_rollback(j);
         return rc;
+    }
+    return events > dedupe ? events : dedupe;
+}
+
+int
+pb_journal_prune(pb_journal_t *j, int64_t dedupe_before_ms,
+                 int64_t delivered_before_ms, int budget, bool *more)
+{
+    if (budget <= 0)
+        budget = PB_JOURNAL_PRUNE_BUDGET;
+    if (more)
+        *more = false;
+    int rc = s_prune_chunk(j, dedupe_before_ms, delivered_before_ms, budget);
+    if (rc < 0)
+        return rc;
+    if (rc >= budget) {
+        /* more to do: let the WAL be reused now, so a large backlog of old
+         * rows never makes it grow past one chunk */
+        if (more)
+            *more = true;
+        sqlite3_wal_checkpoint_v2(j->db, NULL, SQLITE_CHECKPOINT_PASSIVE,
+                                  NULL, NULL);
+        return 0;
     }
     sqlite3_wal_checkpoint_v2(j->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL,
                               NULL);

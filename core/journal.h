@@ -156,11 +156,18 @@ json_t *pb_journal_dead_ids(pb_journal_t *j, const char *route);
 
 /*
  * Housekeeping, outside a transaction: forget dedupe ids older than
- * dedupe_before_ms and delivered events accepted before
- * delivered_before_ms; then checkpoint the WAL.
+ * dedupe_before_ms, and events accepted before delivered_before_ms whose
+ * every delivery was delivered (with their deliveries and attempt
+ * history).  One call does at most `budget` events and `budget` dedupe
+ * ids (<= 0: PB_JOURNAL_PRUNE_BUDGET) in one short transaction, so it
+ * neither stalls the caller nor swells the WAL with a large backlog;
+ * *more (may be NULL) says whether to call again.  The WAL is
+ * checkpointed after each call, and truncated once nothing is left.
+ * Returns 0 or a negative code.
  */
+#define PB_JOURNAL_PRUNE_BUDGET 2000
 int pb_journal_prune(pb_journal_t *j, int64_t dedupe_before_ms,
-                     int64_t delivered_before_ms);
+                     int64_t delivered_before_ms, int budget, bool *more);
 
 /* Bytes on disk (database + WAL). */
 int64_t pb_journal_size(pb_journal_t *j);

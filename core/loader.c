@@ -6,7 +6,9 @@
 
 #include <dirent.h>
 #include <dlfcn.h>
+#include <elf.h>
 #include <errno.h>
+#include <link.h>
 #include <signal.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -123,6 +125,57 @@ s_find(const char *name_or_path, const char *const *search_path,
         snprintf(err + n, err_len - (size_t)n, "%s)",
                  search_count ? "" : "empty: set plugboard.plugin_path");
     return false;
+}
+
+/*
+ * Refuse a shared object cut short (a copy still being written, a full
+ * disk) before dlopen maps it: dlopen maps each loadable segment from the
+ * file and touches its pages, so one that reaches past the end of the
+ * file kills the process with SIGBUS instead of failing.  Files that are
+ * not ELF objects of this machine's class are left to dlopen, which says
+ * what they are.
+ */
+static int
+s_check_complete(const char *file, const char *path, char *err, size_t err_len)
+{
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    ElfW(Ehdr) eh;
+    if (fd < 0 || fstat(fd, &st) != 0 ||
+        pread(fd, &eh, sizeof eh, 0) != (ssize_t)sizeof eh ||
+        memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
+        eh.e_ident[EI_CLASS] !=
+            (sizeof(void *) == 8 ? ELFCLASS64 : ELFCLASS32)) {
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    const char *short_of = NULL;
+    uint64_t need =
+        (uint64_t)eh.e_phoff + (uint64_t)eh.e_phnum * sizeof(ElfW(Phdr));
+    if (eh.e_phentsize != sizeof(ElfW(Phdr)) || need > size)
+        short_of = "its program headers";
+    for (ElfW(Half) i = 0; !short_of && i < eh.e_phnum; i++) {
+        ElfW(Phdr) ph;
+        if (pread(fd, &ph, sizeof ph, (off_t)(eh.e_phoff + i * sizeof ph)) !=
+            (ssize_t)sizeof ph)
+            short_of = "its program headers";
+        else if (ph.p_type == PT_LOAD &&
+                 (uint64_t)ph.p_offset + ph.p_filesz > size) {
+            short_of = "a loadable segment";
+            need = (uint64_t)ph.p_offset + ph.p_filesz;
+        }
+    }
+    close(fd);
+    if (!short_of)
+        return 0;
+    snprintf(err, err_len,
+             "cannot load plugin '%s': the file is truncated (%llu bytes, "
+             "%s needs %llu); was it still being written?",
+             path, (unsigned long long)size, short_of,
+             (unsigned long long)need);
+    return -1;
 }
 
 static bool
@@ -242,6 +295,11 @@ pb_plugin_load_kept(const char *name_or_path, const char *const *search_path,
         open_path = copy;
     }
 
+    if (s_check_complete(open_path, path, err, err_len) != 0) {
+        if (copy_dir)
+            unlink(copy);
+        return NULL;
+    }
     void *handle = dlopen(open_path, RTLD_NOW | RTLD_LOCAL);
     if (copy_dir && (!handle || !keep))
         unlink(copy); /* the mapping keeps the copy alive */

@@ -122,6 +122,28 @@ s_join(char *const *v, size_t n, char *out, size_t len)
     }
 }
 
+/* The tool behind each plugin this tree ships, so the map reads as a
+ * picture of the company's tools without loading any plugin; another
+ * plugin shows its name only. */
+static const char *
+s_tool(const char *plugin)
+{
+    static const struct {
+        const char *plugin, *tool;
+    } tools[] = {
+        {"stripe", "Stripe (payments)"},
+        {"hubspot", "HubSpot (CRM)"},
+        {"zendesk", "Zendesk (support desk)"},
+        {"smtp", "e-mail over SMTP, SendGrid and Mailgun events"},
+        {"file", "JSON-lines outbox file"},
+        {"maildir", "Maildir (e-mail on disk)"},
+    };
+    for (size_t i = 0; i < sizeof tools / sizeof *tools; i++)
+        if (strcmp(tools[i].plugin, plugin) == 0)
+            return tools[i].tool;
+    return NULL;
+}
+
 /* ------------------------------------------------------------------ */
 /* text                                                                */
 /* ------------------------------------------------------------------ */
@@ -134,7 +156,9 @@ pb_map_text(const pb_config_t *cfg, json_t *live, json_t *constraint, FILE *out)
             live ? " (live)" : "");
     for (size_t i = 0; i < cfg->connector_count; i++) {
         const pb_connector_conf_t *c = &cfg->connectors[i];
-        fprintf(out, "  %-20s plugin %s", c->name, c->plugin);
+        const char *tool = s_tool(c->plugin);
+        fprintf(out, "  %-20s plugin %s%s%s", c->name, c->plugin,
+                tool ? ": " : "", tool ? tool : "");
         json_t *lc = live ? s_live_conn(live, c->name) : NULL;
         if (lc) {
             s_conn_numbers(lc, buf, sizeof buf);
@@ -220,6 +244,8 @@ s_dot_nodes(const pb_config_t *cfg, json_t *live, FILE *out)
         fprintf(out, "\" [label=\"");
         s_dot_line(out, "", c->name);
         s_dot_line(out, "plugin: ", c->plugin);
+        if (s_tool(c->plugin))
+            s_dot_line(out, "tool: ", s_tool(c->plugin));
         json_t *lc = live ? s_live_conn(live, c->name) : NULL;
         if (lc) {
             s_conn_numbers(lc, buf, sizeof buf);
@@ -287,7 +313,8 @@ pb_map_dot(const pb_config_t *cfg, json_t *live, json_t *constraint, FILE *out)
 const char pb_map_help[] =
     "usage: plugboard map [-c FILE] [--format text|dot|svg] [--live]\n"
     "\n"
-    "Print the integration map of FILE: each connector with its plugin,\n"
+    "Print the integration map of FILE: each connector with its plugin\n"
+    "(and, for the bundled ones, the tool it connects),\n"
     "and each route as an edge from its source to every destination,\n"
     "labelled with its event types, why, owner, on_failure and notify.\n"
     "Reads only the config: no plugin is loaded, no host needs to run.\n"

@@ -1073,7 +1073,8 @@ s_check_types(const plugboard_connector_t *d, char *probs, size_t len,
                   d->consumes[nc]);
     for (; d->emits && d->emits[ne] && ne < 256; ne++) {
         const char *t = d->emits[ne];
-        if (strcmp(t, PLUGBOARD_EV_DELIVERY_DEAD) == 0)
+        if (strcmp(t, PLUGBOARD_EV_DELIVERY_DEAD) == 0 ||
+            strcmp(t, PLUGBOARD_EV_CONNECTOR_UNHEALTHY) == 0)
             s_add(probs, len, "emits '%s': only the host emits it", t);
         else if (!pb_type_is_canonical(t))
             s_add(probs, len,

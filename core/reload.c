@@ -247,37 +247,61 @@ s_threads_inside(const pb_plugin_t *p, char *tids, size_t len)
     return found;
 }
 
-/* Plugins whose code a thread may still run: never unloaded (main
- * thread only; forgotten at pb_reload_destroy). */
-static pb_plugin_t **s_abandoned;
+/* A plugin whose code a thread may still run: never unloaded, and shown
+ * by status as a "leaked" row of the instance that last ran it. */
+typedef struct s_abandoned {
+    pb_plugin_t *p;
+    char name[64], instance[80], isolation[16];
+    char plugin[64], version[32];
+    char why[200];
+    int64_t since_wall;
+} abandoned_t;
+
+/* Main thread only; forgotten at pb_reload_destroy. */
+static abandoned_t *s_abandoned;
 static size_t s_abandoned_count;
 
+/* Drop one reference; in is the instance that held it (NULL: a reload's
+ * or upgrade's own), named when its plugin cannot be unloaded. */
 static void
-s_plug_release(plug_t **plp)
+s_plug_release(plug_t **plp, const inst_t *in)
 {
     plug_t *pl = *plp;
     *plp = NULL;
     if (!pl || --pl->refs > 0)
         return;
     const plugboard_connector_t *d = pb_plugin_descriptor(pl->p);
+    const char *version = d->version ? d->version : "?";
     char tids[128];
     int n = s_threads_inside(pl->p, tids, sizeof tids);
-    pb_plugin_t **grown =
+    abandoned_t *grown =
         n ? realloc(s_abandoned, (s_abandoned_count + 1) * sizeof *grown)
           : NULL;
     if (grown) {
+        abandoned_t *a = &grown[s_abandoned_count++];
+        s_abandoned = grown;
+        memset(a, 0, sizeof *a);
+        a->p = pl->p;
+        snprintf(a->name, sizeof a->name, "%s", in ? in->name : "");
+        snprintf(a->instance, sizeof a->instance, "%s",
+                 in ? (in->gen ? in->rid : in->name) : "");
+        snprintf(a->isolation, sizeof a->isolation, "%s",
+                 in ? in->isolation : "thread");
+        snprintf(a->plugin, sizeof a->plugin, "%s", d->name);
+        snprintf(a->version, sizeof a->version, "%s", version);
+        snprintf(a->why, sizeof a->why,
+                 "left %d thread%s running in its code after close (tid "
+                 "%.100s); kept loaded",
+                 n, n == 1 ? "" : "s", tids);
+        a->since_wall = pb_now_ms();
         pb_error("reload",
                  "plugin=%s version=%s left %d thread%s running in its code "
                  "after close (tid %s); it is not unloaded: fix its close",
-                 d->name, d->version ? d->version : "?", n, n == 1 ? "" : "s",
-                 tids);
-        s_abandoned = grown;
-        s_abandoned[s_abandoned_count++] = pl->p;
+                 d->name, version, n, n == 1 ? "" : "s", tids);
         free(pl);
         return;
     }
-    pb_info("reload", "plugin=%s version=%s unloaded", d->name,
-            d->version ? d->version : "?");
+    pb_info("reload", "plugin=%s version=%s unloaded", d->name, version);
     pb_plugin_destroy(&pl->p);
     free(pl);
 }
@@ -312,7 +336,7 @@ s_inst_free(inst_t *in)
     if (!in)
         return;
     pb_settings_destroy(&in->settings);
-    s_plug_release(&in->plug);
+    s_plug_release(&in->plug, in);
     free(in);
 }
 
@@ -357,7 +381,10 @@ s_spawn(pb_reload_t *rl, inst_t *in, const pb_config_t *cfg,
         .metrics = pb_metrics_connector(rl->opt.metrics, in->name),
         .isolation = conf->isolation,
         .config_path = cfg->path,
+        .log_level = cfg->log_level,
+        .conf = conf,
         .run_dir = cfg->run_dir,
+        .concurrency = conf->concurrency,
         .deliver_timeout_ms = conf->deliver_timeout_ms
                                   ? conf->deliver_timeout_ms
                                   : d->deliver_timeout_ms,
@@ -493,6 +520,7 @@ s_swap_table(pb_reload_t *rl, const pb_config_t *cfg, inst_t **insts,
         dests[i].name = c->name;
         dests[i].peer = insts[i]->gen ? insts[i]->rid : insts[i]->name;
         dests[i].window = PB_ROUTER_DEFAULT_WINDOW;
+        dests[i].workers = c->concurrency;
         dests[i].timeout_ms =
             c->deliver_timeout_ms
                 ? c->deliver_timeout_ms
@@ -769,7 +797,7 @@ s_stage_undo(stage_t *st)
         if (st->fresh && st->fresh[i])
             s_discard(st->rl, st->insts[i], &st->cfg->connectors[i].bound);
     for (size_t i = 0; st->plugs && i < n; i++)
-        s_plug_release(&st->plugs[i]);
+        s_plug_release(&st->plugs[i], NULL);
     free(st->plugs);
     free(st->insts);
     free(st->fresh);
@@ -815,7 +843,7 @@ s_stage_commit(stage_t *st, const pb_router_swap_result_t *res)
             s_add_name(out, "added", st->insts[i]->name);
         if (st->fresh[i])
             s_describe_metrics(rl, st->insts[i]);
-        s_plug_release(&st->plugs[i]);
+        s_plug_release(&st->plugs[i], NULL);
     }
     pb_log_level_t level;
     if (st->cfg->log_level &&
@@ -1022,7 +1050,7 @@ pb_reload_upgrade(pb_reload_t *rl, const char *name, const char *plugin)
                     pb_plugin_descriptor(plug->p)->name, running);
     else
         answer = s_upgrade(rl, (size_t)j, plug, &diag);
-    s_plug_release(&plug); /* the new instance holds its own reference */
+    s_plug_release(&plug, NULL); /* the new instance holds its own */
     if (!answer) {
         char what_failed[160];
         snprintf(what_failed, sizeof what_failed,
@@ -1182,6 +1210,16 @@ pb_reload_status(pb_reload_t *rl, json_t *connectors)
                             json_integer((now - in->retired_mono) / 1000));
         json_array_append_new(connectors, o);
     }
+    for (size_t k = 0; k < s_abandoned_count; k++) {
+        const abandoned_t *a = &s_abandoned[k];
+        json_array_append_new(
+            connectors,
+            json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s}", "name",
+                      a->name, "instance", a->instance, "plugin", a->plugin,
+                      "version", a->version, "state", "leaked", "isolation",
+                      a->isolation, "since", (json_int_t)a->since_wall,
+                      "failure", a->why));
+    }
     for (size_t k = 0; k < rl->starting_count; k++) {
         inst_t *in = rl->starting[k];
         if (in && in->actor && s_current(rl, in->name) >= 0 &&
@@ -1313,7 +1351,7 @@ pb_reload_destroy(pb_reload_t **rlp)
     *rlp = NULL;
     pb_reload_shutdown(rl);
     for (size_t i = 0; i < s_abandoned_count; i++)
-        pb_plugin_abandon(&s_abandoned[i]);
+        pb_plugin_abandon(&s_abandoned[i].p);
     free(s_abandoned);
     s_abandoned = NULL;
     s_abandoned_count = 0;
@@ -1472,8 +1510,20 @@ pb_reload_cli(int argc, char **argv)
     json_t *resp =
         pb_control_request(sock, req, S_CLI_TIMEOUT_MS, err, sizeof err);
     json_decref(req);
-    if (!resp) {
+    if (!resp && upgrade) {
         fprintf(stderr, "error: %s\n", err);
+        return 1;
+    }
+    if (!resp) {
+        /* the socket is found through the file as it is now: one whose
+         * run directory moved cannot lead to the host that runs */
+        fprintf(stderr,
+                "error: config not reloaded: %s\n"
+                "  the control socket is looked for in the run directory "
+                "'%s' names now ('%s'); if its plugboard.data_dir or "
+                "plugboard.run_dir changed, the running host keeps the old "
+                "one: restart the host for that change\n",
+                err, config, run_dir);
         return 1;
     }
     int rc = json_is_true(json_object_get(resp, "ok")) ? 0 : 1;

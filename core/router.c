@@ -34,6 +34,8 @@
 #define S_KEYSET_SLOTS 65536    /* must exceed 2 * S_SCAN_MAX */
 #define S_DEAD_RETRY_MS 5000    /* dead letter not writable: try later */
 #define S_PRUNE_EVERY_MS 60000
+#define S_DLQ_PAGE 1000         /* dead letters per dlq.list answer, */
+#define S_DLQ_PAGE_MAX 100000   /* unless its limit says otherwise */
 #define S_MH_CACHE 8            /* hop series cached per route */
 
 typedef struct s_event {
@@ -56,6 +58,8 @@ typedef struct s_delivery {
                                 not count toward the route's attempts */
     int64_t next_ms;
     int64_t sent_ms;
+    int64_t started_ms;      /* when one of the actor's workers took it
+                                (estimated, s_check_timeouts); 0 queued */
     int64_t sent_us;         /* monotonic, for the latency histogram */
     pb_mhop_t *mh;           /* its (route, destination) series */
     bool inflight;
@@ -74,7 +78,7 @@ typedef struct s_dest {
     bool ready;
     int inflight;
     int window;
-    int64_t last_answer_ms;  /* when the actor last answered a delivery */
+    int workers;             /* deliveries the actor runs at once */
     int64_t timeout_ms;
     dl_t *head, *tail;
     pb_mconn_t *mc;          /* its metrics, looked up on first use */
@@ -102,6 +106,7 @@ typedef struct s_change {
     char reason[PLUGBOARD_REASON_MAX];
     bool dead;               /* computed: becomes a dead letter */
     bool timeout;            /* no answer in time (metrics reason) */
+    bool unwritten;          /* its write failed and was undone alone */
     int64_t next_ms;         /* computed for retries */
 } change_t;
 
@@ -480,6 +485,7 @@ s_send_delivery(pb_router_t *r, dest_t *ds, dl_t *d, int64_t now)
     }
     d->inflight = true;
     d->sent_ms = now;
+    d->started_ms = 0;
     d->sent_us = pb_metrics_now_us();
     pb_mhop_inflight_add(d->mh, 1);
     ds->inflight++;
@@ -568,54 +574,28 @@ s_dispatch(pb_router_t *r, int64_t now)
 /* dead letters                                                      */
 /* ---------------------------------------------------------------- */
 
-/* Stage a plugboard.delivery.dead notice for d in the open transaction. */
-static void
-s_notify_dead(pb_router_t *r, const dl_t *d, const char *reason,
-              const char *error)
+/* Stage the host's notice b (taken) to route ri's notify connector in the
+ * open transaction; it is dispatched once the transaction commits.
+ * Returns 0 or a negative code (nothing of it is then kept). */
+static int
+s_stage_notice(pb_router_t *r, int ri, pb_builder_t **bp)
 {
-    if (d->route < 0 || r->routes[d->route].notify < 0 ||
-        strcmp(d->ev->type, PLUGBOARD_EV_DELIVERY_DEAD) == 0)
-        return;
-    const route_t *rt = &r->routes[d->route];
-    const pb_route_conf_t *c = rt->conf;
-    pb_builder_t *b = pb_builder_new("plugboard", PLUGBOARD_EV_DELIVERY_DEAD);
-    if (!b)
-        return;
-    char key[300];
-    snprintf(key, sizeof key, "route:%s", c->name);
-    const char *dest = r->dests[d->dest].name;
-    pb_builder_set_key(b, key);
-    pb_builder_set_causation(b, d->ev->id);
-    pb_builder_set_string(b, "route", c->name, strlen(c->name));
-    pb_builder_set_string(b, "destination", dest, strlen(dest));
-    pb_builder_set_string(b, "why", c->why, strlen(c->why));
-    pb_builder_set_string(b, "owner", c->owner, strlen(c->owner));
-    if (c->on_failure)
-        pb_builder_set_string(b, "on_failure", c->on_failure,
-                              strlen(c->on_failure));
-    pb_builder_set_int(b, "attempts", d->attempts);
-    pb_builder_set_string(b, "last_error", error, strlen(error));
-    pb_builder_set_string(b, "reason", reason, strlen(reason));
-    pb_builder_set_string(b, "event.id", d->ev->id, strlen(d->ev->id));
-    pb_builder_set_string(b, "event.type", d->ev->type,
-                          strlen(d->ev->type));
-    pb_builder_set_string(b, "event.key", d->ev->key, strlen(d->ev->key));
-    pb_builder_set_int(b, "dead_at", pb_now_ms());
+    const route_t *rt = &r->routes[ri];
     uint8_t *frame = NULL;
     size_t len = 0;
-    int rc = pb_builder_encode(b, &frame, &len);
-    pb_builder_destroy(&b);
+    int rc = pb_builder_encode(*bp, &frame, &len);
+    pb_builder_destroy(bp);
     if (rc != 0)
-        return;
+        return rc;
     int err;
     char why[128];
     pb_envelope_t *env = pb_envelope_decode(frame, len, NULL, &err, why,
                                             sizeof why);
     if (!env) {
         free(frame);
-        return;
+        return err ? err : PB_EPROTO;
     }
-    pb_journal_target_t target = {.route = c->name,
+    pb_journal_target_t target = {.route = rt->conf->name,
                                   .destination = r->dests[rt->notify].name};
     pb_journal_event_t je = {
         .id = pb_envelope_id(env),
@@ -628,17 +608,73 @@ s_notify_dead(pb_router_t *r, const dl_t *d, const char *reason,
         .targets = &target,
         .target_count = 1,
     };
-    if (pb_journal_append(r->journal, &je) == 0) {
+    rc = pb_journal_append(r->journal, &je);
+    if (rc == 0) {
         ev_t *ev = s_ev_new(je.id, je.key, je.type, frame, len);
         if (ev) {
             S_GROW(r, newdls, newdl_count, newdl_cap);
             r->newdls[r->newdl_count++] = (newdl_t){
-                .ev = ev, .route = d->route, .dest = rt->notify,
+                .ev = ev, .route = ri, .dest = rt->notify,
                 .id = target.delivery_id};
+        } else {
+            rc = PB_ENOMEM;
         }
     }
+    if (rc != 0)
+        pb_error("router", "cannot store a notice route=%s type=%s: %s",
+                 rt->conf->name, je.type, pb_journal_errmsg(r->journal));
     pb_envelope_destroy(&env);
     free(frame);
+    return rc;
+}
+
+/* A host notice about route c: its key and the route's own fields. */
+static pb_builder_t *
+s_notice_new(const pb_route_conf_t *c, const char *type, const char *dest)
+{
+    pb_builder_t *b = pb_builder_new("plugboard", type);
+    if (!b)
+        return NULL;
+    char key[300];
+    snprintf(key, sizeof key, "route:%s", c->name);
+    pb_builder_set_key(b, key);
+    pb_builder_set_string(b, "route", c->name, strlen(c->name));
+    pb_builder_set_string(b, "destination", dest, strlen(dest));
+    pb_builder_set_string(b, "why", c->why, strlen(c->why));
+    pb_builder_set_string(b, "owner", c->owner, strlen(c->owner));
+    if (c->on_failure)
+        pb_builder_set_string(b, "on_failure", c->on_failure,
+                              strlen(c->on_failure));
+    return b;
+}
+
+/* Stage a plugboard.delivery.dead notice for d in the open transaction.
+ * Returns 0 (also when the route names no notify connector) or a negative
+ * code: a dead letter whose notice cannot be stored is not written either,
+ * so the owner is never left untold. */
+static int
+s_notify_dead(pb_router_t *r, const dl_t *d, const char *reason,
+              const char *error)
+{
+    if (d->route < 0 || r->routes[d->route].notify < 0 ||
+        strcmp(d->ev->type, PLUGBOARD_EV_DELIVERY_DEAD) == 0 ||
+        strcmp(d->ev->type, PLUGBOARD_EV_CONNECTOR_UNHEALTHY) == 0)
+        return 0;
+    const pb_route_conf_t *c = r->routes[d->route].conf;
+    pb_builder_t *b = s_notice_new(c, PLUGBOARD_EV_DELIVERY_DEAD,
+                                   r->dests[d->dest].name);
+    if (!b)
+        return PB_ENOMEM;
+    pb_builder_set_causation(b, d->ev->id);
+    pb_builder_set_int(b, "attempts", d->attempts);
+    pb_builder_set_string(b, "last_error", error, strlen(error));
+    pb_builder_set_string(b, "reason", reason, strlen(reason));
+    pb_builder_set_string(b, "event.id", d->ev->id, strlen(d->ev->id));
+    pb_builder_set_string(b, "event.type", d->ev->type,
+                          strlen(d->ev->type));
+    pb_builder_set_string(b, "event.key", d->ev->key, strlen(d->ev->key));
+    pb_builder_set_int(b, "dead_at", pb_now_ms());
+    return s_stage_notice(r, d->route, &b);
 }
 
 /* ---------------------------------------------------------------- */
@@ -871,7 +907,9 @@ s_handle_result(pb_router_t *r, const char *peer, zmq_msg_t *parts,
     }
     if (c->outcome != PLUGBOARD_OK && !c->reason[0])
         snprintf(c->reason, sizeof c->reason, "%s without a reason",
-                 c->outcome == PLUGBOARD_RETRY ? "retry" : "reject");
+                 c->outcome == PLUGBOARD_REJECT ? "reject"
+                 : c->outcome == PLUGBOARD_HOLD ? "hold"
+                                                : "retry");
 }
 
 /* Write one change into the open transaction. */
@@ -895,10 +933,10 @@ s_write_change(pb_router_t *r, change_t *c, int64_t now)
                                attempts, 0, c->reason);
         if (rc == 0) {
             d->attempts = attempts; /* the notice reports them */
-            s_notify_dead(r, d,
-                          c->outcome == PLUGBOARD_REJECT ? "rejected"
-                                                         : "exhausted",
-                          c->reason);
+            rc = s_notify_dead(r, d,
+                               c->outcome == PLUGBOARD_REJECT ? "rejected"
+                                                              : "exhausted",
+                               c->reason);
             d->attempts = attempts - 1;
         }
         return rc;
@@ -909,6 +947,31 @@ s_write_change(pb_router_t *r, change_t *c, int64_t now)
     return pb_journal_update(r->journal, d->id, PB_DELIVERY_PENDING,
                              attempts, pb_now_ms() + (c->next_ms - now),
                              c->reason);
+}
+
+/*
+ * Write one change behind its own mark, so that a change that cannot be
+ * written (a dead letter or its notice the journal refuses) is undone
+ * alone: it stays pending, its failure is logged and counted, and the
+ * emits and results sharing its batch are still committed.  Returns
+ * non-zero only when the transaction itself is broken.
+ */
+static int
+s_write_change_alone(pb_router_t *r, change_t *c, int64_t now)
+{
+    size_t newdl_mark = r->newdl_count;
+    if (pb_journal_mark(r->journal) != 0)
+        return PB_EJOURNAL;
+    int rc = s_write_change(r, c, now);
+    if (pb_journal_unmark(r->journal, rc == 0) != 0)
+        return PB_EJOURNAL;
+    if (rc != 0) {
+        c->unwritten = true;
+        while (r->newdl_count > newdl_mark)
+            s_ev_release(r->newdls[--r->newdl_count].ev);
+        s_stat_add(&r->stats.journal_errors, 1);
+    }
+    return 0;
 }
 
 /* Count an answer (or a timeout) in the hop's series. */
@@ -1022,7 +1085,7 @@ s_commit_batch(pb_router_t *r, bool began, int64_t now)
     }
     if (began) {
         for (size_t i = 0; i < r->change_count; i++)
-            if (s_write_change(r, &r->changes[i], now) != 0)
+            if (s_write_change_alone(r, &r->changes[i], now) != 0)
                 goto out_fail;
         int64_t t0 = pb_metrics_now_us();
         if (pb_journal_commit(r->journal) == 0) {
@@ -1071,7 +1134,8 @@ out_fail:
             s_add(r, n->ev, n->route, n->dest, n->id, 0, 0);
         }
     for (size_t i = 0; i < r->change_count; i++)
-        s_apply_change(r, &r->changes[i], committed, now);
+        s_apply_change(r, &r->changes[i],
+                       committed && !r->changes[i].unwritten, now);
     s_batch_reset(r);
 }
 
@@ -1170,6 +1234,51 @@ s_dlq_change(pb_router_t *r, json_t *ids, bool replay)
                      ids);
 }
 
+/* {"cmd":"notice", "route", "destination", "cause", "detail", "since",
+ * "interval_ms"}: journal a plugboard.connector.unhealthy notice to the
+ * route's notify connector and dispatch it. */
+static json_t *
+s_unhealthy_notice(pb_router_t *r, json_t *req)
+{
+    const char *route = json_string_value(json_object_get(req, "route"));
+    const char *dest = json_string_value(json_object_get(req, "destination"));
+    const char *cause = json_string_value(json_object_get(req, "cause"));
+    const char *detail = json_string_value(json_object_get(req, "detail"));
+    int ri = route ? s_find_route(r, route) : -1;
+    if (ri < 0 || !dest || !cause || !detail)
+        return pb_control_error("notice needs a running route, a "
+                                "destination, a cause and a detail");
+    if (r->routes[ri].notify < 0)
+        return pb_control_error("route '%s' has no notify connector", route);
+    pb_builder_t *b = s_notice_new(r->routes[ri].conf,
+                                   PLUGBOARD_EV_CONNECTOR_UNHEALTHY, dest);
+    if (!b)
+        return pb_control_error("out of memory");
+    pb_builder_set_string(b, "cause", cause, strlen(cause));
+    pb_builder_set_string(b, "detail", detail, strlen(detail));
+    pb_builder_set_int(b, "since",
+                       json_integer_value(json_object_get(req, "since")));
+    pb_builder_set_int(b, "interval_ms", json_integer_value(json_object_get(
+                                             req, "interval_ms")));
+    if (pb_journal_begin(r->journal) != 0) {
+        pb_builder_destroy(&b);
+        return pb_control_error("the journal is busy; try again");
+    }
+    if (s_stage_notice(r, ri, &b) != 0 || r->newdl_count == 0 ||
+        pb_journal_commit(r->journal) != 0) {
+        pb_journal_rollback(r->journal);
+        s_batch_reset(r);
+        return pb_control_error("cannot journal the notice: %s",
+                                pb_journal_errmsg(r->journal));
+    }
+    for (size_t k = 0; k < r->newdl_count; k++) {
+        newdl_t *n = &r->newdls[k];
+        s_add(r, n->ev, n->route, n->dest, n->id, 0, 0);
+    }
+    s_batch_reset(r);
+    return json_pack("{s:b}", "ok", 1);
+}
+
 static json_t *
 s_control(pb_router_t *r, json_t *req)
 {
@@ -1178,15 +1287,31 @@ s_control(pb_router_t *r, json_t *req)
     if (!cmd)
         return pb_control_error("no command");
     if (strcmp(cmd, "dlq.list") == 0) {
+        /* one more than asked for tells whether there is a next page */
+        json_int_t limit = json_integer_value(json_object_get(req, "limit"));
+        if (limit <= 0)
+            limit = S_DLQ_PAGE;
+        if (limit > S_DLQ_PAGE_MAX)
+            limit = S_DLQ_PAGE_MAX;
         json_t *list = pb_journal_dead_list(
             r->journal, json_string_value(json_object_get(req, "route")),
             json_string_value(json_object_get(req, "connector")),
             json_integer_value(json_object_get(req, "after")),
-            (int)json_integer_value(json_object_get(req, "limit")));
+            (int)limit + 1);
         if (!list)
             return pb_control_error("cannot read the journal: %s",
                                          pb_journal_errmsg(r->journal));
-        return json_pack("{s:b, s:o}", "ok", 1, "dead_letters", list);
+        bool more = json_array_size(list) > (size_t)limit;
+        if (more)
+            json_array_remove(list, (size_t)limit);
+        json_t *out = json_pack("{s:b, s:o, s:b}", "ok", 1, "dead_letters",
+                                list, "more", more);
+        if (more)
+            json_object_set_new(
+                out, "next_after",
+                json_incref(json_object_get(
+                    json_array_get(list, (size_t)limit - 1), "id")));
+        return out;
     }
     if (strcmp(cmd, "dlq.show") == 0) {
         if (!json_is_integer(idv))
@@ -1223,6 +1348,8 @@ s_control(pb_router_t *r, json_t *req)
         json_decref(ids);
         return out;
     }
+    if (strcmp(cmd, "notice") == 0)
+        return s_unhealthy_notice(r, req);
     return pb_control_error("unknown command '%s'", cmd);
 }
 
@@ -1315,8 +1442,6 @@ s_read_batch(pb_router_t *r, int64_t now)
             s_stat_add(&r->stats.bad_frames, 1);
         } else if ((clen == 4 && memcmp(cmd, PB_MSG_EMIT, 4) == 0) ||
                    (clen == 3 && memcmp(cmd, PB_MSG_RESULT, 3) == 0)) {
-            if (cmd[0] == 'R')
-                r->dests[dest].last_answer_ms = now;
             if (!began && journal_ok) {
                 began = pb_journal_begin(r->journal) == 0;
                 journal_ok = began;
@@ -1357,42 +1482,52 @@ s_check_timeouts(pb_router_t *r, int64_t now)
         dest_t *ds = &r->dests[i];
         if (!ds->inflight)
             continue;
-        /* The actor answers its deliveries one at a time in the order it
-         * got them, so only the oldest one in flight is being worked on;
-         * its clock starts when it was sent or when the actor last
-         * answered, whichever is later.  The others are only queued, so a
+        /* The actor's workers (one, or the connector's concurrency) take
+         * its deliveries in the order they were sent, so only that many
+         * of the oldest in flight are being worked on; a delivery's clock
+         * starts when it is one of those, not when it was queued, so a
          * large window never turns into false timeouts.  Stop after the
          * last one in flight instead of walking the whole backlog. */
-        dl_t *oldest = NULL;
-        int seen = 0;
+        int seen = 0, working = 0;
         for (dl_t *d = ds->head; d && seen < ds->inflight; d = d->next) {
             if (!d->inflight)
                 continue;
             seen++;
-            if (!d->changing && (!oldest || d->sent_ms < oldest->sent_ms))
-                oldest = d;
+            if (d->changing || !d->started_ms)
+                continue;
+            working++;
+            if (now - d->started_ms < ds->timeout_ms)
+                continue;
+            if (!began)
+                began = pb_journal_begin(r->journal) == 0;
+            S_GROW(r, changes, change_count, change_cap);
+            change_t *c = &r->changes[r->change_count++];
+            memset(c, 0, sizeof *c);
+            c->dl = d;
+            d->changing = true;
+            c->outcome = PLUGBOARD_RETRY;
+            c->timeout = true;
+            snprintf(c->reason, sizeof c->reason, "no answer within %lld ms",
+                     (long long)ds->timeout_ms);
+            s_stat_add(&r->stats.timeouts, 1);
         }
-        if (!oldest)
-            continue;
-        int64_t started = oldest->sent_ms > ds->last_answer_ms
-                              ? oldest->sent_ms
-                              : ds->last_answer_ms;
-        if (now - started < ds->timeout_ms)
-            continue;
-        if (!began)
-            began = pb_journal_begin(r->journal) == 0;
-        S_GROW(r, changes, change_count, change_cap);
-        change_t *c = &r->changes[r->change_count++];
-        memset(c, 0, sizeof *c);
-        c->dl = oldest;
-        oldest->changing = true;
-        c->outcome = PLUGBOARD_RETRY;
-        c->timeout = true;
-        snprintf(c->reason, sizeof c->reason, "no answer within %lld ms",
-                 (long long)ds->timeout_ms);
-        s_stat_add(&r->stats.timeouts, 1);
-        /* the next one's clock starts now, not when it was queued */
-        ds->last_answer_ms = now;
+        /* the next ones' clocks start now, not when they were queued */
+        while (working < ds->workers) {
+            dl_t *oldest = NULL;
+            seen = 0;
+            for (dl_t *d = ds->head; d && seen < ds->inflight; d = d->next) {
+                if (!d->inflight)
+                    continue;
+                seen++;
+                if (!d->changing && !d->started_ms &&
+                    (!oldest || d->sent_ms < oldest->sent_ms))
+                    oldest = d;
+            }
+            if (!oldest)
+                break;
+            oldest->started_ms = now;
+            working++;
+        }
     }
     if (r->change_count)
         s_commit_batch(r, began, now);
@@ -1405,8 +1540,13 @@ s_maybe_prune(pb_router_t *r, int64_t now)
         return;
     r->last_prune_ms = now;
     int64_t wall = pb_now_ms();
-    pb_journal_prune(r->journal, wall - r->cfg->dedupe_retention_ms,
-                     wall - r->cfg->delivered_retention_ms);
+    bool more = false;
+    if (pb_journal_prune(r->journal, wall - r->cfg->dedupe_retention_ms,
+                         wall - r->cfg->delivered_retention_ms, 0,
+                         &more) != 0)
+        s_stat_add(&r->stats.journal_errors, 1);
+    else if (more) /* a backlog of old rows: the next chunk next turn */
+        r->last_prune_ms = now - S_PRUNE_EVERY_MS;
 }
 
 /* Once a second: each hop's oldest pending delivery, and the journal's
@@ -1619,6 +1759,9 @@ pb_router_start(const pb_router_options_t *opt, char *err, size_t err_len)
                                               : PB_ROUTER_DEFAULT_WINDOW;
         ds->timeout_ms =
             opt->dests[i].timeout_ms > 0 ? opt->dests[i].timeout_ms : 30000;
+        ds->workers = opt->dests[i].workers > 0 ? opt->dests[i].workers : 1;
+        if (ds->window < 2 * ds->workers) /* keep every worker busy */
+            ds->window = 2 * ds->workers;
         if (!ds->name) {
             snprintf(err, err_len, "out of memory");
             goto out_destroy;
@@ -1658,7 +1801,10 @@ pb_router_start(const pb_router_options_t *opt, char *err, size_t err_len)
     }
     if (r->dl_count)
         pb_info("router", "recovered pending deliveries=%zu", r->dl_count);
-    r->last_prune_ms = pb_monotonic_ms() - S_PRUNE_EVERY_MS + 5000;
+    /* housekeeping on the first turn: a chunk is short, and dedupe ids
+     * and delivered events past their retention go however short the
+     * host's runs are */
+    r->last_prune_ms = pb_monotonic_ms() - S_PRUNE_EVERY_MS;
     /* the socket is handed to the router thread; the thread start is the
      * memory barrier ZeroMQ asks for when a socket changes threads */
     if (pthread_create(&r->thread, NULL, s_thread, r) != 0) {
@@ -1974,6 +2120,9 @@ s_swap_dests(pb_router_t *r, const pb_router_table_t *t, int *dmap,
             abort();
         }
         ds->window = opt->window > 0 ? opt->window : PB_ROUTER_DEFAULT_WINDOW;
+        ds->workers = opt->workers > 0 ? opt->workers : 1;
+        if (ds->window < 2 * ds->workers) /* keep every worker busy */
+            ds->window = 2 * ds->workers;
         ds->timeout_ms = opt->timeout_ms > 0 ? opt->timeout_ms : 30000;
         if (o < 0 || strcmp(ds->peer, peer) != 0) {
             if (o >= 0)

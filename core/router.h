@@ -65,6 +65,9 @@ typedef struct pb_router_dest_options {
                                PB_ROUTER_DEFAULT_WINDOW */
     int64_t timeout_ms;     /* a delivery not answered in time is a
                                transient failure */
+    int workers;            /* deliveries the connector runs at once (its
+                               concurrency), default 1: the deadline of
+                               each runs from when a worker takes it */
     const char *peer;       /* routing id to deliver to; NULL = name */
 } pb_router_dest_options_t;
 

@@ -16,6 +16,7 @@
 #include "connector.h"
 #include "control.h"
 #include "error.h"
+#include "health.h"
 #include "http.h"
 #include "journal.h"
 #include "loader.h"
@@ -52,6 +53,10 @@ struct pb_runtime {
     bool metrics_on_admin;        /* /metrics only on admin_listen; fixed
                                      at start (the listener reads it) */
     pb_reload_t *reload;          /* owns the connectors once started */
+    pb_health_t *health;          /* owner notices sent, main thread */
+    int64_t health_checked_ms;    /* monotonic */
+    uint64_t health_checks;       /* health passes made (status shows) */
+    uint64_t health_notices;      /* unhealthy notices journaled */
 };
 
 typedef struct s_loadctx {
@@ -350,6 +355,7 @@ s_start_parts(pb_runtime_t *rt, pb_diag_t *diag)
         const plugboard_connector_t *d = pb_plugin_descriptor(rt->plugins[i]);
         dests[i].name = cfg->connectors[i].name;
         dests[i].window = PB_ROUTER_DEFAULT_WINDOW;
+        dests[i].workers = cfg->connectors[i].concurrency;
         dests[i].timeout_ms = cfg->connectors[i].deliver_timeout_ms
                                   ? cfg->connectors[i].deliver_timeout_ms
                                   : d->deliver_timeout_ms;
@@ -380,7 +386,10 @@ s_start_parts(pb_runtime_t *rt, pb_diag_t *diag)
                                             cfg->connectors[i].name),
             .isolation = cfg->connectors[i].isolation,
             .config_path = cfg->path,
+            .log_level = cfg->log_level,
+            .conf = &cfg->connectors[i],
             .run_dir = cfg->run_dir,
+            .concurrency = cfg->connectors[i].concurrency,
             .deliver_timeout_ms =
                 cfg->connectors[i].deliver_timeout_ms
                     ? cfg->connectors[i].deliver_timeout_ms
@@ -483,6 +492,7 @@ pb_runtime_stop(pb_runtime_t **rtp)
     for (size_t i = 0; rt->connectors && i < n; i++)
         pb_connector_stop(&rt->connectors[i]);
     pb_reload_destroy(&rt->reload);
+    pb_health_destroy(&rt->health);
     pb_http_stop(&rt->http);
     pb_http_stop(&rt->admin_http);
     if (rt->router) {
@@ -534,8 +544,11 @@ s_status(pb_runtime_t *rt)
     if (rt->reload) /* instance state, draining and starting instances */
         pb_reload_status(rt->reload, conns);
     return json_pack(
-        "{s:b, s:s, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}",
-        "ok", 1, "version", PB_VERSION, "connectors", conns, "totals",
+        "{s:b, s:s, s:o, s:{s:I, s:I}, "
+        "s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}",
+        "ok", 1, "version", PB_VERSION, "connectors", conns, "owner_notices",
+        "checks", (json_int_t)rt->health_checks, "sent",
+        (json_int_t)rt->health_notices, "totals",
         "accepted", (json_int_t)st.accepted, "duplicates",
         (json_int_t)st.duplicates, "unrouted", (json_int_t)st.unrouted,
         "delivered", (json_int_t)st.delivered, "retried",
@@ -567,11 +580,146 @@ s_control(void *ctx, const char *cmd, json_t *req)
     return pb_control_error("unknown command '%s'", cmd);
 }
 
+/* ---------------------------------------------------------------- */
+/* owner notices: plugboard.connector.unhealthy                      */
+/* ---------------------------------------------------------------- */
+
+static const plugboard_connector_t *
+s_descriptor_of(const pb_runtime_t *rt, const char *name)
+{
+    for (size_t i = 0; i < rt->cfg->connector_count && i < rt->plugin_count;
+         i++)
+        if (strcmp(rt->cfg->connectors[i].name, name) == 0)
+            return pb_plugin_descriptor(rt->plugins[i]);
+    return NULL;
+}
+
+static bool
+s_consumes(const plugboard_connector_t *d, const char *type)
+{
+    for (size_t i = 0; d && d->consumes && d->consumes[i]; i++)
+        if (pb_type_matches(d->consumes[i], type))
+            return true;
+    return false;
+}
+
+/* The "connectors" entry of status for name, or NULL. */
+static json_t *
+s_conn_status(json_t *status, const char *name)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(status, "connectors"), i, c)
+    {
+        const char *n = json_string_value(json_object_get(c, "name"));
+        if (n && strcmp(n, name) == 0)
+            return c;
+    }
+    return NULL;
+}
+
+static const pb_mhop_snap_t *
+s_hop_snap(const pb_metrics_snap_t *snap, const char *route, const char *dest)
+{
+    for (size_t i = 0; i < snap->hop_count; i++)
+        if (strcmp(snap->hops[i].route, route) == 0 &&
+            strcmp(snap->hops[i].connector, dest) == 0)
+            return &snap->hops[i];
+    return NULL;
+}
+
+/* Ask the router to send one notice when it is due; at most once per
+ * interval for (route, dest, cause). */
+static void
+s_maybe_notify(pb_runtime_t *rt, const pb_route_conf_t *r, const char *dest,
+               const char *cause, bool unhealthy, const char *detail,
+               int64_t now)
+{
+    int64_t since = now;
+    if (!pb_health_due(rt->health, r->name, dest, cause, unhealthy,
+                       r->alert_interval_ms, now, &since))
+        return;
+    int64_t since_wall = pb_now_ms() - (now - since);
+    json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "cmd",
+                            "notice", "route", r->name, "destination", dest,
+                            "cause", cause, "detail", detail, "since",
+                            (json_int_t)since_wall, "interval_ms",
+                            (json_int_t)r->alert_interval_ms);
+    json_t *resp = req ? pb_router_control(rt->router, req, 10000) : NULL;
+    if (json_is_true(json_object_get(resp, "ok"))) {
+        pb_health_sent(rt->health, r->name, dest, cause, now);
+        rt->health_notices++;
+        pb_warn("runtime",
+                "route=%s connector=%s unhealthy cause=%s owner=%s notify=%s "
+                "notice sent",
+                r->name, dest, cause, r->owner, r->notify);
+    } else {
+        pb_error("runtime",
+                 "route=%s connector=%s unhealthy cause=%s: cannot send the "
+                 "owner notice: %s",
+                 r->name, dest, cause,
+                 resp ? json_string_value(json_object_get(resp, "error"))
+                      : "out of memory");
+    }
+    json_decref(req);
+    json_decref(resp);
+}
+
+/* Once a second: every route destination that is crash-looping, or whose
+ * oldest pending delivery is older than the route's alert_after. */
+static void
+s_check_health(pb_runtime_t *rt)
+{
+    int64_t now = pb_monotonic_ms();
+    if (!rt->started || !rt->router || now - rt->health_checked_ms < 1000)
+        return;
+    rt->health_checked_ms = now;
+    if (!rt->health && !(rt->health = pb_health_new()))
+        return;
+    json_t *status = s_status(rt);
+    pb_metrics_snap_t snap = {0};
+    bool have_snap = rt->metrics && pb_metrics_snapshot(rt->metrics, &snap) == 0;
+    for (size_t i = 0; status && i < rt->cfg->route_count; i++) {
+        const pb_route_conf_t *r = &rt->cfg->routes[i];
+        if (!r->notify || !s_consumes(s_descriptor_of(rt, r->notify),
+                                      PLUGBOARD_EV_CONNECTOR_UNHEALTHY))
+            continue;
+        for (size_t k = 0; k < r->to_count; k++) {
+            const char *dest = r->to[k];
+            if (strcmp(dest, r->notify) == 0)
+                continue;
+            json_t *c = s_conn_status(status, dest);
+            const char *state = json_string_value(json_object_get(c, "state"));
+            const char *why = json_string_value(json_object_get(c, "failure"));
+            s_maybe_notify(rt, r, dest, "crash_loop",
+                           state && strcmp(state, "failed") == 0,
+                           why ? why : "its worker keeps dying", now);
+            const pb_mhop_snap_t *h =
+                have_snap ? s_hop_snap(&snap, r->name, dest) : NULL;
+            bool old = r->alert_after_ms > 0 && h && h->pending > 0 &&
+                       h->oldest_ms > r->alert_after_ms;
+            char detail[200];
+            snprintf(detail, sizeof detail,
+                     "its oldest pending delivery is %lld s old (alert_after "
+                     "%lld s); %lld pending",
+                     h ? (long long)(h->oldest_ms / 1000) : 0LL,
+                     (long long)(r->alert_after_ms / 1000),
+                     h ? (long long)h->pending : 0LL);
+            s_maybe_notify(rt, r, dest, "backlog", old, detail, now);
+        }
+    }
+    if (have_snap)
+        pb_metrics_snap_release(&snap);
+    json_decref(status);
+    rt->health_checks++;
+}
+
 void
 pb_runtime_tick(pb_runtime_t *rt)
 {
     if (rt->reload)
         pb_reload_tick(rt->reload);
+    s_check_health(rt);
 }
 
 int

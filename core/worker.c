@@ -32,6 +32,8 @@
 #include "loader.h"
 #include "log.h"
 
+#define S_MSG_WANT "WANT"
+#define S_MSG_CONF "CONF"
 #define S_MSG_HELLO "HELO"
 #define S_MSG_FAIL "FAIL"
 #define S_MSG_DELIVER "DLV"
@@ -47,14 +49,16 @@
 #define S_BACKOFF_MAX_MS 5000
 #define S_STOP_WAIT_MS 5000
 #define S_MAX_PARTS 1100 /* a reply: 3 parts and its frames */
+#define S_CONF_HEAD 6    /* CONF's parts before the settings */
+#define S_CONF_WAIT_MS 20000
 
 extern char **environ;
 
 struct pb_worker {
     void *zctx;
     char name[64];
-    char config[4096];
     char plugin[4096];
+    const pb_frames_t *conf; /* the CONF message (borrowed) */
     char run_dir[4096];
     int64_t call_timeout_ms;
     int64_t open_timeout_ms;
@@ -305,10 +309,9 @@ s_exec(pb_worker_t *w, char *err, size_t err_len)
     snprintf(parent, sizeof parent, "%d", (int)getpid());
     char endpoint[4300];
     snprintf(endpoint, sizeof endpoint, "ipc://%s", w->sock_path);
-    char *argv[] = {"plugboard",   "worker", "--config", w->config,
-                    "--connector", w->name,  "--plugin", w->plugin,
-                    "--endpoint",  endpoint, "--parent", parent,
-                    NULL};
+    char *argv[] = {"plugboard", "worker",  "--connector", w->name,
+                    "--plugin",  w->plugin, "--endpoint",  endpoint,
+                    "--parent",  parent,    NULL};
     posix_spawnattr_t attr;
     posix_spawnattr_init(&attr);
     sigset_t none, all;
@@ -333,6 +336,79 @@ s_exec(pb_worker_t *w, char *err, size_t err_len)
         return PB_EIO;
     }
     return 0;
+}
+
+/* One setting's value part: kind:u8 line:i32 value. */
+static int
+s_conf_value(pb_frames_t *f, const pb_raw_setting_t *r)
+{
+    uint8_t buf[16];
+    size_t len = 5;
+    int32_t line = r->line;
+    buf[0] = (uint8_t)r->kind;
+    memcpy(buf + 1, &line, 4);
+    if (r->kind == PB_RAW_INT) {
+        memcpy(buf + 5, &r->i, 8);
+        len += 8;
+    } else if (r->kind == PB_RAW_FLOAT) {
+        memcpy(buf + 5, &r->f, 8);
+        len += 8;
+    } else if (r->kind == PB_RAW_BOOL) {
+        buf[5] = r->b ? 1 : 0;
+        len += 1;
+    }
+    if (r->kind != PB_RAW_STRING)
+        return s_frames_add(f, buf, len);
+    size_t slen = r->str ? strlen(r->str) : 0;
+    uint8_t *v = malloc(5 + slen);
+    if (!v)
+        return PB_ENOMEM;
+    memcpy(v, buf, 5);
+    memcpy(v + 5, r->str ? r->str : "", slen);
+    int rc = s_frames_add(f, v, 5 + slen);
+    free(v);
+    return rc;
+}
+
+int
+pb_worker_conf(pb_frames_t *out, const char *config_path, const char *log_level,
+               const pb_connector_conf_t *c, char *err, size_t err_len)
+{
+    memset(out, 0, sizeof *out);
+    if (!c || !c->name || !c->plugin) {
+        snprintf(err, err_len, "no connector entry for the worker");
+        return PB_EINVAL;
+    }
+    if (c->settings_count > (S_MAX_PARTS - S_CONF_HEAD) / 2) {
+        snprintf(err, err_len, "too many settings for a worker process (%zu)",
+                 c->settings_count);
+        return PB_EINVAL;
+    }
+    const char *path = config_path ? config_path : "";
+    const char *level = log_level ? log_level : "info";
+    int32_t line = c->line;
+    int rc = s_frames_add(out, S_MSG_CONF, 4);
+    if (!rc)
+        rc = s_frames_add(out, path, strlen(path));
+    if (!rc)
+        rc = s_frames_add(out, level, strlen(level));
+    if (!rc)
+        rc = s_frames_add(out, c->name, strlen(c->name));
+    if (!rc)
+        rc = s_frames_add(out, c->plugin, strlen(c->plugin));
+    if (!rc)
+        rc = s_frames_add(out, &line, 4);
+    for (size_t i = 0; !rc && i < c->settings_count; i++) {
+        const pb_raw_setting_t *r = &c->settings[i];
+        rc = s_frames_add(out, r->name, strlen(r->name));
+        if (!rc)
+            rc = s_conf_value(out, r);
+    }
+    if (rc) {
+        pb_frames_release(out);
+        snprintf(err, err_len, "out of memory");
+    }
+    return rc;
 }
 
 /* Start a child and wait for its HELO (or FAIL). */
@@ -376,6 +452,21 @@ s_spawn(pb_worker_t *w, char *err, size_t err_len)
             msg_t *m = malloc(sizeof *m);
             if (!m || s_recv(w->sock, m, 0) != 0) {
                 free(m);
+                continue;
+            }
+            if (s_is(m, 0, S_MSG_WANT)) { /* its entry, then its open */
+                s_msg_close(m);
+                free(m);
+                if (s_send(w->sock, w->conf->count,
+                           (const void *const *)w->conf->data,
+                           w->conf->len) != 0) {
+                    snprintf(err, err_len,
+                             "cannot hand its worker the config: %s",
+                             zmq_strerror(errno));
+                    s_kill(w);
+                    s_close_sock(w);
+                    return PB_EIO;
+                }
                 continue;
             }
             bool hello = s_is(m, 0, S_MSG_HELLO);
@@ -663,7 +754,6 @@ pb_worker_start(const pb_worker_options_t *opt, char *err, size_t err_len)
     }
     w->zctx = opt->zmq_ctx;
     snprintf(w->name, sizeof w->name, "%s", opt->name);
-    snprintf(w->config, sizeof w->config, "%s", opt->config_path);
     snprintf(w->plugin, sizeof w->plugin, "%s", opt->plugin_file);
     snprintf(w->run_dir, sizeof w->run_dir, "%s", opt->run_dir);
     w->call_timeout_ms =
@@ -672,6 +762,13 @@ pb_worker_start(const pb_worker_options_t *opt, char *err, size_t err_len)
         opt->open_timeout_ms > 0 ? opt->open_timeout_ms : 20000;
     w->state = "starting";
     pthread_mutex_init(&w->lock, NULL);
+    w->conf = opt->conf;
+    if (!w->conf || !w->conf->count) {
+        snprintf(err, err_len, "no connector entry for the worker");
+        pthread_mutex_destroy(&w->lock);
+        free(w);
+        return NULL;
+    }
     if (s_spawn(w, err, err_len) != 0) {
         pthread_mutex_destroy(&w->lock);
         free(w);
@@ -715,7 +812,7 @@ pb_worker_stop(pb_worker_t **wp)
 /* ---------------------------------------------------------------- */
 
 typedef struct s_child {
-    const char *config, *name, *plugin, *endpoint;
+    const char *name, *plugin, *endpoint;
     long parent;
     pb_config_t *cfg;
     pb_connector_conf_t *conf;
@@ -879,42 +976,127 @@ s_child_describe(void *ctx, const pb_connector_conf_t *conn, char *err,
     return ch->p ? pb_plugin_descriptor(ch->p) : NULL;
 }
 
+/* A string part, copied; NULL when out of memory. */
+static char *
+s_part_str(msg_t *m, size_t i)
+{
+    size_t len;
+    const uint8_t *d = s_data(m, i, &len);
+    return strndup((const char *)d, len);
+}
+
+/* One setting from its name part and its value part. */
+static bool
+s_conf_setting(msg_t *m, size_t i, pb_raw_setting_t *r)
+{
+    size_t len;
+    const uint8_t *v = s_data(m, i + 1, &len);
+    int32_t line;
+    if (len < 5 || !(r->name = s_part_str(m, i)))
+        return false;
+    r->kind = (pb_raw_kind_t)v[0];
+    memcpy(&line, v + 1, 4);
+    r->line = line;
+    size_t want = r->kind == PB_RAW_INT || r->kind == PB_RAW_FLOAT ? 13
+                  : r->kind == PB_RAW_BOOL                         ? 6
+                                                                   : 5;
+    if (r->kind == PB_RAW_STRING)
+        return (r->str = strndup((const char *)v + 5, len - 5)) != NULL;
+    if (len != want)
+        return false;
+    if (r->kind == PB_RAW_INT)
+        memcpy(&r->i, v + 5, 8);
+    else if (r->kind == PB_RAW_FLOAT)
+        memcpy(&r->f, v + 5, 8);
+    else if (r->kind == PB_RAW_BOOL)
+        r->b = v[5] != 0;
+    return true;
+}
+
+/* The config the host runs, as far as this connector goes: its entry
+ * from the CONF message m, without routes. */
+static pb_config_t *
+s_conf_parse(msg_t *m)
+{
+    if (m->n < S_CONF_HEAD || (m->n - S_CONF_HEAD) % 2 ||
+        zmq_msg_size(&m->parts[5]) != 4)
+        return NULL;
+    pb_config_t *cfg = calloc(1, sizeof *cfg);
+    pb_connector_conf_t *c = cfg ? calloc(1, sizeof *c) : NULL;
+    if (!c) {
+        free(cfg);
+        return NULL;
+    }
+    cfg->connectors = c;
+    cfg->connector_count = 1;
+    size_t count = (m->n - S_CONF_HEAD) / 2;
+    int32_t line;
+    memcpy(&line, zmq_msg_data(&m->parts[5]), 4);
+    c->line = line;
+    c->concurrency = 1;
+    c->settings = calloc(count ? count : 1, sizeof *c->settings);
+    bool ok = (cfg->path = s_part_str(m, 1)) &&
+              (cfg->log_level = s_part_str(m, 2)) &&
+              (c->name = s_part_str(m, 3)) && (c->plugin = s_part_str(m, 4)) &&
+              c->settings;
+    for (size_t k = 0; ok && k < count; k++) {
+        ok = s_conf_setting(m, S_CONF_HEAD + 2 * k, &c->settings[k]);
+        c->settings_count++;
+    }
+    if (!ok)
+        pb_config_destroy(&cfg);
+    return cfg;
+}
+
+/* Ask the host for the connector's entry and wait for it. */
+static pb_config_t *
+s_child_conf(child_t *ch, char *err, size_t err_len)
+{
+    const void *data[] = {S_MSG_WANT};
+    size_t lens[] = {4};
+    msg_t *m = malloc(sizeof *m);
+    pb_config_t *cfg = NULL;
+    int64_t until = pb_monotonic_ms() + S_CONF_WAIT_MS;
+    if (!m || s_send(ch->sock, 1, data, lens) != 0) {
+        free(m);
+        snprintf(err, err_len, "cannot ask the host for the config");
+        return NULL;
+    }
+    while (!cfg && pb_monotonic_ms() < until &&
+           (ch->parent <= 0 || getppid() == (pid_t)ch->parent)) {
+        zmq_pollitem_t item = {.socket = ch->sock, .events = ZMQ_POLLIN};
+        if (zmq_poll(&item, 1, 200) <= 0 ||
+            s_recv(ch->sock, m, ZMQ_DONTWAIT) != 0)
+            continue;
+        if (s_is(m, 0, S_MSG_CONF) && !(cfg = s_conf_parse(m)))
+            snprintf(err, err_len, "malformed config from the host");
+        bool conf = s_is(m, 0, S_MSG_CONF);
+        s_msg_close(m);
+        if (conf)
+            break;
+    }
+    free(m);
+    if (!cfg && !err[0])
+        snprintf(err, err_len, "the host sent no config");
+    return cfg;
+}
+
 static int
 s_child_open(child_t *ch, char *err, size_t err_len)
 {
     pb_diag_t diag;
     pb_diag_init(&diag);
-    ch->cfg = pb_config_load(ch->config, &diag);
-    if (ch->cfg) {
-        pb_log_level_t level;
-        if (ch->cfg->log_level &&
-            pb_log_parse_level(ch->cfg->log_level, &level) == 0)
-            pb_log_set_level(level);
-        ch->conf = pb_config_connector(ch->cfg, ch->name);
-    }
-    if (ch->conf) {
-        /* bind one connector: present it as the only one, no routes */
-        pb_connector_conf_t *first = &ch->cfg->connectors[0];
-        pb_connector_conf_t tmp = *first;
-        *first = *ch->conf;
-        *ch->conf = tmp;
-        size_t nc = ch->cfg->connector_count, nr = ch->cfg->route_count;
-        ch->cfg->connector_count = 1;
-        ch->cfg->route_count = 0;
-        int rc = pb_config_bind(ch->cfg, s_child_describe, ch, &diag);
-        ch->cfg->connector_count = nc;
-        ch->cfg->route_count = nr;
-        tmp = *first;
-        *first = *ch->conf;
-        *ch->conf = tmp;
-        if (rc != 0)
-            ch->conf = NULL;
-    } else if (ch->cfg) {
-        pb_diag_add(&diag, "%s: no connector '%s'", ch->config, ch->name);
-    }
-    if (!ch->conf) {
+    err[0] = '\0';
+    ch->cfg = s_child_conf(ch, err, err_len);
+    if (!ch->cfg)
+        return PB_ECONFIG;
+    pb_log_level_t level;
+    if (pb_log_parse_level(ch->cfg->log_level, &level) == 0)
+        pb_log_set_level(level);
+    ch->conf = &ch->cfg->connectors[0];
+    if (pb_config_bind(ch->cfg, s_child_describe, ch, &diag) != 0) {
         snprintf(err, err_len, "%s",
-                 diag.count ? diag.messages[0] : "cannot read the config");
+                 diag.count ? diag.messages[0] : "cannot bind the settings");
         pb_diag_release(&diag);
         return PB_ECONFIG;
     }
@@ -960,16 +1142,16 @@ s_child_loop(child_t *ch)
 }
 
 static const char s_worker_usage[] =
-    "usage: plugboard worker --config FILE --connector NAME --plugin PATH "
+    "usage: plugboard worker --connector NAME --plugin PATH "
     "--endpoint ipc://PATH [--parent PID]\n"
-    "Runs one connector of FILE in this process for a host that started\n"
-    "it with isolation = \"process\"; not meant to be run by hand.\n";
+    "Runs one connector in this process for the host that started it\n"
+    "with isolation = \"process\", which hands it the connector's entry\n"
+    "over the endpoint; not meant to be run by hand.\n";
 
 int
 pb_worker_main(int argc, char **argv)
 {
     static const struct option longs[] = {
-        {"config", required_argument, NULL, 'c'},
         {"connector", required_argument, NULL, 'n'},
         {"plugin", required_argument, NULL, 'p'},
         {"endpoint", required_argument, NULL, 'e'},
@@ -982,9 +1164,6 @@ pb_worker_main(int argc, char **argv)
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
         switch (opt) {
-        case 'c':
-            ch.config = optarg;
-            break;
         case 'n':
             ch.name = optarg;
             break;
@@ -1005,7 +1184,7 @@ pb_worker_main(int argc, char **argv)
             return 2;
         }
     }
-    if (!ch.config || !ch.name || !ch.plugin || !ch.endpoint) {
+    if (!ch.name || !ch.plugin || !ch.endpoint) {
         fputs(s_worker_usage, stderr);
         return 2;
     }
@@ -1038,6 +1217,9 @@ pb_worker_main(int argc, char **argv)
     if (ch.opened)
         ch.desc->close(ch.state);
     free(ch.staged);
+    /* a FAIL just sent must still reach the host: a bounded linger */
+    int linger = 1000;
+    zmq_setsockopt(ch.sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_close(ch.sock);
     zmq_ctx_term(ch.zctx);
     pb_plugin_destroy(&ch.p);

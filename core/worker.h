@@ -10,6 +10,10 @@
  * answered by the child with the outcome and the events the plugin
  * emitted during the call (already encoded):
  *
+ *   child  -> actor   "WANT"                              (connected)
+ *   actor  -> child   "CONF" config path | log level | name | plugin |
+ *                            line:i32 | per setting: name |
+ *                            kind:u8 line:i32 value
  *   child  -> actor   "HELO" version | "FAIL" reason      (after open)
  *   actor  -> child   "DLV"  id:i64 attempt:u32 | frame
  *   child  -> actor   "RES"  outcome:u8 after_ms:i64 | reason | frame...
@@ -28,9 +32,11 @@
  * REJECT naming the cause (dead letters, with notices) and every webhook
  * 503, until an upgrade or reload replaces the instance.
  *
- * The child re-reads the config file, binds the settings of its one
- * connector and loads the exact plugin file the host loaded (its private
- * copy); it dies with the host (PR_SET_PDEATHSIG).
+ * The child is given its connector's entry as the host parsed it (the
+ * raw settings, secrets still as env:/file: references), binds it and
+ * loads the exact plugin file the host loaded (its private copy): a
+ * restart runs the configuration the host runs, never whatever the file
+ * on disk says now.  It dies with the host (PR_SET_PDEATHSIG).
  *
  * A pb_worker_t is used by one thread, the actor's, except
  * pb_worker_info, which any thread may call.
@@ -43,6 +49,8 @@
 #include <stdint.h>
 
 #include <plugboard/plugboard.h>
+
+#include "config.h"
 
 typedef struct pb_worker pb_worker_t;
 
@@ -58,13 +66,24 @@ void pb_frames_release(pb_frames_t *f);
 typedef struct pb_worker_options {
     void *zmq_ctx;
     const char *name;        /* connector name (copied) */
-    const char *config_path; /* the file the child binds (copied) */
+    const pb_frames_t *conf; /* the entry the child binds, from
+                                pb_worker_conf: borrowed until stop */
     const char *plugin_file; /* the plugin file to load (copied) */
     const char *run_dir;     /* where the ipc endpoint goes (copied) */
     int64_t call_timeout_ms; /* a call not answered in time kills the
                                 child (default 30 s) */
     int64_t open_timeout_ms; /* start-up, open included (default 20 s) */
 } pb_worker_options_t;
+
+/*
+ * The CONF message for connector entry conf of the config at config_path
+ * (named in the child's messages), with the host's log level (NULL:
+ * info): a copy, so the entry may go away afterwards.  Returns 0, or
+ * PB_EINVAL / PB_ENOMEM with the reason in err.  Caller releases out.
+ */
+int pb_worker_conf(pb_frames_t *out, const char *config_path,
+                   const char *log_level, const pb_connector_conf_t *conf,
+                   char *err, size_t err_len);
 
 /*
  * Start the child and wait until its open returned.  NULL with the reason

@@ -115,12 +115,19 @@ static const plugboard_setting_spec_t s_settings[] = {
 };
 
 static const char *const s_consumes[] = {
-    PLUGBOARD_EV_PAYMENT_SUCCEEDED, PLUGBOARD_EV_PAYMENT_FAILED,
-    PLUGBOARD_EV_PAYMENT_REFUNDED,  PLUGBOARD_EV_SUBSCRIPTION_CANCELED,
-    PLUGBOARD_EV_DISPUTE_OPENED,    PLUGBOARD_EV_CONTACT_UPSERTED,
-    PLUGBOARD_EV_TICKET_CREATED,    PLUGBOARD_EV_TICKET_UPDATED,
-    PLUGBOARD_EV_TICKET_SOLVED,     PLUGBOARD_EV_EMAIL_BOUNCED,
-    PLUGBOARD_EV_DELIVERY_DEAD,     NULL,
+    PLUGBOARD_EV_PAYMENT_SUCCEEDED,
+    PLUGBOARD_EV_PAYMENT_FAILED,
+    PLUGBOARD_EV_PAYMENT_REFUNDED,
+    PLUGBOARD_EV_SUBSCRIPTION_CANCELED,
+    PLUGBOARD_EV_DISPUTE_OPENED,
+    PLUGBOARD_EV_CONTACT_UPSERTED,
+    PLUGBOARD_EV_TICKET_CREATED,
+    PLUGBOARD_EV_TICKET_UPDATED,
+    PLUGBOARD_EV_TICKET_SOLVED,
+    PLUGBOARD_EV_EMAIL_BOUNCED,
+    PLUGBOARD_EV_DELIVERY_DEAD,
+    PLUGBOARD_EV_CONNECTOR_UNHEALTHY,
+    NULL,
 };
 
 /* ------------------------------------------------------------------ */
@@ -483,7 +490,10 @@ s_recipient(const s_maildir_t *m, const plugboard_event_t *ev, const char *type,
     const char *src = m->to.address;
     size_t len = src ? strlen(src) : 0;
     const char *field =
-        strcmp(type, PLUGBOARD_EV_DELIVERY_DEAD) == 0 ? "owner" : m->to_field;
+        strcmp(type, PLUGBOARD_EV_DELIVERY_DEAD) == 0 ||
+                strcmp(type, PLUGBOARD_EV_CONNECTOR_UNHEALTHY) == 0
+            ? "owner"
+            : m->to_field;
     if (!src && (!api->event_string(ev, field, &src, &len) ||
                  !plugboard_mail_address_ok(src, len))) {
         r->outcome = PLUGBOARD_REJECT;

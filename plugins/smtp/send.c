@@ -228,7 +228,7 @@ s_debug(CURL *h, curl_infotype type, char *data, size_t size, void *ctx)
 
 /*
  * The recipient's address: the fixed 'to' setting, else the event field
- * ('owner' for dead-letter notices, to_field for everything else), copied
+ * ('owner' for the host's owner notices, to_field for everything else), copied
  * into out.  false, with r rejected, when it is missing or not one bare
  * address.
  */
@@ -241,8 +241,10 @@ s_recipient(const smtp_t *s, const plugboard_event_t *ev,
         snprintf(out, PLUGBOARD_MAIL_ADDRESS_MAX + 1, "%s", s->to.address);
         return true;
     }
+    const char *type = api->event_type(ev);
     const char *field =
-        strcmp(api->event_type(ev), PLUGBOARD_EV_DELIVERY_DEAD) == 0
+        strcmp(type, PLUGBOARD_EV_DELIVERY_DEAD) == 0 ||
+                strcmp(type, PLUGBOARD_EV_CONNECTOR_UNHEALTHY) == 0
             ? "owner"
             : s->to_field;
     const char *v = NULL;

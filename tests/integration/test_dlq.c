@@ -378,8 +378,12 @@ find_key(json_t *record, const char *key)
  * event on attempt 4, and the attempt history shows the backoff: full
  * jitter draws each delay from [0, min(max, initial * 2^(n-1))], so a
  * single gap may legitimately be close to 0, but the gaps never shrink
- * below zero, never exceed their ceiling (plus slack for a slow,
- * sanitized host), and add up to clearly more than nothing.
+ * below zero and add up to clearly more than nothing (three draws under
+ * 20 ms in all: odds of about 1 in 6000).  No upper bound: a slow,
+ * sanitized host may take longer, and that is no failure.  That each
+ * delay stays within its ceiling and each attempt waits for the delay
+ * drawn is proven exactly by test_router's
+ * transient_failures_are_retried_with_backoff and by test_retry.
  */
 Test(dlq, a_flaky_destination_gets_the_event_after_backoff)
 {
@@ -417,9 +421,6 @@ Test(dlq, a_flaky_destination_gets_the_event_after_backoff)
                     "(ceiling %lld ms)",
                     i + 1, (long long)gap, i, (long long)ceiling[i - 1]);
         cr_expect_geq(gap, 0, "attempt %d before attempt %d", i + 1, i);
-        cr_expect_leq(gap, ceiling[i - 1] + 1500,
-                      "attempt %d waited %lld ms, ceiling %lld ms", i + 1,
-                      (long long)gap, (long long)ceiling[i - 1]);
     }
     cr_expect_geq(total, 20, "backoff observed: %lld ms over 3 retries",
                   (long long)total);
@@ -608,6 +609,28 @@ Test(dlq, dead_letters_are_listed_shown_replayed_and_dropped)
     json_decref(ops);
     json_decref(list);
 
+    /* a page of the list says that there is more, and where it goes on */
+    list = dlq_json(0, "list", "--limit", "3");
+    json_t *page = json_object_get(list, "dead_letters");
+    cr_expect_eq(json_array_size(page), 3);
+    cr_expect(json_is_true(json_object_get(list, "more")));
+    json_int_t next = int_at(list, "next_after");
+    cr_expect_eq(next, int_at(json_array_get(page, 2), "id"));
+    json_decref(list);
+    cr_assert_eq(dlq(&out, "list", "--limit", "3", NULL), 0, "%s", out);
+    char hint[64];
+    snprintf(hint, sizeof hint, "dlq list --after %lld", (long long)next);
+    cr_expect(strstr(out, "3 dead letters shown, and more") &&
+                  strstr(out, hint),
+              "a short page says so:\n%s", out);
+    free(out);
+    snprintf(hint, sizeof hint, "%lld", (long long)next);
+    list = dlq_json(0, "list", "--after", hint);
+    cr_expect_eq(json_array_size(json_object_get(list, "dead_letters")), 1);
+    cr_expect(json_is_false(json_object_get(list, "more")));
+    cr_expect_null(json_object_get(list, "next_after"));
+    json_decref(list);
+
     /* filters */
     list = dlq_json(0, "list", "--route", "exhaust-route");
     cr_expect_eq(json_array_size(json_object_get(list, "dead_letters")), 3);
@@ -785,8 +808,8 @@ Test(dlq, bad_arguments_name_what_was_wrong_and_change_nothing)
     /* options before the command: the command is missing */
     expect_usage_error("missing dlq command (list, show, replay or drop)",
                        "--json", NULL, NULL, NULL);
-    expect_usage_error("dlq list takes no id; unexpected argument '5'",
-                       "list", "5", NULL, NULL);
+    expect_usage_error("dlq list takes no id; unexpected argument '5'", "list",
+                       "5", NULL, NULL);
     expect_usage_error("dlq show needs a dead-letter id", "show", NULL, NULL,
                        NULL);
     expect_usage_error("dlq drop needs a dead-letter id", "drop", NULL, NULL,
@@ -797,8 +820,8 @@ Test(dlq, bad_arguments_name_what_was_wrong_and_change_nothing)
                        NULL);
     expect_usage_error("'1e3' is not a dead-letter id", "drop", "1e3", NULL,
                        NULL);
-    expect_usage_error("unexpected argument '7'; one id at a time", "drop",
-                       ids, "7", NULL);
+    expect_usage_error("unexpected argument '7'; one id at a time", "drop", ids,
+                       "7", NULL);
     expect_usage_error("give either an id or --all-for, not both", "replay",
                        ids, "--all-for", "reject-route");
     /* an option the command does not take is not silently ignored */

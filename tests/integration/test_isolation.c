@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -216,6 +217,40 @@ s_ops_notices(void *ctx)
     return pb_count_lines(path) >= *(size_t *)ctx;
 }
 
+/* Did ops get a plugboard.delivery.dead notice saying key's delivery to
+ * out died, with an error containing what? */
+static bool
+s_noticed(const char *key, const char *what)
+{
+    char path[4300];
+    snprintf(path, sizeof path, "%s/ops.jsonl", s_dir);
+    FILE *f = fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    bool found = false;
+    while (f && !found && getline(&line, &cap, f) > 0) {
+        json_error_t jerr;
+        json_t *j = json_loads(line, 0, &jerr);
+        json_t *ev = json_object_get(j, "event");
+        json_t *data = json_object_get(ev, "data");
+        const char *type = json_string_value(json_object_get(ev, "type"));
+        const char *dest =
+            json_string_value(json_object_get(data, "destination"));
+        const char *k = json_string_value(
+            json_object_get(json_object_get(data, "event"), "key"));
+        const char *err =
+            json_string_value(json_object_get(data, "last_error"));
+        found = type && strcmp(type, "plugboard.delivery.dead") == 0 && dest &&
+                strcmp(dest, "out") == 0 && k && strcmp(k, key) == 0 && err &&
+                strstr(err, what);
+        json_decref(j);
+    }
+    free(line);
+    if (f)
+        fclose(f);
+    return found;
+}
+
 /* Every acknowledged traffic event reached sink. */
 typedef struct s_all {
     const pb_traffic_t *t;
@@ -277,6 +312,8 @@ Test(isolation, a_segfault_kills_only_the_worker)
     json_decref(dl);
     cr_assert(pb_wait_until(s_ops_notices, &one, T_WAIT_MS),
               "no dead-letter notice reached ops");
+    cr_expect(s_noticed("bad@example.com", "killed by signal 11"),
+              "ops got no notice naming the crashing event");
     /* the connector recovers for other events, the others never stopped */
     s_expect_recorded("out", "after@example.com");
     s_post("later@example.com");
@@ -300,6 +337,21 @@ Test(isolation, a_segfault_kills_only_the_worker)
     cr_expect_eq(kill(s_host.pid, 0), 0, "the host died");
 }
 
+/* ctl constraint names out, cause down (once it has measured enough). */
+static bool
+s_out_is_down(void *ctx)
+{
+    (void)ctx;
+    json_t *cons = s_ask("ctl", "constraint", NULL);
+    json_t *hop = json_object_get(cons, "constraint");
+    const char *who = json_string_value(json_object_get(hop, "connector"));
+    const char *cause = json_string_value(json_object_get(hop, "cause"));
+    bool down = who && cause && strcmp(who, "out") == 0 &&
+                strcmp(cause, "down") == 0;
+    json_decref(cons);
+    return down;
+}
+
 Test(isolation, a_crash_loop_marks_the_connector_failed)
 {
     s_start("crash_key = \"*\";", 10);
@@ -315,7 +367,15 @@ Test(isolation, a_crash_loop_marks_the_connector_failed)
     cr_expect(strstr(why, "died 5 times within 60 s") &&
                   strstr(why, "Segmentation fault"),
               "%s", why);
+    cr_expect(json_is_false(json_object_get(out, "up")),
+              "a failed connector is not up");
     json_decref(st);
+    /* not ready: a load balancer or an alert must see the outage */
+    char *page = NULL;
+    cr_expect_eq(pb_http_get(s_host.port, "/readyz", &page), 503, "%s",
+                 page);
+    cr_expect(page && strstr(page, "'out'"), "%s", page);
+    free(page);
     json_t *dl = s_dead();
     const char *err =
         json_string_value(json_object_get(json_array_get(dl, 0), "last_error"));
@@ -323,12 +383,19 @@ Test(isolation, a_crash_loop_marks_the_connector_failed)
     json_decref(dl);
     cr_assert(pb_wait_until(s_ops_notices, &one, T_WAIT_MS),
               "no dead-letter notice reached ops");
+    cr_expect(s_noticed("first@example.com", "connector 'out' failed"),
+              "ops got no notice naming the event of the failed connector");
     /* what arrives now becomes a dead letter at once, with a notice */
     s_post("second@example.com");
     size_t two = 2;
     cr_assert(pb_wait_until(s_dead_count, &two, T_WAIT_MS));
     cr_assert(pb_wait_until(s_ops_notices, &two, T_WAIT_MS));
+    cr_expect(s_noticed("second@example.com", "connector 'out' failed"));
     s_expect_recorded("keep", "second@example.com");
+    /* and the constraint finder names it, although nothing waits for it:
+     * what arrives turns into dead letters */
+    cr_expect(pb_wait_until(s_out_is_down, NULL, T_WAIT_MS),
+              "ctl constraint never named the failed connector");
 
     /* a reload that fixes the connector brings it back */
     char *text = s_config("crash_key = \"never\";", 10);
@@ -345,6 +412,151 @@ Test(isolation, a_crash_loop_marks_the_connector_failed)
     json_decref(s_ask("dlq", "replay", "--all-for=to-out"));
     s_expect_recorded("out", "first@example.com");
     s_expect_recorded("out", "second@example.com");
+}
+
+/* The label out's record for key carries. */
+static char *
+s_label(const char *key)
+{
+    s_expect_recorded("out", key);
+    char path[4300];
+    snprintf(path, sizeof path, "%s/out.jsonl", s_dir);
+    pb_stamp_rec_t *recs;
+    size_t n = pb_stamp_read(path, &recs);
+    const pb_stamp_rec_t *r = pb_stamp_find(recs, n, key);
+    char *label = strdup(r ? r->label : "");
+    free(recs);
+    return label;
+}
+
+/* out's worker restarted more than *ctx times and runs again. */
+static bool
+s_restarted(void *ctx)
+{
+    json_t *st = s_ask("ctl", "status", NULL);
+    json_t *out = s_connector(st, "out");
+    bool ok =
+        json_integer_value(json_object_get(out, "restarts")) > *(int *)ctx &&
+        strcmp(json_string_value(json_object_get(out, "state")), "running") ==
+            0;
+    json_decref(st);
+    return ok;
+}
+
+static void
+s_kill_out_worker_only(void)
+{
+    json_t *st = s_ask("ctl", "status", NULL);
+    int pid =
+        (int)json_integer_value(json_object_get(s_connector(st, "out"), "pid"));
+    json_decref(st);
+    cr_assert_gt(pid, 0);
+    cr_assert_eq(kill(pid, SIGKILL), 0);
+}
+
+/* Kill out's worker and wait until the host has started another. */
+static void
+s_kill_out_worker(int restarts_before)
+{
+    s_kill_out_worker_only();
+    cr_assert(pb_wait_until(s_restarted, &restarts_before, T_WAIT_MS),
+              "the killed worker was never restarted");
+}
+
+static void
+s_write_config(const char *text)
+{
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", s_host.config);
+    FILE *f = fopen(tmp, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+    cr_assert_eq(rename(tmp, s_host.config), 0);
+}
+
+Test(isolation, a_restarted_worker_runs_the_config_the_host_runs)
+{
+    s_start("label = \"A\";", 3);
+    s_post("a@example.com");
+    char *label = s_label("a@example.com");
+    cr_assert_str_eq(label, "A");
+    free(label);
+
+    /* an edit the operator has not reloaded yet is not picked up by a
+     * worker that happens to restart */
+    char *text = s_config("label = \"EDITED\";", 3);
+    s_write_config(text);
+    free(text);
+    s_kill_out_worker(0);
+    s_post("b@example.com");
+    label = s_label("b@example.com");
+    cr_expect_str_eq(label, "A", "the restarted worker read the file on disk");
+    free(label);
+
+    /* nor does a file the host refused to reload break the restart */
+    text = s_config("label = \"A\"; colour = \"red\";", 3);
+    s_write_config(text);
+    free(text);
+    const char *args[] = {"ctl", "reload", "-c", s_host.config, NULL};
+    char *out = NULL;
+    cr_assert_eq(pb_hostproc_run_cli(s_dir, args, NULL, &out), 1, "%s", out);
+    free(out);
+    s_kill_out_worker(1);
+    s_post("c@example.com");
+    label = s_label("c@example.com");
+    cr_expect_str_eq(label, "A");
+    free(label);
+    json_t *dl = s_dead();
+    cr_expect_eq(json_array_size(dl), 0, "dead letters after a restart");
+    json_decref(dl);
+
+    /* a reload is what brings the edit in */
+    text = s_config("label = \"B\";", 3);
+    s_write_config(text);
+    free(text);
+    json_decref(s_ask("ctl", "reload", NULL));
+    s_post("d@example.com");
+    label = s_label("d@example.com");
+    cr_expect_str_eq(label, "B");
+    free(label);
+}
+
+static bool
+s_out_failed(void *ctx)
+{
+    json_t *st = s_ask("ctl", "status", NULL);
+    const char *state =
+        json_string_value(json_object_get(s_connector(st, "out"), "state"));
+    bool failed = state && strcmp(state, "failed") == 0;
+    json_decref(st);
+    return failed;
+}
+
+Test(isolation, a_worker_that_cannot_open_again_says_why)
+{
+    char settings[4400], opens[4300];
+    snprintf(opens, sizeof opens, "%s/out.opens", s_dir);
+    snprintf(settings, sizeof settings, "opens = \"%s\";", opens);
+    s_start(settings, 3);
+    /* the file its open appends to becomes a directory: every restart's
+     * open fails, and each death must carry open's own reason */
+    cr_assert_eq(unlink(opens), 0);
+    cr_assert_eq(mkdir(opens, 0700), 0);
+    s_kill_out_worker_only();
+    cr_assert(pb_wait_until(s_out_failed, NULL, T_WAIT_MS), "out never failed");
+    json_t *st = s_ask("ctl", "status", NULL);
+    const char *why =
+        json_string_value(json_object_get(s_connector(st, "out"), "failure"));
+    cr_expect(why && strstr(why, "died 5 times") &&
+                  strstr(why, "open failed: cannot write") &&
+                  strstr(why, "Is a directory"),
+              "%s", why);
+    json_decref(st);
+    char *log = pb_test_read_file(s_host.log, NULL);
+    cr_expect(!strstr(log, "exited with status 1 while opening"),
+              "a restart's open failure lost its reason:\n%s", log);
+    free(log);
 }
 
 Test(isolation, a_killed_worker_restarts_and_the_host_takes_workers_along)

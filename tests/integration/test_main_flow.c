@@ -8,6 +8,7 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <jansson.h>
+#include <poll.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -382,6 +383,8 @@ raw_request(const char *req, size_t len, bool hang_up)
     }
     size_t cap = 65536, got = 0;
     char *out = calloc(1, cap);
+    if (hang_up) /* give the server a moment to begin the request */
+        poll(NULL, 0, 100);
     while (!hang_up && got + 1 < cap) {
         ssize_t n = recv(fd, out + got, cap - 1 - got, 0);
         if (n <= 0)
@@ -411,10 +414,10 @@ metric(const char *sample)
 }
 
 static bool
-one_aborted(void *ctx)
+some_aborted(void *ctx)
 {
     (void)ctx;
-    return metric("plugboard_malformed_inputs_total{reason=\"aborted\"}") ==
+    return metric("plugboard_malformed_inputs_total{reason=\"aborted\"}") >=
            1;
 }
 
@@ -455,10 +458,17 @@ Test(main_flow, truncated_and_ambiguous_bodies_journal_nothing)
     size_t len;
     /* a sender that hangs up half way through a correctly signed body */
     char *req = signed_request(NULL, 300, &len);
-    free(raw_request(req, len, true));
+    /* when the server reads the head, the partial body and the hang-up in
+     * one go, it drops the connection before the request begins and there
+     * is nothing to count: send again until one hang-up is seen mid-body.
+     * Whichever it was, nothing of it may be journaled (checked below). */
+    bool seen = false;
+    for (int i = 0; i < 20 && !seen; i++) {
+        free(raw_request(req, len, true));
+        seen = pb_wait_until(some_aborted, NULL, 1500);
+    }
     free(req);
-    cr_assert(pb_wait_until(one_aborted, NULL, 15000),
-              "the hang-up was not seen");
+    cr_assert(seen, "the hang-up was not seen");
 
     /* Content-Length and Transfer-Encoding together: which body is
      * meant is ambiguous (request smuggling), so 400, saying why */

@@ -24,6 +24,7 @@
 #include "harness.h"
 #include "hostproc.h"
 #include "promtext.h"
+#include "smtpd.h"
 
 #define T_FEED_MS 5000 /* how long each constraint phase feeds */
 #define T_TICK_MS 100  /* one POST of two events per tick: 20/s */
@@ -508,6 +509,14 @@ Test(observe, map_dot_is_read_by_graphviz_and_names_every_route)
     cr_expect(strstr(out, "r-mail: src --[payment.failed]--> mail"), "%s", out);
     cr_expect(strstr(out, "owner:      support-lead@example.com"), "%s", out);
     free(out);
+    /* the bundled plugins name the tool they connect */
+    cr_assert_eq(cli(&out, "map", "-c",
+                     PB_SOURCE_DIR "/etc/examples/production.cfg", NULL),
+                 0, "%s", out);
+    cr_expect(strstr(out, "plugin hubspot: HubSpot (CRM)"), "%s", out);
+    cr_expect(strstr(out, "plugin zendesk: Zendesk (support desk)"), "%s",
+              out);
+    free(out);
 
     /* svg: drawn by Graphviz's dot when it is on the PATH */
     cr_assert_eq(cli(&out, "map", "-c", path, "--format", "svg", NULL), 0, "%s",
@@ -523,4 +532,226 @@ Test(observe, map_dot_is_read_by_graphviz_and_names_every_route)
               out);
     cr_expect_null(strstr(out, "<svg"), "%s", out);
     free(out);
+}
+
+/* ------------------------------------------------------------------ */
+/* owner notices: a crash loop is told once per interval, by SMTP      */
+/* ------------------------------------------------------------------ */
+
+/* @SMTP@: the SMTP test server's port */
+static const char s_cfg_crash[] =
+    "plugboard = {\n"
+    "  data_dir = \"@DIR@/var\";\n"
+    "  log_level = \"warn\";\n"
+    "  plugin_path = [ \"" PB_TEST_PLUGIN_DIR "\", \"" PB_PLUGIN_DIR "\" ];\n"
+    "  http = { listen = \"127.0.0.1:@PORT@\"; };\n"
+    "  drain_timeout = \"2s\";\n"
+    "};\n"
+    "connectors = (\n"
+    "  { name = \"src\"; plugin = \"good\"; },\n"
+    "  { name = \"out\"; plugin = \"stamp\"; isolation = \"process\";\n"
+    "    settings = { record = \"@DIR@/out.jsonl\"; crash_key = \"*\"; }; },\n"
+    "  { name = \"ops-mail\"; plugin = \"smtp\";\n"
+    "    settings = { url = \"smtp://127.0.0.1:@SMTP@\"; tls = \"none\";\n"
+    "      from = \"plugboard <plugboard@example.com>\";\n"
+    "      templates = \"" PB_SOURCE_DIR "/etc/templates\"; }; }\n"
+    ");\n"
+    "routes = (\n"
+    "  { name = \"to-out\"; from = \"src\"; when = \"payment.failed\";\n"
+    "    to = [ \"out\" ]; why = \"orders were re-typed by hand\";\n"
+    "    on_failure = \"orders ship late\";\n"
+    "    owner = \"orders-team@example.com\"; notify = \"ops-mail\";\n"
+    "    alert_interval = \"1h\";\n"
+    "    retry = { attempts = 10; initial = \"50ms\"; max = \"200ms\"; }; }\n"
+    ");\n";
+
+/* Messages at the SMTP server whose raw text holds what. */
+static size_t
+s_mails_with(const pb_smtpd_t *sd, const char *what, char **first)
+{
+    size_t n = 0, total = pb_smtpd_count(sd);
+    for (size_t i = 1; i <= total; i++) {
+        char *raw = NULL;
+        size_t len = 0;
+        json_t *meta = NULL;
+        if (!pb_smtpd_message(sd, i, &raw, &len, &meta))
+            continue;
+        if (strstr(raw, what)) {
+            if (n++ == 0 && first)
+                *first = strdup(raw);
+        }
+        free(raw);
+        json_decref(meta);
+    }
+    return n;
+}
+
+typedef struct s_mailwait {
+    const pb_smtpd_t *sd;
+    const char *what;
+    size_t want;
+} mailwait_t;
+
+static bool
+s_mails_arrived(void *ctx)
+{
+    const mailwait_t *w = ctx;
+    return s_mails_with(w->sd, w->what, NULL) >= w->want;
+}
+
+/* The host's owner_notices.checks from ctl status --json. */
+static json_int_t
+s_health_checks(void)
+{
+    char *out = NULL;
+    int rc = cli(&out, "ctl", "status", "-c", s_host.config, "--json", NULL);
+    json_t *st = parse_json(rc, out);
+    json_int_t n = json_integer_value(
+        json_object_get(json_object_get(st, "owner_notices"), "checks"));
+    json_decref(st);
+    return n;
+}
+
+static bool
+s_checks_reached(void *ctx)
+{
+    return s_health_checks() >= *(json_int_t *)ctx;
+}
+
+Test(observe, a_crash_loop_notifies_the_owner_once_per_interval, .timeout = 120)
+{
+    pb_smtpd_t sd = {0};
+    char smtpdir[4300], port[16];
+    snprintf(smtpdir, sizeof smtpdir, "%s/smtpd", s_dir);
+    cr_assert(pb_smtpd_start(&sd, smtpdir, NULL), "SMTP test server");
+    snprintf(port, sizeof port, "%d", sd.port);
+    const char *at = strstr(s_cfg_crash, "@SMTP@");
+    char cfg[4096];
+    snprintf(cfg, sizeof cfg, "%.*s%s%s", (int)(at - s_cfg_crash), s_cfg_crash,
+             port, at + strlen("@SMTP@"));
+    /* the stamp plugin's crash must kill its worker, not be reported */
+    static const char *const env[] = {"ASAN_OPTIONS=handle_segv=0", NULL};
+    bool up = pb_hostproc_start(&s_host, s_dir, pb_test_free_port(), cfg, env);
+    if (!up) {
+        char *log = pb_test_read_file(s_host.log, NULL);
+        pb_smtpd_stop(&sd);
+        cr_assert_fail("host did not start:\n%s", log ? log : "(no log)");
+    }
+
+    /* one event: its retries kill the worker five times -> failed */
+    cr_assert_eq(post_events(1, 1), 200);
+    mailwait_t unhealthy = {&sd, "out is unhealthy (crash_loop)", 1};
+    bool told = pb_wait_until(s_mails_arrived, &unhealthy, 60000);
+    if (!told) {
+        char *log = pb_test_read_file(s_host.log, NULL);
+        pb_smtpd_stop(&sd);
+        cr_assert_fail("no unhealthy notice reached the SMTP server:\n%s",
+                       log ? log : "");
+    }
+    char *mail = NULL;
+    s_mails_with(&sd, "out is unhealthy (crash_loop)", &mail);
+    cr_expect(strstr(mail, "To: orders-team@example.com") ||
+                  strstr(mail, "orders-team@example.com"),
+              "addressed to the route owner:\n%s", mail);
+    cr_expect(strstr(mail, "orders were re-typed by hand"), "%s", mail);
+    cr_expect(strstr(mail, "orders ship late"), "%s", mail);
+    cr_expect(strstr(mail, "died 5 times"), "the evidence:\n%s", mail);
+    free(mail);
+
+    /* eight more events die at once (the connector failed): eight more
+     * dead-letter notices, while the health check runs again and again */
+    json_int_t checks = s_health_checks() + 3;
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(post_events(2, 10 + i), 200);
+    mailwait_t dead = {&sd, "could not reach out", 9};
+    cr_assert(pb_wait_until(s_mails_arrived, &dead, 30000),
+              "%zu dead-letter notices",
+              s_mails_with(&sd,
+                           "could not reach "
+                           "out",
+                           NULL));
+    cr_assert(pb_wait_until(s_checks_reached, &checks, 30000));
+    /* still one unhealthy notice: once per interval, not per event */
+    cr_expect_eq(s_mails_with(&sd, "is unhealthy", NULL), 1);
+    char *out = NULL;
+    int rc = cli(&out, "ctl", "status", "-c", s_host.config, "--json", NULL);
+    json_t *st = parse_json(rc, out);
+    cr_expect_eq(json_integer_value(json_object_get(
+                     json_object_get(st, "owner_notices"), "sent")),
+                 1);
+    json_decref(st);
+    cr_expect_eq(pb_hostproc_stop(&s_host), 0);
+    pb_smtpd_stop(&sd);
+}
+
+/* a backlog older than the route's alert_after: one notice, naming it */
+static const char s_cfg_backlog[] =
+    "plugboard = {\n"
+    "  data_dir = \"@DIR@/var\";\n"
+    "  log_level = \"warn\";\n"
+    "  plugin_path = [ \"" PB_TEST_PLUGIN_DIR "\" ];\n"
+    "  http = { listen = \"127.0.0.1:@PORT@\"; };\n"
+    "  drain_timeout = \"1s\";\n"
+    "};\n"
+    "connectors = (\n"
+    "  { name = \"src\"; plugin = \"good\"; },\n"
+    "  { name = \"crm\"; plugin = \"slow\"; settings = { service = \"1s\"; }; "
+    "},\n"
+    "  { name = \"ops\"; plugin = \"good\";\n"
+    "    settings = { record = \"@DIR@/ops.jsonl\"; }; }\n"
+    ");\n"
+    "routes = (\n"
+    "  { name = \"to-crm\"; from = \"src\"; when = \"payment.failed\";\n"
+    "    to = [ \"crm\" ]; why = \"sales re-typed failures\";\n"
+    "    owner = \"revops@example.com\"; notify = \"ops\";\n"
+    "    alert_after = \"1s\"; }\n"
+    ");\n";
+
+typedef struct s_noticewait {
+    char path[4300];
+    const char *cause;
+    json_t *found; /* its data */
+} noticewait_t;
+
+static bool
+s_notice_recorded(void *ctx)
+{
+    noticewait_t *w = ctx;
+    char *text = pb_test_read_file(w->path, NULL);
+    for (char *line = text ? strtok(text, "\n") : NULL; line && !w->found;
+         line = strtok(NULL, "\n")) {
+        json_t *ev = json_loads(line, 0, NULL);
+        const char *type = json_string_value(json_object_get(ev, "type"));
+        json_t *data = json_object_get(ev, "data");
+        const char *cause = json_string_value(json_object_get(data, "cause"));
+        if (type && strcmp(type, "plugboard.connector.unhealthy") == 0 &&
+            cause && strcmp(cause, w->cause) == 0)
+            w->found = json_incref(data);
+        json_decref(ev);
+    }
+    free(text);
+    return w->found != NULL;
+}
+
+Test(observe, a_backlog_older_than_alert_after_notifies_the_owner,
+     .timeout = 60)
+{
+    start_host(s_cfg_backlog, 0);
+    /* four events at 1 s each: the last waits three seconds */
+    cr_assert_eq(post_events(4, 1), 200);
+    noticewait_t w = {.cause = "backlog"};
+    snprintf(w.path, sizeof w.path, "%s/ops.jsonl", s_dir);
+    cr_assert(pb_wait_until(s_notice_recorded, &w, 20000),
+              "no backlog notice reached ops");
+    cr_expect_str_eq(json_string_value(json_object_get(w.found, "route")),
+                     "to-crm");
+    cr_expect_str_eq(json_string_value(json_object_get(w.found, "destination")),
+                     "crm");
+    cr_expect_str_eq(json_string_value(json_object_get(w.found, "owner")),
+                     "revops@example.com");
+    const char *detail = json_string_value(json_object_get(w.found, "detail"));
+    cr_expect(detail && strstr(detail, "alert_after 1 s"), "%s", detail);
+    cr_expect_eq(json_integer_value(json_object_get(w.found, "interval_ms")),
+                 3600000);
+    json_decref(w.found);
 }

@@ -9,9 +9,9 @@
  *                                with retry_after = the time left in the
  *                                current second, as a vendor's 429 does
  *
- * It consumes every event type and takes no webhooks.  deliver runs on
- * one thread at a time (the host's actor); the counters are still kept
- * under a lock so the plugin stays correct if that changes.
+ * It consumes every event type and takes no webhooks.  With a
+ * connector concurrency above 1 each delivery thread has its own state;
+ * the counters are still kept under a lock.
  */
 #include <errno.h>
 #include <pthread.h>

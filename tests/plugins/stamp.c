@@ -8,7 +8,9 @@
  *
  * Settings:
  *   record      STRING    file: every delivered event is appended as one
- *                         line {"stamp":VERSION,"label":LABEL,"event":{..}}
+ *                         line {"stamp":VERSION,"label":LABEL,"open":N,
+ *                         "event":{..}}, N the instance's line in opens
+ *                         (1 for the first open; 0 without opens)
  *   label       STRING    "x", written into every record line
  *   opens       STRING    file: one line "VERSION LABEL" per open, so a
  *                         test can count how often an instance started
@@ -70,6 +72,7 @@ typedef struct s_stamp {
     char label[64];
     char crash_key[128];
     int record_fd;
+    int open_no; /* which open of the opens file this instance was */
     pthread_mutex_t lock;
 } s_stamp_t;
 
@@ -95,6 +98,22 @@ s_append(const char *path, const char *line, char *errbuf)
     }
     close(fd);
     return 0;
+}
+
+/* Lines in path (0 when it cannot be read). */
+static int
+s_lines(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    char buf[4096];
+    ssize_t got;
+    int n = 0;
+    while (fd >= 0 && (got = read(fd, buf, sizeof buf)) > 0)
+        for (ssize_t i = 0; i < got; i++)
+            n += buf[i] == '\n';
+    if (fd >= 0)
+        close(fd);
+    return n;
 }
 
 static void
@@ -154,6 +173,7 @@ s_open(const plugboard_host_api_t *api, plugboard_host_t *host,
             s_close(s);
             return -1;
         }
+        s->open_no = s_lines(opens); /* one instance opens at a time */
     }
     *state = s;
     return 0;
@@ -187,8 +207,8 @@ s_deliver(void *state, const plugboard_event_t *ev, plugboard_result_t *result)
     if (line) {
         int n = snprintf(line, len,
                          "{\"stamp\":\"" STAMP_VERSION
-                         "\",\"label\":\"%s\",\"event\":%s}\n",
-                         s->label, json);
+                         "\",\"label\":\"%s\",\"open\":%d,\"event\":%s}\n",
+                         s->label, s->open_no, json);
         pthread_mutex_lock(&s->lock);
         rc = s->record_fd < 0 ? 0 : (int)write(s->record_fd, line, (size_t)n);
         pthread_mutex_unlock(&s->lock);

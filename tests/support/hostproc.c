@@ -265,6 +265,28 @@ pb_http_post(int port, const char *path, const char *const *headers,
     return (int)code;
 }
 
+int
+pb_http_get(int port, const char *path, char **resp)
+{
+    char url[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+    CURL *c = curl_easy_init();
+    buf_t b = {.data = calloc(1, 1), .len = 0};
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, s_collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 15000L);
+    long code = -1;
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_cleanup(c);
+    if (resp)
+        *resp = b.data;
+    else
+        free(b.data);
+    return (int)code;
+}
+
 void
 pb_stripe_sign(const char *secret, const void *body, size_t len, char *out,
                size_t out_len)

@@ -47,6 +47,10 @@ int pb_hostproc_run_cli(const char *dir, const char *const *args,
 int pb_http_post(int port, const char *path, const char *const *headers,
                  const void *body, size_t len, char **resp);
 
+/* GET http://127.0.0.1:<port><path>: the status (or -1), the body in
+ * *resp (malloc'd) when resp is non-NULL. */
+int pb_http_get(int port, const char *path, char **resp);
+
 /* A Stripe-Signature header value for body, signed now with secret. */
 void pb_stripe_sign(const char *secret, const void *body, size_t len,
                     char *out, size_t out_len);

@@ -24,6 +24,7 @@ struct pb_traffic {
     pthread_t thread;
     atomic_bool stop;
     atomic_size_t acked, retried, bad;
+    atomic_size_t next;       /* the event being posted */
     unsigned char *acked_map; /* T_MAX_EVENTS flags */
     char last_bad[256];
 };
@@ -59,6 +60,7 @@ s_run(void *arg)
         curl_slist_append(NULL, "Content-Type: application/json");
     size_t n = 0;
     while (!atomic_load(&t->stop) && n < T_MAX_EVENTS) {
+        atomic_store(&t->next, n);
         char body[256];
         snprintf(body, sizeof body,
                  "{\"type\":\"payment.failed\",\"key\":\"%s%zu@example.com\","
@@ -162,6 +164,12 @@ pb_traffic_last_bad(const pb_traffic_t *t)
     return t->last_bad;
 }
 
+size_t
+pb_traffic_next(const pb_traffic_t *t)
+{
+    return atomic_load(&((pb_traffic_t *)t)->next);
+}
+
 bool
 pb_traffic_was_acked(const pb_traffic_t *t, size_t n)
 {
@@ -195,6 +203,7 @@ pb_stamp_read(const char *path, pb_stamp_rec_t **out)
             json_object_get(json_object_get(j, "event"), "key"));
         snprintf(r->stamp, sizeof r->stamp, "%s", s ? s : "");
         snprintf(r->label, sizeof r->label, "%s", l ? l : "");
+        r->open = (int)json_integer_value(json_object_get(j, "open"));
         snprintf(r->key, sizeof r->key, "%s", k ? k : "");
         json_decref(j);
     }

@@ -33,6 +33,9 @@ size_t pb_traffic_retried(const pb_traffic_t *t); /* 503 + Retry-After */
 size_t pb_traffic_bad(const pb_traffic_t *t);     /* anything else */
 /* The last bad answer, for messages ("" when none). */
 const char *pb_traffic_last_bad(const pb_traffic_t *t);
+/* The number of the event being posted now (or next): every event
+ * numbered above it is posted after this call. */
+size_t pb_traffic_next(const pb_traffic_t *t);
 /* Was event n acknowledged? */
 bool pb_traffic_was_acked(const pb_traffic_t *t, size_t n);
 
@@ -40,6 +43,7 @@ bool pb_traffic_was_acked(const pb_traffic_t *t, size_t n);
 typedef struct pb_stamp_rec {
     char stamp[16]; /* the build's version */
     char label[64];
+    int open;      /* which open of the instance's opens file (0: none) */
     char key[128]; /* the event's key */
 } pb_stamp_rec_t;
 

@@ -374,6 +374,38 @@ Test(config, syntax_error_names_file_and_line)
     expect_msg(3, "syntax error");
 }
 
+/* libconfig says only "syntax error": the message also quotes the line
+ * and says what a setting looks like. */
+Test(config, syntax_error_quotes_the_line_and_says_what_was_expected)
+{
+    pb_config_t *cfg = s_load("plugboard = {\n"
+                              "  data_dir = \"var\";\n"
+                              "\t log_level = ;   # a comment\n"
+                              "};\n");
+    cr_assert_null(cfg);
+    cr_assert_eq(s_diag.count, 1, "%s", s_dump());
+    expect_msg(3, "syntax error in 'log_level = ;   # a comment'",
+               "expected NAME = VALUE; where VALUE is a \"string\", a "
+               "number, true or false, { group }, [ array ] or ( list )");
+
+    /* a long line is cut, and a control byte is not echoed */
+    char text[512];
+    snprintf(text, sizeof text, "plugboard = { data_dir \x01= \"%0200d\"; };\n",
+             0);
+    cfg = s_load(text);
+    cr_assert_null(cfg);
+    expect_msg(1, "syntax error in 'plugboard = { data_dir ?= \"000");
+    cr_assert(strstr(s_diag.messages[s_diag.count - 1], "...'"), "%s",
+              s_dump());
+    cr_assert(strlen(s_diag.messages[s_diag.count - 1]) < 300, "%s", s_dump());
+
+    /* an error found at the end of the file has no line to quote */
+    cfg = s_load("plugboard = {\n  http = { listen = \"x:1\"\n};\n");
+    cr_assert_null(cfg);
+    expect_msg(4, "syntax error at an empty line or the end of the file: a "
+                  "';' or a closing '}', ']' or ')' may be missing");
+}
+
 Test(config, unknown_keys_are_errors_at_every_level)
 {
     pb_config_t *cfg = s_load(
@@ -394,7 +426,8 @@ Test(config, unknown_keys_are_errors_at_every_level)
                    "listen, body_limit, idle_timeout, max_connections, "
                    "admin_listen)");
     expect_msg(16, "routes.[0].whyy: unknown setting (expected one of: name, "
-                   "from, when, to, why, on_failure, owner, notify, retry)");
+                   "from, when, to, why, on_failure, owner, notify, retry, "
+                   "alert_after, alert_interval)");
     expect_msg(17, "routes.[0].retry.tries: unknown setting (expected one "
                    "of: attempts, initial, max)");
     cr_expect_eq(s_diag.count, 5, "%s", s_dump());
@@ -581,7 +614,9 @@ Test(config, connector_fields_are_checked)
         "  { name = \"ok\"; plugin = \"x\"; isolation = \"vm\";\n" /* 3 */
         "    concurrency = 65; deliver_timeout = \"soon\"; },\n"   /* 4 */
         "  { plugin = \"x\"; },\n"                                 /* 5 */
-        "  { name = \"noplugin\"; }\n"                             /* 6 */
+        "  { name = \"noplugin\"; },\n"                            /* 6 */
+        "  { name = \"iso\"; plugin = \"x\"; isolation = \"process\";\n"
+        "    concurrency = 4; }\n"                                  /* 8 */
         ");\n");
     cr_assert_null(cfg);
     expect_msg(2, "connectors.[0].name: 'Bad Name' is not a valid connector "
@@ -596,6 +631,8 @@ Test(config, connector_fields_are_checked)
                "got 'soon'");
     expect_msg(5, "connectors.[2]: missing 'name'");
     expect_msg(6, "connectors.[3] ('noplugin'): missing 'plugin'");
+    expect_msg(8, "connectors.[4].concurrency: concurrency 4 needs "
+                  "isolation = \"thread\"");
 }
 
 /* ------------------------------------------------------------------ */
@@ -926,6 +963,57 @@ Test(config, bind_checks_source_emits_and_notify_consumes)
                    "not emit '*'; it emits: nothing");
     /* "*" to destinations that consume some types: they overlap, fine */
     cr_expect_eq(s_diag.count, 3, "%s", s_dump());
+    pb_config_destroy(&cfg);
+}
+
+/* alert_after and alert_interval: owner notices about an unhealthy
+ * destination (docs/operations.md, "Owner notices") */
+Test(config, route_alerts_are_read_and_checked)
+{
+    pb_config_t *cfg = s_load(
+        CONNECTORS
+        "routes = ( { name = \"a\"; from = \"payments\";\n" /* 11 */
+        "  when = \"payment.failed\"; to = \"mail\"; " ROUTE_BODY
+        "notify = \"mail\"; alert_after = \"10m\"; },\n"
+        "  { name = \"b\"; from = \"payments\";\n" /* 13 */
+        "  when = \"payment.failed\"; to = \"mail\"; " ROUTE_BODY
+        "notify = \"mail\"; alert_interval = \"15m\"; } );\n");
+    cr_assert_not_null(cfg, "errors:\n%s", s_dump());
+    cr_expect_eq(cfg->routes[0].alert_after_ms, 10 * 60 * 1000);
+    cr_expect_eq(cfg->routes[0].alert_interval_ms, 60 * 60 * 1000,
+                 "an hour unless set");
+    cr_expect_eq(cfg->routes[1].alert_after_ms, 0, "no backlog alert");
+    cr_expect_eq(cfg->routes[1].alert_interval_ms, 15 * 60 * 1000);
+    pb_config_destroy(&cfg);
+
+    cfg = s_load(CONNECTORS
+                 "routes = ( { name = \"a\"; from = \"payments\";\n" /* 11 */
+                 "  when = \"payment.failed\"; to = \"mail\"; " ROUTE_BODY
+                 "\n  alert_after = \"10m\"; },\n" /* 13 */
+                 "  { name = \"b\"; from = \"payments\";\n" /* 14 */
+                 "  when = \"payment.failed\"; to = \"mail\"; " ROUTE_BODY
+                 "notify = \"mail\";\n" /* 15 */
+                 "  alert_after = \"500ms\"; alert_interval = 60; } );\n");
+    cr_assert_null(cfg);
+    expect_msg(13, "routes.[0] ('a'): 'alert_after' needs 'notify'");
+    expect_msg(16, "routes.[1].alert_after: expected a duration in [1s, 30d], "
+                   "got '500ms'");
+    expect_msg(16, "routes.[1].alert_interval: expected a duration such as "
+                   "\"30s\", got an integer");
+    cr_expect_eq(s_diag.count, 3, "%s", s_dump());
+}
+
+Test(config, bind_needs_an_alert_notify_that_consumes_unhealthy)
+{
+    pb_config_t *cfg = s_load(
+        CONNECTORS "routes = ( { name = \"x\"; from = \"payments\";\n" /* 11 */
+                   "  when = \"payment.failed\"; to = \"mail\"; " ROUTE_BODY
+                   "notify = \"archive\"; alert_after = \"1h\"; } );\n");
+    cr_assert_not_null(cfg, "errors:\n%s", s_dump());
+    cr_assert_eq(pb_config_bind(cfg, s_describe, NULL, &s_diag), PB_ECONFIG);
+    expect_msg(11, "routes.[0] ('x'): 'alert_after' needs a notify connector "
+                   "that consumes 'plugboard.connector.unhealthy'; 'archive' "
+                   "(plugin 'file') consumes: contact.upserted");
     pb_config_destroy(&cfg);
 }
 

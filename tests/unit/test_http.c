@@ -685,6 +685,34 @@ Test(http, two_different_content_lengths_are_400)
     cr_assert_eq(stats().bad_request, 1);
 }
 
+/* "Transfer-Encoding : chunked" is not Transfer-Encoding to libmicrohttpd,
+ * which frames by Content-Length, but a proxy in front may read it as
+ * chunked: the two would split the stream differently (request
+ * smuggling).  RFC 9112 5.1: such a request must get 400. */
+Test(http, whitespace_before_a_header_colon_is_400)
+{
+    start(MODE_THREAD);
+    reply_t r = exchange("POST /hooks/x HTTP/1.1\r\nHost: t\r\n"
+                         "Transfer-Encoding : chunked\r\n"
+                         "Content-Length: 5\r\n\r\n"
+                         "hello");
+    cr_assert_eq(r.status, 400);
+    cr_assert_str_eq(r.body, "bad request: whitespace in the header name "
+                             "'Transfer-Encoding '\n");
+    cr_assert_eq(atomic_load(&s_ctx.calls), 0);
+    cr_assert_eq(stats().bad_request, 1);
+
+    r = exchange("POST /hooks/x HTTP/1.1\r\nHost: t\r\n"
+                 "Content-Length\t: 5\r\n\r\nhello");
+    cr_assert_eq(r.status, 400);
+    cr_assert_str_eq(r.body,
+                     "bad request: whitespace in the header name "
+                     "'Content-Length?'\n",
+                     "a control byte is not echoed: %s", r.body);
+    cr_assert_eq(atomic_load(&s_ctx.calls), 0);
+    cr_assert_eq(stats().bad_request, 2);
+}
+
 Test(http, half_a_body_then_hang_up_is_aborted_not_handed_on)
 {
     start(MODE_THREAD);

@@ -624,7 +624,7 @@ Test(journal, prune_forgets_old_dedupe_ids_and_delivered_events_only)
 
     /* everything so far is older than a second from now */
     int64_t later = now_ms() + 1000;
-    cr_assert_eq(pb_journal_prune(j, later, later), 0);
+    cr_assert_eq(pb_journal_prune(j, later, later, 0, NULL), 0);
 
     pending_t p;
     cr_assert_eq(pending(j, &p), 2);
@@ -656,7 +656,7 @@ Test(journal, prune_keeps_what_is_younger_than_the_cutoff)
     update(j, ids[0], PB_DELIVERY_DELIVERED, 1, 0, NULL);
 
     int64_t earlier = now_ms() - 60000;
-    cr_assert_eq(pb_journal_prune(j, earlier, earlier), 0);
+    cr_assert_eq(pb_journal_prune(j, earlier, earlier, 0, NULL), 0);
     bool dup = false;
     cr_assert_eq(pb_journal_begin(j), 0);
     cr_assert_eq(append(j, "e2", "evt_1", s_two, 1, NULL, &dup), 0);
@@ -679,13 +679,64 @@ Test(journal, prune_checkpoints_the_wal)
     snprintf(wal, sizeof wal, "%s/journal.db-wal", s_dir);
     cr_assert_eq(stat(wal, &st), 0);
     cr_assert_gt(st.st_size, 0);
-    cr_assert_eq(pb_journal_prune(j, 0, 0), 0);
+    cr_assert_eq(pb_journal_prune(j, 0, 0, 0, NULL), 0);
     cr_assert_eq(stat(wal, &st), 0);
     cr_assert_eq(st.st_size, 0, "the WAL was not truncated");
     cr_assert_gt(pb_journal_size(j), 0);
     pb_journal_close(&j);
     cr_assert_eq(sql_int("SELECT count(*) FROM deliveries WHERE state = 0"),
                  100);
+}
+
+/*
+ * A large backlog of old rows is pruned in bounded chunks, each in a
+ * short transaction of its own, so the router is never stalled for long
+ * and the WAL never has to hold the whole backlog: a call says when
+ * there is more, and what is pending is kept wherever it sits.
+ */
+Test(journal, prune_works_through_a_backlog_in_bounded_chunks)
+{
+    enum { N = 250, BUDGET = 100, KEPT = 120 };
+    pb_journal_t *j = open_journal();
+    static const char *const one[] = {"crm"};
+    cr_assert_eq(pb_journal_begin(j), 0);
+    for (int i = 0; i < N; i++) {
+        char id[16], dedupe[24];
+        snprintf(id, sizeof id, "e%d", i);
+        snprintf(dedupe, sizeof dedupe, "evt_%d", i);
+        int64_t did[1];
+        bool dup = true;
+        cr_assert_eq(append(j, id, dedupe, one, 1, did, &dup), 0);
+        cr_assert_not(dup);
+        if (i != KEPT)
+            cr_assert_eq(
+                pb_journal_update(j, did[0], PB_DELIVERY_DELIVERED, 1, 0, NULL),
+                0);
+    }
+    cr_assert_eq(pb_journal_commit(j), 0);
+
+    int64_t later = now_ms() + 1000;
+    int calls = 0;
+    bool more = true;
+    while (more) {
+        cr_assert_lt(++calls, 10, "prune never finished");
+        cr_assert_eq(pb_journal_prune(j, later, later, BUDGET, &more), 0);
+        if (calls == 1) {
+            pb_journal_close(&j);
+            cr_assert_eq(sql_int("SELECT count(*) FROM events"), N - BUDGET,
+                         "one call pruned more than its budget");
+            cr_assert_eq(sql_int("SELECT count(*) FROM dedupe"), N - BUDGET);
+            j = open_journal();
+        }
+    }
+    cr_assert_eq(calls, 3, "250 rows in chunks of 100");
+    pending_t p;
+    cr_assert_eq(pending(j, &p), 1);
+    assert_pend(&p, 0, "e120", "crm");
+    pb_journal_close(&j);
+    cr_assert_eq(sql_int("SELECT count(*) FROM events"), 1);
+    cr_assert_eq(sql_int("SELECT count(*) FROM deliveries"), 1);
+    cr_assert_eq(sql_int("SELECT count(*) FROM dedupe"), 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -732,7 +783,8 @@ Test(journal, failing_writes_report_an_error_and_lose_nothing)
 {
     pb_journal_t *j = open_journal();
     accept(j, "e1", NULL, s_two, 2, NULL);
-    cr_assert_eq(pb_journal_prune(j, 0, 0), 0); /* WAL back to 0 bytes */
+    cr_assert_eq(pb_journal_prune(j, 0, 0, 0, NULL),
+                 0); /* WAL back to 0 bytes */
 
     disk_full();
     int rc = try_accept(j, "e2");
@@ -858,7 +910,7 @@ Test(journal, attempts_are_kept_until_their_event_is_pruned)
      * history stays with it */
     j = open_journal();
     int64_t later = now_ms() + 1000;
-    cr_assert_eq(pb_journal_prune(j, later, later), 0);
+    cr_assert_eq(pb_journal_prune(j, later, later, 0, NULL), 0);
     pb_journal_close(&j);
     snprintf(sql, sizeof sql,
              "SELECT count(*) FROM attempts WHERE delivery_id = %lld",

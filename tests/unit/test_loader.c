@@ -482,6 +482,30 @@ Test(loader, invalid_name_is_refused_quoting_it)
     assert_contains(err, "[a-z0-9_-]");
 }
 
+/* A build cut short (a copy still being written, a full disk): its
+ * segments reach past the end of the file, and dlopen would map them and
+ * die of SIGBUS when it touches the missing pages. */
+Test(loader, truncated_shared_object_is_refused_not_mapped)
+{
+    size_t len = 0;
+    char *whole = pb_test_read_file(PLUGIN("good"), &len);
+    cr_assert_not_null(whole);
+    const size_t cuts[] = {64, 4096, 5000, len / 2, len * 3 / 4};
+    for (size_t i = 0; i < sizeof cuts / sizeof *cuts; i++) {
+        char file[4096], err[1024];
+        tmp_path(file, sizeof file, "good.so");
+        write_file(file, whole, cuts[i]);
+        pb_plugin_t *p = pb_plugin_load(file, NULL, 0, NULL, err, sizeof err);
+        cr_assert_null(p, "a build cut at %zu of %zu bytes was loaded", cuts[i],
+                       len);
+        assert_contains(err, file);
+        assert_contains(err, "is truncated");
+        refuse(file, err, sizeof err);
+        assert_contains(err, "is truncated");
+    }
+    free(whole);
+}
+
 Test(loader, file_that_is_not_a_shared_object_is_refused_with_dlerror)
 {
     char file[4096], err[1024];

@@ -343,6 +343,7 @@ Test(samples, every_canonical_type_has_its_docs_example)
         PLUGBOARD_EV_EMAIL_BOUNCED,
         PLUGBOARD_EV_EMAIL_COMPLAINED,
         PLUGBOARD_EV_DELIVERY_DEAD,
+        PLUGBOARD_EV_CONNECTOR_UNHEALTHY,
         NULL};
     size_t n = 0;
     for (; header_types[n]; n++) {

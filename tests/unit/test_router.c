@@ -40,6 +40,7 @@ struct rig_opts {
     const char *notify;    /* NULL: no dead letter notices */
     pb_retry_conf_t retry; /* zero: {5, 100ms, 400ms} */
     int64_t timeout_ms;    /* deadline of destination "a"; 0: default */
+    int64_t retention_ms;  /* dedupe and delivered; 0: 7 days, 1 day */
 };
 
 static struct rig {
@@ -127,8 +128,10 @@ rig_start(const struct rig_opts *o)
         .data_dir = g.dir,
         .routes = &g.route,
         .route_count = 1,
-        .dedupe_retention_ms = 7 * 86400000LL,
-        .delivered_retention_ms = 86400000LL,
+        .dedupe_retention_ms =
+            o->retention_ms ? o->retention_ms : 7 * 86400000LL,
+        .delivered_retention_ms =
+            o->retention_ms ? o->retention_ms : 86400000LL,
     };
     g.dests[0] = (pb_router_dest_options_t){.name = "src"};
     g.dests[1] =
@@ -658,32 +661,92 @@ Test(router, a_repeated_result_is_applied_once)
 /* Retries, dead letters, deadlines                                    */
 /* ------------------------------------------------------------------ */
 
+/* The delay the router drew after attempt `attempt` of delivery id: the
+ * next attempt time it journaled minus the time it journaled the failure
+ * (both wall clock, written in one transaction). */
+static int64_t
+drawn_delay_ms(int64_t id, int attempt)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/journal.db", g.dir);
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL),
+                 SQLITE_OK);
+    sqlite3_busy_timeout(db, 2000);
+    sqlite3_stmt *st = NULL;
+    cr_assert_eq(sqlite3_prepare_v2(db,
+                                    "SELECT d.next_ms - a.at_ms FROM "
+                                    "deliveries d JOIN attempts a ON "
+                                    "a.delivery_id = d.id WHERE d.id = ?1 "
+                                    "AND a.attempt = ?2 AND d.attempts = ?2",
+                                    -1, &st, NULL),
+                 SQLITE_OK, "%s", sqlite3_errmsg(db));
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int(st, 2, attempt);
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW,
+                 "attempt %d of delivery %lld is not the journal's last",
+                 attempt, (long long)id);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/*
+ * Backoff observed, without a timed assertion: after each failure the
+ * router draws a delay within the policy's ceiling for that attempt
+ * (full jitter: [0, min(max, initial * 2^(n-1))]) and journals the next
+ * attempt time; the destination's clock then shows that the next attempt
+ * came no earlier than that delay after it answered.  Six failures with
+ * ceilings 40, 80, 160, 160, 160, 160 ms: a router that did not wait
+ * would be caught by any draw above a few milliseconds.
+ */
 Test(router, transient_failures_are_retried_with_backoff)
 {
-    rig_start(&(struct rig_opts){.to = {"a"}, .retry = {5, 100, 400}});
+    enum { FAILS = 6 };
+    rig_start(&(struct rig_opts){.to = {"a"}, .retry = {8, 40, 160}});
     char id[PB_ID_LEN + 1];
     emit_accepted(1, "ann@example.com", id);
 
-    int64_t id0 = 0, last = 0;
-    for (uint32_t attempt = 1; attempt <= 3; attempt++) {
+    static const int64_t ceiling[FAILS] = {40, 80, 160, 160, 160, 160};
+    int64_t id0 = 0, answered = 0, drawn_total = 0, waited_total = 0;
+    for (uint32_t attempt = 1; attempt <= FAILS + 1; attempt++) {
         pb_peer_msg_t d = expect_dlv(g.a, T_WAIT_MS);
         cr_assert_str_eq(pb_peer_msg_event_id(&d), id);
         cr_assert_eq(d.attempt, attempt);
         if (attempt == 1)
             id0 = d.id;
         cr_assert_eq(d.id, id0, "same delivery every attempt");
-        cr_assert_geq(d.at_ms, last);
-        last = d.at_ms;
-        uint8_t outcome = attempt < 3 ? PLUGBOARD_RETRY : PLUGBOARD_OK;
+        if (attempt > 1) {
+            int64_t drawn = drawn_delay_ms(d.id, (int)attempt - 1);
+            int64_t waited = d.at_ms - answered;
+            cr_assert_geq(drawn, 0);
+            cr_assert_leq(drawn, ceiling[attempt - 2] + 1,
+                          "delay %lld ms after attempt %u, ceiling %lld ms",
+                          (long long)drawn, attempt - 1,
+                          (long long)ceiling[attempt - 2]);
+            /* 2 ms: the clocks tick in whole milliseconds, apart */
+            cr_assert_geq(waited + 2, drawn,
+                          "attempt %u came %lld ms after the failure, the "
+                          "backoff was %lld ms",
+                          attempt, (long long)waited, (long long)drawn);
+            drawn_total += drawn;
+            waited_total += waited;
+        }
+        uint8_t outcome = attempt <= FAILS ? PLUGBOARD_RETRY : PLUGBOARD_OK;
+        answered = pb_monotonic_ms();
         cr_assert_eq(pb_peer_result(g.a, d.id, attempt, outcome, 0,
-                                    attempt < 3 ? "HTTP 503" : NULL),
+                                    attempt <= FAILS ? "HTTP 503" : NULL),
                      0);
         pb_peer_msg_release(&d);
     }
+    fprintf(stderr,
+            "router backoff: %d retries drew %lld ms in all, waited %lld ms\n",
+            FAILS, (long long)drawn_total, (long long)waited_total);
     pb_router_stats_t st;
     WAIT_STATS(st, st.delivered == 1);
     cr_assert_eq(st.delivered, 1);
-    cr_assert_eq(st.retried, 2);
+    cr_assert_eq(st.retried, FAILS);
     cr_assert_eq(st.dead, 0);
     cr_assert_eq(st.pending, 0);
     expect_silence(g.a, 100);
@@ -691,7 +754,7 @@ Test(router, transient_failures_are_retried_with_backoff)
     struct row rows[2];
     cr_assert_eq(journal_rows(rows, 2), 1);
     cr_assert_eq(rows[0].state, PB_DELIVERY_DELIVERED);
-    cr_assert_eq(rows[0].attempts, 3);
+    cr_assert_eq(rows[0].attempts, FAILS + 1);
 }
 
 Test(router, retry_after_is_honoured)
@@ -1080,6 +1143,75 @@ Test(router, a_restart_redelivers_what_was_pending)
     pb_peer_msg_release(&again);
 }
 
+/* The first column of the first row of sql, with our own connection. */
+static int64_t
+journal_int(const char *sql)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/journal.db", g.dir);
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL),
+                 SQLITE_OK);
+    sqlite3_busy_timeout(db, 2000);
+    sqlite3_stmt *st = NULL;
+    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK, "%s",
+                 sqlite3_errmsg(db));
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW, "%s", sqlite3_errmsg(db));
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/*
+ * The route's retention settings reach the journal: with a retention of
+ * 1 ms, a restart prunes the delivered event and forgets its vendor id,
+ * so the vendor's event sent again is accepted anew (with the default
+ * week it is a duplicate: a_restart_redelivers_what_was_pending).  What
+ * is still pending is never pruned.
+ */
+Test(router, a_restart_prunes_what_is_past_its_retention)
+{
+    rig_start(&(struct rig_opts){.to = {"a"}, .retention_ms = 1});
+    size_t len;
+    uint8_t *frame = event_new("src", "K", "vendor-evt-8", &len, NULL);
+    cr_assert_eq(pb_peer_emit1(g.src, 1, frame, len), 0);
+    free(frame);
+    cr_assert_eq(expect_ack(g.src, 1, T_WAIT_MS).accepted, 1);
+    pb_peer_msg_t d = expect_dlv(g.a, T_WAIT_MS);
+    cr_assert_eq(pb_peer_result(g.a, d.id, 1, PLUGBOARD_OK, 0, NULL), 0);
+    pb_peer_msg_release(&d);
+    char kept[PB_ID_LEN + 1];
+    emit_accepted(2, "L", kept); /* stays pending: never answered */
+    pb_peer_msg_t k = expect_dlv(g.a, T_WAIT_MS);
+    pb_router_stats_t st;
+    WAIT_STATS(st, st.delivered == 1);
+    cr_assert_eq(st.delivered, 1);
+    usleep(5000); /* past the 1 ms retention */
+
+    rig_restart();
+    int64_t deadline = pb_monotonic_ms() + T_WAIT_MS;
+    while (journal_int("SELECT count(*) FROM events") != 1 &&
+           pb_monotonic_ms() < deadline)
+        usleep(10000);
+    cr_assert_eq(journal_int("SELECT count(*) FROM events"), 1,
+                 "the delivered event is pruned, the pending one kept");
+    cr_assert_eq(journal_int("SELECT count(*) FROM dedupe"), 0);
+    struct row rows[4];
+    cr_assert_eq(journal_rows(rows, 4), 1);
+    cr_assert_str_eq(rows[0].event_id, kept);
+    cr_assert_eq(rows[0].state, PB_DELIVERY_PENDING);
+
+    frame = event_new("src", "K", "vendor-evt-8", &len, NULL);
+    cr_assert_eq(pb_peer_emit1(g.src, 3, frame, len), 0);
+    free(frame);
+    pb_peer_msg_t m = expect_ack(g.src, 3, T_WAIT_MS);
+    cr_assert_eq(m.status, 0);
+    cr_assert_eq(m.accepted, 1, "a forgotten vendor id is accepted anew");
+    cr_assert_eq(m.duplicates, 0);
+    pb_peer_msg_release(&k);
+}
+
 /*
  * While another connection holds the database's write lock, nothing can
  * be committed: an EMIT is refused (the webhook's sender would get a 503
@@ -1099,6 +1231,8 @@ Test(router, a_journal_that_cannot_commit_refuses_and_recovers)
     sqlite3 *lock = NULL;
     cr_assert_eq(sqlite3_open_v2(path, &lock, SQLITE_OPEN_READWRITE, NULL),
                  SQLITE_OK);
+    /* the router may be inside a commit of its own: wait for it */
+    sqlite3_busy_timeout(lock, 5000);
     cr_assert_eq(sqlite3_exec(lock, "BEGIN EXCLUSIVE", NULL, NULL, NULL),
                  SQLITE_OK, "%s", sqlite3_errmsg(lock));
 
@@ -1174,6 +1308,8 @@ Test(router, a_dead_letter_that_cannot_be_written_stays_pending)
     sqlite3 *lock = NULL;
     cr_assert_eq(sqlite3_open_v2(path, &lock, SQLITE_OPEN_READWRITE, NULL),
                  SQLITE_OK);
+    /* the router may be inside a commit of its own: wait for it */
+    sqlite3_busy_timeout(lock, 5000);
     cr_assert_eq(sqlite3_exec(lock, "BEGIN EXCLUSIVE", NULL, NULL, NULL),
                  SQLITE_OK, "%s", sqlite3_errmsg(lock));
 
@@ -1267,4 +1403,115 @@ Test(router, a_known_event_id_is_a_duplicate)
     expect_silence(g.a, 200);
     pb_peer_msg_release(&d1);
     pb_peer_msg_release(&d2);
+}
+
+/* Run sql on the journal with a connection of our own. */
+static void
+journal_exec(const char *sql)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/journal.db", g.dir);
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL),
+                 SQLITE_OK);
+    sqlite3_busy_timeout(db, 2000);
+    cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK, "%s: %s",
+                 sql, sqlite3_errmsg(db));
+    sqlite3_close(db);
+}
+
+/*
+ * A dead letter whose notice the journal refuses is not written either
+ * (the owner would never be told), and the refusal is that change's
+ * alone: the emits committed in the same batch are accepted.  A trigger
+ * makes the journal refuse every plugboard.delivery.dead event; the
+ * write lock, held while the REJECT and the emits queue up, puts them all
+ * in one batch.  Once the trigger is gone, the delivery is made again
+ * (after the router's 5 s pause for unwritable dead letters) and, rejected
+ * again, becomes a dead letter with its notice.
+ */
+Test(router, a_dead_letter_whose_notice_cannot_be_stored_stays_pending)
+{
+    rig_start(&(struct rig_opts){.to = {"a"}, .notify = "ops"});
+    char id[PB_ID_LEN + 1];
+    emit_accepted(1, "ann@example.com", id);
+    pb_peer_msg_t d = expect_dlv(g.a, T_WAIT_MS);
+    journal_exec("CREATE TRIGGER no_notices BEFORE INSERT ON events "
+                 "WHEN NEW.type = 'plugboard.delivery.dead' BEGIN "
+                 "SELECT RAISE(ABORT, 'notices cannot be stored'); END");
+
+    char path[4096];
+    snprintf(path, sizeof path, "%s/journal.db", g.dir);
+    sqlite3 *lock = NULL;
+    cr_assert_eq(sqlite3_open_v2(path, &lock, SQLITE_OPEN_READWRITE, NULL),
+                 SQLITE_OK);
+    /* the router may be inside a commit of its own: wait for it */
+    sqlite3_busy_timeout(lock, 5000);
+    cr_assert_eq(sqlite3_exec(lock, "BEGIN EXCLUSIVE", NULL, NULL, NULL),
+                 SQLITE_OK, "%s", sqlite3_errmsg(lock));
+    cr_assert_eq(pb_peer_result(g.a, d.id, 1, PLUGBOARD_REJECT, 0,
+                                "HTTP 422: email is invalid"),
+                 0);
+    enum { N = 10 };
+    for (int i = 0; i < N; i++) {
+        size_t len;
+        uint8_t *frame = event_new("src", NULL, NULL, &len, NULL);
+        cr_assert_eq(pb_peer_emit1(g.src, 100 + i, frame, len), 0);
+        free(frame);
+    }
+    usleep(200000); /* all of it waits for the lock, well within 5 s */
+    sqlite3_exec(lock, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(lock);
+
+    for (int i = 0; i < N; i++) {
+        pb_peer_msg_t m = expect_ack(g.src, 100 + i, T_WAIT_MS);
+        cr_assert_eq(m.status, 0, "emit %d refused with the dead letter", i);
+        cr_assert_eq(m.accepted, 1);
+    }
+    pb_router_stats_t st;
+    WAIT_STATS(st, st.journal_errors >= 1 && st.inflight == N);
+    cr_assert_geq(st.journal_errors, 1, "the refused notice is counted");
+    cr_assert_eq(st.dead, 0, "no dead letter without its notice");
+    cr_assert_eq(st.accepted, 1 + N);
+    struct row rows[N + 4];
+    cr_assert_eq(journal_rows(rows, N + 4), 1 + N, "no notice was stored");
+    cr_assert_str_eq(rows[0].event_id, id);
+    cr_assert_eq(rows[0].state, PB_DELIVERY_PENDING);
+    expect_silence(g.ops, 100);
+
+    journal_exec("DROP TRIGGER no_notices");
+    /* the others first, then the kept delivery again */
+    pb_peer_msg_t again;
+    for (;;) {
+        again = expect_dlv(g.a, 9000);
+        if (again.id == d.id)
+            break;
+        cr_assert_eq(
+            pb_peer_result(g.a, again.id, again.attempt, PLUGBOARD_OK, 0, NULL),
+            0);
+        pb_peer_msg_release(&again);
+    }
+    cr_assert_eq(pb_peer_result(g.a, again.id, again.attempt, PLUGBOARD_REJECT,
+                                0, "HTTP 422: email is invalid"),
+                 0);
+    pb_peer_msg_t n = expect_dlv(g.ops, T_WAIT_MS);
+    cr_assert_str_eq(pb_envelope_type(n.env), PLUGBOARD_EV_DELIVERY_DEAD);
+    const char *s = NULL;
+    size_t len = 0;
+    cr_assert(pb_event_string(n.env, "event.id", &s, &len));
+    cr_assert_eq(len, strlen(id));
+    cr_assert_eq(memcmp(s, id, len), 0);
+    cr_assert_eq(pb_peer_result(g.ops, n.id, n.attempt, PLUGBOARD_OK, 0, NULL),
+                 0);
+    WAIT_STATS(st, st.dead == 1 && st.delivered == N + 1);
+    cr_assert_eq(st.dead, 1);
+    cr_assert_eq(st.delivered, N + 1, "the others and the notice");
+    cr_assert_eq(st.pending, 0);
+    cr_assert_eq(journal_rows(rows, N + 4), N + 2);
+    cr_assert_eq(rows[0].state, PB_DELIVERY_DEAD);
+    cr_assert_str_eq(rows[N + 1].destination, "ops");
+    cr_assert_eq(rows[N + 1].state, PB_DELIVERY_DELIVERED);
+    pb_peer_msg_release(&d);
+    pb_peer_msg_release(&again);
+    pb_peer_msg_release(&n);
 }

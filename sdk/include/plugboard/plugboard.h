@@ -18,9 +18,13 @@
  *
  * Threading rules (ABI 1):
  *   - open, close, deliver and webhook of one connector instance are called
- *     from that instance's actor thread, one at a time, unless the
- *     descriptor sets PLUGBOARD_DELIVER_THREAD_SAFE, in which case deliver
- *     may run on several worker threads at once against the same state.
+ *     from that instance's actor thread, one at a time.  When the admin
+ *     sets a connector's concurrency above 1, deliver runs on that many
+ *     delivery threads instead: against one shared state if the
+ *     descriptor sets PLUGBOARD_DELIVER_THREAD_SAFE, otherwise each
+ *     thread gets a state of its own (opened and closed on the actor
+ *     thread), so calls on one state never overlap.  Events with the same
+ *     key reach deliver one at a time, in order, whatever the concurrency.
  *   - Host API functions may be called from the thread the host called
  *     into.  A connector's own threads may call log, now_ms, monotonic_ms,
  *     alloc and free only; they must all be joined before close() returns.
@@ -82,6 +86,7 @@ extern "C" {
  * (usually nowhere).
  */
 #define PLUGBOARD_EV_INGRESS_UNMAPPED      "plugboard.ingress.unmapped"
+#define PLUGBOARD_EV_CONNECTOR_UNHEALTHY   "plugboard.connector.unhealthy"
 
 /* A connector that consumes every type lists this one pattern. */
 #define PLUGBOARD_EV_ANY "*"
