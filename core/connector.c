@@ -438,7 +438,7 @@ s_run_delivery(pb_connector_t *c, void *state, const uint8_t *hdr,
     else
         c->desc->deliver(state, env, res);
     pb_mconn_busy(c->mc, pb_metrics_now_ns() - t0);
-    if (res->outcome > PLUGBOARD_REJECT) {
+    if (res->outcome > PLUGBOARD_HOLD) {
         snprintf(res->reason, sizeof res->reason,
                  "connector returned unknown outcome %d", (int)res->outcome);
         res->outcome = PLUGBOARD_RETRY;

@@ -416,7 +416,12 @@ pb_journal_pending(pb_journal_t *j, pb_journal_each_fn fn, void *ctx)
 {
     static const char sql[] =
         "SELECT d.id, d.route, d.destination, e.id, e.key, d.attempts, "
-        "d.next_ms, e.frame FROM deliveries d JOIN events e "
+        "d.next_ms, e.frame, "
+        /* holds since the last replay spent no attempt */
+        "(SELECT COUNT(*) FROM attempts a WHERE a.delivery_id = d.id "
+        "AND a.outcome = 4 AND a.rowid > IFNULL((SELECT MAX(b.rowid) FROM "
+        "attempts b WHERE b.delivery_id = d.id AND b.outcome = 3), 0)) "
+        "FROM deliveries d JOIN events e "
         "ON e.seq = d.event_seq WHERE d.state = 0 ORDER BY d.id";
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(j->db, sql, -1, &st, NULL) != SQLITE_OK) {
@@ -433,6 +438,7 @@ pb_journal_pending(pb_journal_t *j, pb_journal_each_fn fn, void *ctx)
             .event_id = (const char *)sqlite3_column_text(st, 3),
             .key = (const char *)sqlite3_column_text(st, 4),
             .attempts = sqlite3_column_int(st, 5),
+            .holds = sqlite3_column_int(st, 8),
             .next_ms = sqlite3_column_int64(st, 6),
             .frame = sqlite3_column_blob(st, 7),
             .frame_len = (size_t)sqlite3_column_bytes(st, 7),
@@ -532,7 +538,7 @@ pb_journal_dead_ids(pb_journal_t *j, const char *route)
 }
 
 static const char *const s_outcomes[] = {"ok", "retry", "reject",
-                                         "replayed"};
+                                         "replayed", "held"};
 
 json_t *
 pb_journal_dead_show(pb_journal_t *j, int64_t id, pb_journal_frame_fn render,
@@ -574,7 +580,7 @@ pb_journal_dead_show(pb_journal_t *j, int64_t id, pb_journal_frame_fn render,
             h, json_pack("{s:i, s:I, s:s, s:s?}", "attempt",
                          sqlite3_column_int(st, 0), "at",
                          (json_int_t)sqlite3_column_int64(st, 1), "outcome",
-                         oc >= 0 && oc < 4 ? s_outcomes[oc] : "?", "error",
+                         oc >= 0 && oc < 5 ? s_outcomes[oc] : "?", "error",
                          (const char *)sqlite3_column_text(st, 3)));
     }
     sqlite3_finalize(st);
@@ -601,7 +607,8 @@ pb_journal_replay(pb_journal_t *j, int64_t id, pb_journal_each_fn fn,
     }
     rc = pb_journal_update(j, id, PB_DELIVERY_PENDING, 0, 0, NULL);
     if (rc == 0)
-        rc = pb_journal_record_attempt(j, id, 0, 3, "replayed by an admin");
+        rc = pb_journal_record_attempt(j, id, 0, PB_ATTEMPT_REPLAYED,
+                                       "replayed by an admin");
     if (rc == 0) {
         pb_journal_delivery_t d = {
             .delivery_id = id,

@@ -58,6 +58,7 @@ typedef struct pb_journal_delivery {
     const char *event_id;
     const char *key;
     int attempts;
+    int holds;       /* of them, holds since the last replay (pending) */
     int64_t next_ms;
     const uint8_t *frame;
     size_t frame_len;
@@ -97,8 +98,13 @@ int pb_journal_update(pb_journal_t *j, int64_t delivery_id,
                       pb_delivery_state_t state, int attempts,
                       int64_t next_ms, const char *error);
 
-/* Inside a transaction: remember one attempt's outcome (a
- * plugboard_outcome_t) and error for `dlq show`. */
+/* Outcome codes of the attempt history beyond plugboard_outcome_t's first
+ * three (0 ok, 1 retry, 2 reject). */
+#define PB_ATTEMPT_REPLAYED 3 /* an admin replayed the dead letter */
+#define PB_ATTEMPT_HELD 4     /* PLUGBOARD_HOLD: spent no attempt */
+
+/* Inside a transaction: remember one attempt's outcome (0..2 or a
+ * PB_ATTEMPT_* code) and error for `dlq show`. */
 int pb_journal_record_attempt(pb_journal_t *j, int64_t delivery_id,
                               int attempt, int outcome, const char *error);
 

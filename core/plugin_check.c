@@ -267,6 +267,8 @@ s_outcome_name(plugboard_outcome_t o)
         return "retry";
     case PLUGBOARD_REJECT:
         return "reject";
+    case PLUGBOARD_HOLD:
+        return "hold";
     }
     return "invalid";
 }
@@ -500,7 +502,8 @@ s_capture(void *ctx, pb_builder_t *b)
     if (!env)
         return PB_EPROTO;
     const char *type = pb_envelope_type(env);
-    bool declared = false;
+    /* a dead letter of an unmapped vendor item needs no declaring */
+    bool declared = strcmp(type, PLUGBOARD_EV_INGRESS_UNMAPPED) == 0;
     for (size_t i = 0; s_desc->emits && s_desc->emits[i]; i++)
         declared = declared || strcmp(s_desc->emits[i], type) == 0;
     if (!declared)
@@ -672,8 +675,8 @@ static bool
 s_result_valid(const plugboard_result_t *r, char *why, size_t len)
 {
     if (r->outcome != PLUGBOARD_OK && r->outcome != PLUGBOARD_RETRY &&
-        r->outcome != PLUGBOARD_REJECT) {
-        snprintf(why, len, "outcome %d is not OK, RETRY or REJECT",
+        r->outcome != PLUGBOARD_REJECT && r->outcome != PLUGBOARD_HOLD) {
+        snprintf(why, len, "outcome %d is not OK, RETRY, REJECT or HOLD",
                  (int)r->outcome);
         return false;
     }
@@ -1400,7 +1403,7 @@ s_tally(s_tally_t *t, const char *what, const plugboard_result_t *r, int64_t ms)
     }
     if (r->outcome == PLUGBOARD_OK)
         t->ok++;
-    else if (r->outcome == PLUGBOARD_RETRY) {
+    else if (r->outcome == PLUGBOARD_RETRY || r->outcome == PLUGBOARD_HOLD) {
         if (t->retry++ < 2)
             s_add(t->retried, sizeof t->retried, "%s", what);
     } else

@@ -54,6 +54,8 @@ typedef struct s_delivery {
     int route;               /* index into routes, -1 when unknown */
     int dest;
     int attempts;            /* attempts made so far */
+    int holds;               /* of them, PLUGBOARD_HOLD answers: they do
+                                not count toward the route's attempts */
     int64_t next_ms;
     int64_t sent_ms;
     int64_t started_ms;      /* when one of the actor's workers took it
@@ -117,6 +119,7 @@ typedef struct s_emit {
     uint64_t token;
     int status;
     uint32_t accepted, duplicates, unrouted;
+    uint32_t dead;           /* unmapped vendor items kept as dead letters */
 } emit_t;
 
 /* Deliveries created by the current batch, applied after commit. */
@@ -708,6 +711,28 @@ s_targets(const pb_router_t *r, const char *source, const char *type,
 
 #define S_MAX_TARGETS 64
 
+/* The pseudo route of a source's unmapped vendor items. */
+#define S_INGRESS_ROUTE "(ingress)"
+
+/* The reason an unmapped item carries, cut to fit a dead letter's error. */
+static void
+s_unmapped_reason(const pb_envelope_t *env, char *out, size_t size)
+{
+    const char *s = NULL;
+    size_t len = 0;
+    if (!pb_event_string(env, "reason", &s, &len) || len == 0) {
+        snprintf(out, size, "unmapped vendor item (no reason given)");
+        return;
+    }
+    if (len >= size)
+        len = size - 1;
+    memcpy(out, s, len);
+    out[len] = '\0';
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)out[i] < 0x20)
+            out[i] = ' ';
+}
+
 static int
 s_handle_emit(pb_router_t *r, const char *peer, zmq_msg_t *parts,
               size_t nparts)
@@ -761,8 +786,15 @@ s_handle_emit(pb_router_t *r, const char *peer, zmq_msg_t *parts,
         pb_envelope_t *env = envs[i];
         pb_journal_target_t targets[S_MAX_TARGETS];
         int route_of[S_MAX_TARGETS], dest_of[S_MAX_TARGETS];
-        size_t tn = s_targets(r, e->source, pb_envelope_type(env), targets,
-                              route_of, dest_of, S_MAX_TARGETS);
+        bool unmapped = strcmp(pb_envelope_type(env),
+                               PLUGBOARD_EV_INGRESS_UNMAPPED) == 0;
+        size_t tn = 1;
+        if (unmapped)
+            targets[0] = (pb_journal_target_t){.route = S_INGRESS_ROUTE,
+                                               .destination = e->source};
+        else
+            tn = s_targets(r, e->source, pb_envelope_type(env), targets,
+                           route_of, dest_of, S_MAX_TARGETS);
         if (tn == S_MAX_TARGETS)
             pb_warn("router", "event type=%s from connector=%s matches %d "
                     "or more (route, destination) pairs; only the first "
@@ -792,6 +824,19 @@ s_handle_emit(pb_router_t *r, const char *peer, zmq_msg_t *parts,
             continue;
         }
         e->accepted++;
+        if (unmapped) {
+            /* a dead letter of its source at once: no route can take it */
+            char why[PLUGBOARD_REASON_MAX];
+            s_unmapped_reason(env, why, sizeof why);
+            rc = pb_journal_update(r->journal, targets[0].delivery_id,
+                                   PB_DELIVERY_DEAD, 0, 0, why);
+            if (rc != 0) {
+                e->status = rc;
+                break;
+            }
+            e->dead++;
+            continue;
+        }
         if (tn == 0) {
             e->unrouted++;
             continue;
@@ -815,7 +860,7 @@ s_handle_emit(pb_router_t *r, const char *peer, zmq_msg_t *parts,
         /* all or nothing: forget what this EMIT staged */
         while (r->newdl_count > newdl_mark)
             s_ev_release(r->newdls[--r->newdl_count].ev);
-        e->accepted = e->duplicates = e->unrouted = 0;
+        e->accepted = e->duplicates = e->unrouted = e->dead = 0;
     }
     for (size_t i = 0; i < n; i++)
         pb_envelope_destroy(&envs[i]);
@@ -848,7 +893,7 @@ s_handle_result(pb_router_t *r, const char *peer, zmq_msg_t *parts,
                 r->dests[i].stuck--;
         return;
     }
-    if (outcome > PLUGBOARD_REJECT) {
+    if (outcome > PLUGBOARD_HOLD) {
         s_stat_add(&r->stats.bad_frames, 1);
         outcome = PLUGBOARD_RETRY;
     }
@@ -868,7 +913,9 @@ s_handle_result(pb_router_t *r, const char *peer, zmq_msg_t *parts,
     }
     if (c->outcome != PLUGBOARD_OK && !c->reason[0])
         snprintf(c->reason, sizeof c->reason, "%s without a reason",
-                 c->outcome == PLUGBOARD_RETRY ? "retry" : "reject");
+                 c->outcome == PLUGBOARD_REJECT ? "reject"
+                 : c->outcome == PLUGBOARD_HOLD ? "hold"
+                                                : "retry");
 }
 
 /* Write one change into the open transaction. */
@@ -877,8 +924,10 @@ s_write_change(pb_router_t *r, change_t *c, int64_t now)
 {
     dl_t *d = c->dl;
     int attempts = d->attempts + 1;
-    int rc = pb_journal_record_attempt(r->journal, d->id, attempts,
-                                       (int)c->outcome, c->reason);
+    int rc = pb_journal_record_attempt(
+        r->journal, d->id, attempts,
+        c->outcome == PLUGBOARD_HOLD ? PB_ATTEMPT_HELD : (int)c->outcome,
+        c->reason);
     if (rc != 0)
         return rc;
     if (c->outcome == PLUGBOARD_OK)
@@ -898,8 +947,9 @@ s_write_change(pb_router_t *r, change_t *c, int64_t now)
         }
         return rc;
     }
-    c->next_ms = now + pb_retry_delay_ms(pol, attempts, c->after_ms,
-                                         pb_retry_random());
+    int failed = attempts - d->holds - (c->outcome == PLUGBOARD_HOLD);
+    c->next_ms = now + pb_retry_delay_ms(pol, failed > 0 ? failed : 1,
+                                         c->after_ms, pb_retry_random());
     return pb_journal_update(r->journal, d->id, PB_DELIVERY_PENDING,
                              attempts, pb_now_ms() + (c->next_ms - now),
                              c->reason);
@@ -964,6 +1014,8 @@ s_apply_change(pb_router_t *r, change_t *c, bool committed, int64_t now)
         pb_mhop_inflight_add(d->mh, -1);
     }
     d->attempts++;
+    if (c->outcome == PLUGBOARD_HOLD && committed)
+        d->holds++;
     if (c->dead && committed) {
         pb_warn("router",
                 "dead letter route=%s destination=%s event=%s attempts=%d "
@@ -995,13 +1047,15 @@ s_apply_change(pb_router_t *r, change_t *c, bool committed, int64_t now)
         return;
     }
     s_stat_add(&r->stats.retried, 1);
-    pb_mhop_retried(d->mh, c->timeout         ? PB_RETRY_TIMEOUT
-                           : c->after_ms > 0 ? PB_RETRY_THROTTLED
-                                             : PB_RETRY_FAILED);
+    pb_mhop_retried(d->mh, c->timeout ? PB_RETRY_TIMEOUT
+                           : c->after_ms > 0 || c->outcome == PLUGBOARD_HOLD
+                               ? PB_RETRY_THROTTLED
+                               : PB_RETRY_FAILED);
     d->next_ms = committed ? c->next_ms : now + S_DEAD_RETRY_MS;
     pb_info("router",
-            "retry route=%s destination=%s event=%s attempt=%d in_ms=%lld "
+            "%s route=%s destination=%s event=%s attempt=%d in_ms=%lld "
             "error=\"%s\"",
+            c->outcome == PLUGBOARD_HOLD ? "hold" : "retry",
             s_route_name(r, d->route), dest, d->ev->id, d->attempts,
             (long long)(d->next_ms - now), c->reason);
 }
@@ -1025,11 +1079,13 @@ s_commit_batch(pb_router_t *r, bool began, int64_t now)
      * the making even when the journal then fails */
     for (size_t i = 0; i < r->change_count; i++) {
         change_t *c = &r->changes[i];
+        /* a hold spends no attempt: only failures count */
         c->dead = c->outcome != PLUGBOARD_OK &&
                   (c->outcome == PLUGBOARD_REJECT ||
                    c->dl->removed ||
-                   pb_retry_exhausted(s_policy(r, c->dl),
-                                      c->dl->attempts + 1));
+                   (c->outcome == PLUGBOARD_RETRY &&
+                    pb_retry_exhausted(s_policy(r, c->dl),
+                                       c->dl->attempts + 1 - c->dl->holds)));
         if (c->dead && c->dl->removed)
             s_removed_reason(c->reason, sizeof c->reason);
     }
@@ -1064,6 +1120,13 @@ out_fail:
         if (e->status == 0) {
             s_stat_add(&r->stats.accepted, e->accepted);
             s_stat_add(&r->stats.duplicates, e->duplicates);
+            s_stat_add(&r->stats.dead, e->dead);
+            if (e->dead)
+                pb_warn("router",
+                        "dead letter route=" S_INGRESS_ROUTE
+                        " destination=%s count=%u error=\"unmapped vendor "
+                        "item\"",
+                        e->source, (unsigned)e->dead);
             s_stat_add(&r->stats.unrouted, e->unrouted);
             pb_mconn_emitted(
                 s_dest_mc(r, s_find_dest(r, e->source, strlen(e->source))),
@@ -1107,6 +1170,8 @@ static int
 s_replay_one(void *ctx, const pb_journal_delivery_t *jd)
 {
     pb_router_t *r = ctx;
+    if (strcmp(jd->route, S_INGRESS_ROUTE) == 0)
+        return PB_EINVAL; /* an unmapped vendor item: nothing to send */
     int dest = s_find_dest(r, jd->destination, strlen(jd->destination));
     if (dest < 0)
         return PB_ENOENT;
@@ -1148,6 +1213,12 @@ s_dlq_change(pb_router_t *r, json_t *ids, bool replay)
                 return pb_control_error(
                     "no dead letter %lld%s", (long long)id,
                     replay ? " whose destination is configured" : "");
+            if (rc == PB_EINVAL && replay)
+                return pb_control_error(
+                    "dead letter %lld is a vendor item its source could not "
+                    "map: it cannot be replayed (fix the mapping, have the "
+                    "vendor resend it, then drop this one)",
+                    (long long)id);
             return pb_control_error("cannot change dead letter %lld: %s",
                                          (long long)id, pb_strerror(rc));
         }
@@ -1599,6 +1670,9 @@ s_recover_one(void *ctx, const pb_journal_delivery_t *jd)
     int64_t wait = jd->next_ms > 0 ? jd->next_ms - pb_now_ms() : 0;
     s_add(r, ev, s_find_route(r, jd->route), dest, jd->delivery_id,
           jd->attempts, pb_monotonic_ms() + (wait > 0 ? wait : 0));
+    dl_t *held = s_lookup(r, jd->delivery_id);
+    if (held)
+        held->holds = jd->holds;
     if (fresh) {
         if (r->recover_last)
             s_ev_release(r->recover_last);

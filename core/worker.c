@@ -1096,7 +1096,7 @@ s_child_deliver(child_t *ch, msg_t *m)
         pb_envelope_set_attempt(env, attempt);
         ch->desc->deliver(ch->state, env, &res);
         res.reason[sizeof res.reason - 1] = '\0';
-        if (res.outcome > PLUGBOARD_REJECT) {
+        if (res.outcome > PLUGBOARD_HOLD) {
             snprintf(res.reason, sizeof res.reason,
                      "connector returned unknown outcome %d", (int)res.outcome);
             res.outcome = PLUGBOARD_RETRY;

@@ -6,12 +6,13 @@
  * Every request goes through hs_request(), which
  *   - paces requests per token below HubSpot's ten-second limit (and the
  *     search endpoints' per-second limit), waiting up to max_wait and
- *     otherwise answering "retry after" without calling HubSpot at all;
+ *     otherwise answering PLUGBOARD_HOLD without calling HubSpot at all;
  *   - turns a 429 into a hold: until Retry-After, else the rest of the
  *     ten-second window (HubSpot often sends no Retry-After), or, for the
  *     daily limit, until the daily reset; while held, deliveries are
- *     answered "retry after" at once, so a burst does not spend each
- *     event's attempts on answers HubSpot would refuse anyway;
+ *     answered PLUGBOARD_HOLD at once.  A hold spends none of the
+ *     event's attempts, so neither a burst nor a day-long limit can
+ *     dead-letter an event;
  *   - classifies every other answer the plugboard way (see
  *     plugboard_http_classify) with HubSpot's own "message".
  * plugins/hubspot/README.md is the admin's view.
@@ -20,6 +21,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -309,6 +311,29 @@ s_sleep_ms(int64_t ms)
 /* Pacing and rate limits                                              */
 /* ------------------------------------------------------------------ */
 
+/*
+ * HubSpot counts requests per token, so the pacers and the hold after a
+ * 429 belong to the token, not to one state: every state of this loaded
+ * plugin with the same token (the workers of one connector when its
+ * concurrency is above 1) shares one hs_limits_t, found by token in a
+ * list under s_limits_lock and freed with its last state.  The pacers are
+ * sized by the first state to open.  Connectors are loaded from private
+ * copies of the plugin, so two connectors never share one.
+ */
+typedef struct hs_limits {
+    struct hs_limits *next;
+    char *auth_header; /* the key: "Authorization: Bearer <token>" */
+    int refs;
+    pthread_mutex_t lock; /* guards everything below */
+    hs_pacer_t pace;      /* all requests, per ten seconds */
+    hs_pacer_t search_pace; /* search requests, per second */
+    int64_t blocked_until;  /* monotonic ms: HubSpot said 429 */
+    bool blocked_daily;
+} hs_limits_t;
+
+static pthread_mutex_t s_limits_lock = PTHREAD_MUTEX_INITIALIZER;
+static hs_limits_t *s_limits;
+
 static int
 s_pacer_init(hs_state_t *st, hs_pacer_t *p, int64_t per_window,
              int64_t window_ms)
@@ -353,6 +378,80 @@ s_pacer_note(hs_pacer_t *p, int64_t now)
     p->head = (p->head + 1) % p->cap;
 }
 
+static void
+s_limits_free(hs_state_t *st, hs_limits_t *l)
+{
+    pthread_mutex_destroy(&l->lock);
+    st->api->free(l->pace.sent);
+    st->api->free(l->search_pace.sent);
+    if (l->auth_header != NULL) {
+        memset(l->auth_header, 0, strlen(l->auth_header));
+        st->api->free(l->auth_header);
+    }
+    st->api->free(l);
+}
+
+/* Attach st to its token's limits, creating them; -1 when out of memory. */
+static int
+s_limits_attach(hs_state_t *st, int64_t per_10s, int64_t per_second)
+{
+    hs_limits_t *l;
+
+    pthread_mutex_lock(&s_limits_lock);
+    for (l = s_limits; l != NULL; l = l->next) {
+        if (strcmp(l->auth_header, st->auth_header) == 0) {
+            l->refs++;
+            st->limits = l;
+            pthread_mutex_unlock(&s_limits_lock);
+            return 0;
+        }
+    }
+    l = st->api->alloc(sizeof *l);
+    if (l != NULL) {
+        memset(l, 0, sizeof *l);
+        pthread_mutex_init(&l->lock, NULL);
+        l->auth_header = st->api->alloc(strlen(st->auth_header) + 1);
+    }
+    if (l == NULL || l->auth_header == NULL ||
+        s_pacer_init(st, &l->pace, per_10s, S_TEN_SECONDS) != 0 ||
+        s_pacer_init(st, &l->search_pace, per_second, 1000) != 0) {
+        if (l != NULL) {
+            s_limits_free(st, l);
+        }
+        pthread_mutex_unlock(&s_limits_lock);
+        return -1;
+    }
+    strcpy(l->auth_header, st->auth_header);
+    l->refs = 1;
+    l->next = s_limits;
+    s_limits = l;
+    st->limits = l;
+    pthread_mutex_unlock(&s_limits_lock);
+    return 0;
+}
+
+static void
+s_limits_detach(hs_state_t *st)
+{
+    hs_limits_t **pp;
+
+    if (st->limits == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&s_limits_lock);
+    if (--st->limits->refs == 0) {
+        for (pp = &s_limits; *pp != NULL; pp = &(*pp)->next) {
+            if (*pp == st->limits) {
+                *pp = st->limits->next;
+                break;
+            }
+        }
+        s_limits_free(st, st->limits);
+    }
+    st->limits = NULL;
+    pthread_mutex_unlock(&s_limits_lock);
+}
+
 /*
  * Wait for a slot: the hold after a 429, then the pacers.  Waits up to
  * max_wait; beyond that fills res with RETRY after the remaining time and
@@ -361,32 +460,38 @@ s_pacer_note(hs_pacer_t *p, int64_t now)
 static bool
 s_pace(hs_state_t *st, bool search, plugboard_result_t *res)
 {
+    hs_limits_t *l = st->limits;
+
     for (;;) {
         int64_t now = st->api->monotonic_ms();
         int64_t wait = 0;
         const char *why = NULL;
 
-        if (st->blocked_until > now) {
-            wait = st->blocked_until - now;
-            why = st->blocked_daily ? "HubSpot's daily request limit"
-                                    : "HubSpot's rate limit";
-        } else if (s_pacer_wait(&st->pace, now) > 0) {
-            wait = s_pacer_wait(&st->pace, now);
+        pthread_mutex_lock(&l->lock);
+        if (l->blocked_until > now) {
+            wait = l->blocked_until - now;
+            why = l->blocked_daily ? "HubSpot's daily request limit"
+                                   : "HubSpot's rate limit";
+        } else if (s_pacer_wait(&l->pace, now) > 0) {
+            wait = s_pacer_wait(&l->pace, now);
             why = "pacing below requests_per_10s";
-        } else if (search && s_pacer_wait(&st->search_pace, now) > 0) {
-            wait = s_pacer_wait(&st->search_pace, now);
+        } else if (search && s_pacer_wait(&l->search_pace, now) > 0) {
+            wait = s_pacer_wait(&l->search_pace, now);
             why = "pacing below searches_per_second";
         }
         if (wait == 0) {
-            s_pacer_note(&st->pace, now);
+            s_pacer_note(&l->pace, now);
             if (search) {
-                s_pacer_note(&st->search_pace, now);
+                s_pacer_note(&l->search_pace, now);
             }
+        }
+        pthread_mutex_unlock(&l->lock);
+        if (wait == 0) {
             return true;
         }
         if (wait > st->max_wait_ms) {
             st->api->count(st->host, "rate_limit_hold", 1);
-            plugboard_result_set(res, PLUGBOARD_RETRY, wait,
+            plugboard_result_set(res, PLUGBOARD_HOLD, wait,
                                  "held by %s for %lld ms", why,
                                  (long long)wait);
             return false;
@@ -414,10 +519,10 @@ s_rate_limited(hs_state_t *st, plugboard_http_reply_t *r, json_t *json,
     const char *policy = json_string_value(json_object_get(json, "policyName"));
     const char *interval = plugboard_http_header(
         st->http, "X-HubSpot-RateLimit-Interval-Milliseconds");
+    bool daily = policy != NULL && strcmp(policy, "DAILY") == 0;
     int64_t wait;
 
-    st->blocked_daily = policy != NULL && strcmp(policy, "DAILY") == 0;
-    if (st->blocked_daily) {
+    if (daily) {
         wait = s_until_daily_reset(st);
     } else if (r->retry_after_ms >= 0) {
         wait = r->retry_after_ms;
@@ -432,14 +537,19 @@ s_rate_limited(hs_state_t *st, plugboard_http_reply_t *r, json_t *json,
     if (wait < 1) {
         wait = 1;
     }
-    st->blocked_until = st->api->monotonic_ms() + wait;
-    st->api->count(
-        st->host, st->blocked_daily ? "rate_limited_daily" : "rate_limited", 1);
+    pthread_mutex_lock(&st->limits->lock);
+    if (st->api->monotonic_ms() + wait > st->limits->blocked_until) {
+        st->limits->blocked_until = st->api->monotonic_ms() + wait;
+        st->limits->blocked_daily = daily;
+    }
+    pthread_mutex_unlock(&st->limits->lock);
+    st->api->count(st->host, daily ? "rate_limited_daily" : "rate_limited",
+                   1);
     st->api->log(st->host, PLUGBOARD_LOG_WARN,
                  "rate limited by HubSpot policy=%s; holding requests for "
                  "%lld ms",
                  policy != NULL ? policy : "(none)", (long long)wait);
-    plugboard_result_set(res, PLUGBOARD_RETRY, wait,
+    plugboard_result_set(res, PLUGBOARD_HOLD, wait,
                          "%s: rate limited by HubSpot (%s): retry in "
                          "%lld ms",
                          what, policy != NULL ? policy : "HTTP 429",
@@ -489,7 +599,7 @@ s_send(hs_state_t *st, hs_call_t *call, const char *url, const char *body,
     }
     if (r.status == 429) {
         s_rate_limited(st, &r, call->json, call->what, res);
-        return PLUGBOARD_RETRY;
+        return PLUGBOARD_HOLD;
     }
     message = json_string_value(json_object_get(call->json, "message"));
     return plugboard_http_classify(&r, call->what, message, 0, res);
@@ -506,7 +616,7 @@ hs_request(hs_state_t *st, hs_call_t *call, plugboard_result_t *res)
     call->status = 0;
     call->json = NULL;
     if (!s_pace(st, call->search, res)) {
-        return PLUGBOARD_RETRY;
+        return PLUGBOARD_HOLD;
     }
     url = st->api->alloc(url_len);
     if (call->body != NULL) {
@@ -642,8 +752,7 @@ s_close(void *state)
     for (int i = 0; i < HS_NOTE_COUNT; i++) {
         st->api->free(st->notes[i]);
     }
-    st->api->free(st->pace.sent);
-    st->api->free(st->search_pace.sent);
+    s_limits_detach(st);
     st->api->free(st->base);
     if (st->auth_header != NULL) {
         memset(st->auth_header, 0, strlen(st->auth_header));
@@ -728,10 +837,8 @@ s_configure(hs_state_t *st, const plugboard_settings_t *set, char *errbuf)
                          errbuf) != 0) {
         return -1;
     }
-    if (s_pacer_init(st, &st->pace, api->setting_int(set, "requests_per_10s"),
-                     S_TEN_SECONDS) != 0 ||
-        s_pacer_init(st, &st->search_pace,
-                     api->setting_int(set, "searches_per_second"), 1000) != 0 ||
+    if (s_limits_attach(st, api->setting_int(set, "requests_per_10s"),
+                        api->setting_int(set, "searches_per_second")) != 0 ||
         (st->http = plugboard_http_new(api, &opt)) == NULL) {
         snprintf(errbuf, PLUGBOARD_ERRBUF_MAX, "out of memory");
         return -1;

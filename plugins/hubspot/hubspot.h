@@ -60,10 +60,8 @@ typedef struct hs_state {
     int daily_reset_offset_min;
     bool create_contacts;
     const char *event_property; /* borrowed; may be NULL */
-    hs_pacer_t pace;            /* all requests, per ten seconds */
-    hs_pacer_t search_pace;     /* search requests, per second */
-    int64_t blocked_until;      /* monotonic ms: HubSpot said 429 */
-    bool blocked_daily;
+    struct hs_limits *limits;   /* pacing and 429 hold of the token,
+                                   shared; see hubspot.c */
     char *notes[HS_NOTE_COUNT]; /* note templates, owned */
 } hs_state_t;
 

@@ -578,8 +578,9 @@ hs_deliver(void *state, const plugboard_event_t *ev, plugboard_result_t *res)
     }
     if (res->outcome != PLUGBOARD_OK) {
         st->api->count(st->host,
-                       res->outcome == PLUGBOARD_RETRY ? "deliver_retry"
-                                                       : "deliver_reject",
+                       res->outcome == PLUGBOARD_HOLD    ? "deliver_held"
+                       : res->outcome == PLUGBOARD_RETRY ? "deliver_retry"
+                                                         : "deliver_reject",
                        1);
     }
 }

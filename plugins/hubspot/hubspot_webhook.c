@@ -424,9 +424,11 @@ s_refuse(hs_state_t *st, plugboard_response_t *resp, int status,
     st->api->respond(resp, status, why);
 }
 
-/* Read the events of root into items (allocated); returns the count. */
+/* Read the events of root into items (allocated); returns the count.  A
+ * malformed event is kept alone as a dead letter; *failed when that could
+ * not be staged. */
 static size_t
-s_read_items(hs_state_t *st, json_t *root, s_item_t **items)
+s_read_items(hs_state_t *st, json_t *root, s_item_t **items, bool *failed)
 {
     size_t n = json_is_array(root) ? json_array_size(root) : 1;
     size_t used = 0;
@@ -439,11 +441,22 @@ s_read_items(hs_state_t *st, json_t *root, s_item_t **items)
         json_t *e = json_is_array(root) ? json_array_get(root, i) : root;
 
         if (!json_is_object(e) || !s_read_item(e, &(*items)[used])) {
+            char *text = json_dumps(e, JSON_COMPACT | JSON_ENCODE_ANY);
+
             st->api->count(st->host, "malformed_event", 1);
             st->api->log(st->host, PLUGBOARD_LOG_WARN,
                          "webhook event %zu has no type, eventId or "
-                         "objectId; skipped",
+                         "objectId; kept as a dead letter",
                          i);
+            if (plugboard_emit_unmapped(
+                    st->api, st->host, "hubspot:unmapped:",
+                    "hubspot event without subscriptionType, eventId or "
+                    "objectId",
+                    text != NULL ? text : "", text != NULL ? strlen(text) : 0) !=
+                0) {
+                *failed = true;
+            }
+            free(text);
             continue;
         }
         if ((*items)[used].kind == S_IGNORED) {
@@ -506,6 +519,7 @@ hs_webhook(void *state, const plugboard_request_t *req,
     json_t *root;
     size_t n;
     size_t emitted = 0;
+    bool failed = false;
     int status;
     char body[64];
 
@@ -528,12 +542,29 @@ hs_webhook(void *state, const plugboard_request_t *req,
     }
     root = plugboard_json_loadb((const char *)req->body, req->body_len, &jerr);
     if (!json_is_array(root) && !json_is_object(root)) {
+        /* signed by HubSpot: a 4xx would only make it retry for a day;
+         * kept as a dead letter instead */
         json_decref(root);
-        s_refuse(st, resp, 400, "malformed JSON", "malformed_json");
+        if (plugboard_emit_unmapped(st->api, st->host, "hubspot:unmapped:",
+                                    "malformed JSON (or a duplicate key)",
+                                    req->body, req->body_len) != 0) {
+            s_refuse(st, resp, 503, "cannot accept events now",
+                     "emit_failed");
+            return;
+        }
+        st->api->count(st->host, "malformed_json", 1);
+        st->api->log(st->host, PLUGBOARD_LOG_WARN,
+                     "unmappable webhook acknowledged reason=\"malformed "
+                     "JSON\" position=%d bytes=%zu",
+                     jerr.position, req->body_len);
+        st->api->respond(resp, 200,
+                         "{\"received\":true,\"events\":0,"
+                         "\"unmappable\":\"malformed JSON\"}");
         return;
     }
-    n = s_read_items(st, root, &items);
-    status = items == NULL ? 503 : s_fetch_contacts(st, items, n, &contacts);
+    n = s_read_items(st, root, &items, &failed);
+    status = items == NULL || failed ? 503
+                                     : s_fetch_contacts(st, items, n, &contacts);
     if (status == 0) {
         status =
             s_map_and_emit(st, items, n, contacts, req->received_ms, &emitted);

@@ -239,6 +239,18 @@ smtp_batch_add(smtp_batch_t *batch, smtp_event_t *ev)
     return true;
 }
 
+void
+smtp_batch_unmapped(smtp_batch_t *batch, const char *provider,
+                    const char *why, const void *item, size_t len)
+{
+    char prefix[64], reason[PLUGBOARD_REASON_MAX];
+    snprintf(prefix, sizeof prefix, "%s:unmapped:", provider);
+    snprintf(reason, sizeof reason, "%s event: %s", provider, why);
+    if (plugboard_emit_unmapped(batch->s->api, batch->s->host, prefix, reason,
+                                item, len) != 0)
+        batch->nomem = true;
+}
+
 int
 smtp_batch_emit(smtp_batch_t *batch)
 {

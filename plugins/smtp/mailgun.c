@@ -332,6 +332,7 @@ s_map(smtp_t *s, json_t *ed, smtp_batch_t *batch, smtp_tally_t *t)
     const char *kind = s_str(ed, "event");
     if (!json_is_object(ed) || !kind) {
         t->malformed++;
+        t->why = "no event-data.event";
         api->log(s->host, PLUGBOARD_LOG_WARN,
                  "mailgun event not mapped: no event-data.event");
         return;
@@ -353,6 +354,7 @@ s_map(smtp_t *s, json_t *ed, smtp_batch_t *batch, smtp_tally_t *t)
             return;
         }
         t->malformed++;
+        t->why = "no valid event-data.recipient";
         api->log(s->host, PLUGBOARD_LOG_WARN,
                  "mailgun event id=%.64s not mapped: no valid recipient",
                  s_str(ed, "id") ? s_str(ed, "id") : "(none)");
@@ -404,6 +406,7 @@ s_map(smtp_t *s, json_t *ed, smtp_batch_t *batch, smtp_tally_t *t)
         t->emitted++;
     } else if (!batch->nomem) {
         t->malformed++;
+        t->why = "a field was refused";
         api->log(s->host, PLUGBOARD_LOG_WARN,
                  "mailgun event not mapped: a field was refused (%d)", ev.rc);
     }
@@ -433,6 +436,9 @@ smtp_mailgun_webhook(smtp_t *s, const plugboard_request_t *req,
     smtp_batch_t batch = {.s = s};
     s_map(s, json_object_get(root, "event-data"), &batch, &tally);
     json_decref(root);
+    if (tally.malformed && !batch.nomem)
+        smtp_batch_unmapped(&batch, "mailgun", tally.why, req->body,
+                            req->body_len);
     int rc = batch.nomem ? PLUGBOARD_E_NOMEM : smtp_batch_emit(&batch);
     smtp_batch_release(&batch);
     if (rc != 0)

@@ -512,8 +512,29 @@ s_failed(smtp_t *s, CURLcode res, long code, const s_session_t *ss,
     }
 }
 
-/* Everything went through; a refused bcc copy is only reported, a
- * refused primary recipient decides the outcome. */
+/* Add a refused bcc copy to the reason kept with a delivered attempt, so
+ * the journal records which address was refused ("sent; bcc <a@x>
+ * refused: 550 ...; bcc <b@x> refused: ..."). */
+static void
+s_note_bcc(plugboard_result_t *r, size_t nth, const char *addr,
+           const s_reply_t *reply)
+{
+    char shown[S_ADDR_SHOWN + 1];
+    size_t used = strlen(r->reason);
+
+    if (r->outcome != PLUGBOARD_OK || used + 4 >= sizeof r->reason)
+        return;
+    s_short_addr(addr, shown);
+    int n = snprintf(r->reason + used, sizeof r->reason - used,
+                     "%sbcc <%s> refused: %s", nth == 0 ? "sent; " : "; ",
+                     shown, reply->text);
+    if (n >= (int)(sizeof r->reason - used))
+        memcpy(r->reason + sizeof r->reason - 4, "...", 4);
+}
+
+/* Everything went through; a refused bcc copy is only reported (in the
+ * reason of the delivered attempt, the log and a counter), a refused
+ * primary recipient decides the outcome. */
 static void
 s_succeeded(smtp_t *s, const plugboard_event_t *ev, const s_session_t *ss,
             const char *rcpt, const char *message_id, plugboard_result_t *r)
@@ -529,6 +550,7 @@ s_succeeded(smtp_t *s, const plugboard_event_t *ev, const s_session_t *ss,
             s_rcpt_stage(rcpt, stage, sizeof stage);
             s_refused(r, stage, reply, " (bcc copies were sent)");
         } else {
+            s_note_bcc(r, refused, ss->rcpts[i].addr, reply);
             refused++;
             api->count(s->host, "bcc_refused", 1);
             api->log(s->host, PLUGBOARD_LOG_WARN,

@@ -24,6 +24,7 @@
 #include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/core_names.h>
@@ -349,9 +350,14 @@ s_map(smtp_t *s, json_t *e, size_t index, smtp_batch_t *batch, smtp_tally_t *t)
         why = "no valid \"email\"";
     }
     if (why) {
+        /* kept alone as a dead letter; the rest of the batch goes on */
+        char *text = json_dumps(e, JSON_COMPACT | JSON_ENCODE_ANY);
         t->malformed++;
         api->log(s->host, PLUGBOARD_LOG_WARN,
                  "sendgrid event [%zu] not mapped: %s", index, why);
+        smtp_batch_unmapped(batch, "sendgrid", why, text ? text : "",
+                            text ? strlen(text) : 0);
+        free(text);
         return;
     }
     char ts[40];
@@ -405,13 +411,23 @@ smtp_sendgrid_webhook(smtp_t *s, const plugboard_request_t *req,
     smtp_tally_t tally = {0};
     json_t *root = smtp_json_load(req->body, req->body_len);
     if (!json_is_array(root)) {
-        /* genuine, so a 4xx would only make SendGrid re-post it for days */
+        /* genuine, so a 4xx would only make SendGrid re-post it for days:
+         * acknowledged and kept as a dead letter */
+        smtp_batch_t dead = {.s = s};
         json_decref(root);
         tally.malformed = 1;
         s->api->log(s->host, PLUGBOARD_LOG_ERROR,
                     "sendgrid webhook body is not a JSON array of events; "
-                    "acknowledged, nothing emitted");
-        smtp_hook_accept(s, resp, &tally);
+                    "acknowledged and kept as a dead letter");
+        smtp_batch_unmapped(&dead, "sendgrid",
+                            "the body is not a JSON array of events (or has "
+                            "a duplicate key)",
+                            req->body, req->body_len);
+        if (dead.nomem)
+            smtp_hook_refuse(s, resp, 503, "cannot accept events now",
+                             "emit_failed");
+        else
+            smtp_hook_accept(s, resp, &tally);
         return;
     }
     smtp_batch_t batch = {.s = s};

@@ -105,6 +105,7 @@ typedef struct smtp_tally {
     size_t ignored;   /* known event kinds that map to nothing */
     size_t unknown;   /* event kinds this connector does not know */
     size_t malformed; /* events that could not be mapped (logged) */
+    const char *why;  /* static: why the last one could not be */
 } smtp_tally_t;
 
 /* A canonical e-mail event under construction, with a sticky error so a
@@ -156,6 +157,13 @@ typedef struct smtp_batch {
     size_t count, cap;
     bool nomem;
 } smtp_batch_t;
+
+/* Keep a verified item that cannot be mapped as a dead letter of this
+ * connector (plugboard_emit_unmapped, dedupe "<provider>:unmapped:<hash>"),
+ * its reason "<provider> event: <why>"; a failure to stage it sets
+ * batch->nomem, so the vendor gets 503 and sends the request again. */
+void smtp_batch_unmapped(smtp_batch_t *batch, const char *provider,
+                         const char *why, const void *item, size_t len);
 
 /* Add a finished event (takes ev->b).  false when ev failed: the caller
  * counts it as malformed (or ev->rc is PLUGBOARD_E_NOMEM). */

@@ -1117,6 +1117,47 @@ s_refuse(s_stripe_t *st, plugboard_response_t *resp, int status,
     st->api->respond(resp, status, reason);
 }
 
+/*
+ * A verified request whose content cannot be mapped: Stripe sent it, so
+ * it is acknowledged (a 4xx or 5xx makes Stripe retry for days and then
+ * disable the endpoint), counted, logged at warn with its id, type,
+ * api_version and why, and kept as a dead letter of this connector with
+ * the body, for an admin to look at.  If that cannot be stored, Stripe
+ * gets 503 and sends it again.
+ */
+static void
+s_unmappable(s_stripe_t *st, const plugboard_request_t *req,
+             plugboard_response_t *resp, json_t *root, const char *reason,
+             const char *counter)
+{
+    json_t *answer;
+    char *text;
+
+    if (plugboard_emit_unmapped(st->api, st->host, "stripe:unmapped:",
+                                reason, req->body, req->body_len) != 0) {
+        s_refuse(st, resp, 503, "cannot accept events now", "emit_failed");
+        return;
+    }
+    st->api->count(st->host, counter, 1);
+    st->api->log(st->host, PLUGBOARD_LOG_WARN,
+                 "unmappable event acknowledged id=%s type=%s "
+                 "api_version=%s reason=\"%s\"",
+                 s_str(root, "id") != NULL ? s_str(root, "id") : "(none)",
+                 s_str(root, "type") != NULL ? s_str(root, "type") : "(none)",
+                 s_str(root, "api_version") != NULL
+                     ? s_str(root, "api_version")
+                     : "(none)",
+                 reason);
+    answer = json_pack("{s:b,s:i,s:s}", "received", 1, "events", 0,
+                       "unmappable", reason);
+    text = answer != NULL ? json_dumps(answer, JSON_COMPACT) : NULL;
+    st->api->respond(resp, 200,
+                     text != NULL ? text
+                                  : "{\"received\":true,\"events\":0}");
+    free(text);
+    json_decref(answer);
+}
+
 /* Map one parsed Stripe event; fills m->out or says why not. */
 static s_verdict_t
 s_map_event(s_map_t *m, json_t *root, const plugboard_request_t *req)
@@ -1218,36 +1259,40 @@ s_webhook(void *state, const plugboard_request_t *req,
         s_refuse(st, resp, check.status, check.reason, check.counter);
         return;
     }
-    root = req->body_len > 0 ? json_loadb((const char *)req->body,
-                                          req->body_len, 0, &jerr)
+    /* the SDK's parser: a number beyond int64 stays its digits instead of
+     * failing the document, and a duplicate key makes it invalid */
+    root = req->body_len > 0 ? plugboard_json_loadb((const char *)req->body,
+                                                    req->body_len, &jerr)
                              : NULL;
     if (root == NULL) {
-        s_refuse(st, resp, 400, "malformed JSON", "malformed_json");
+        s_unmappable(st, req, resp, NULL, "malformed JSON", "malformed_json");
         return;
     }
     if (s_is_thin_event(root)) {
+        s_unmappable(st, req, resp, root,
+                     "thin (v2) events are not supported: send snapshot "
+                     "events to this endpoint",
+                     "unsupported_event");
         json_decref(root);
-        s_refuse(st, resp, 400, "thin (v2) events are not supported: "
-                                "send snapshot events to this endpoint",
-                 "unsupported_event");
         return;
     }
     if (!json_is_object(root) || s_str(root, "id") == NULL) {
+        s_unmappable(st, req, resp, root, "malformed event: no id",
+                     "malformed_event");
         json_decref(root);
-        s_refuse(st, resp, 400, "malformed event: no id", "malformed_event");
         return;
     }
     v = s_map_event(&m, root, req);
     if (v != S_VERDICT_OK) {
         s_discard_all(&m);
-        json_decref(root);
         if (v == S_VERDICT_NOMEM) {
             s_refuse(st, resp, 503, "out of memory", "internal_error");
         } else {
-            s_refuse(st, resp, 400, m.why != NULL ? m.why
-                                                  : "malformed event",
-                     "malformed_event");
+            s_unmappable(st, req, resp, root,
+                         m.why != NULL ? m.why : "malformed event",
+                         "malformed_event");
         }
+        json_decref(root);
         return;
     }
     emitted = m.out_count;

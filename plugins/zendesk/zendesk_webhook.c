@@ -40,6 +40,7 @@
 /* One ticket event, normalised from either body shape.  Strings are
  * borrowed from the parsed body unless they are buffers here. */
 typedef struct s_ticket {
+    bool unmappable;  /* a ticket webhook without a ticket id */
     const char *type; /* canonical */
     char id[ZD_ID_MAX];
     const char *subject;
@@ -489,8 +490,9 @@ s_read(zd_state_t *st, json_t *root, const plugboard_request_t *req,
     if (t->id[0] == '\0') {
         st->api->count(st->host, "unmappable_event", 1);
         st->api->log(st->host, PLUGBOARD_LOG_WARN,
-                     "webhook without a ticket id acknowledged and "
-                     "dropped: see the body shape in the README");
+                     "webhook without a ticket id acknowledged and kept as "
+                     "a dead letter: see the body shape in the README");
+        t->unmappable = true;
         return false;
     }
     return true;
@@ -530,8 +532,24 @@ zd_webhook(void *state, const plugboard_request_t *req,
     }
     root = plugboard_json_loadb((const char *)req->body, req->body_len, &jerr);
     if (!json_is_object(root)) {
+        /* signed by Zendesk: a 4xx would count toward its circuit breaker;
+         * kept as a dead letter instead */
         json_decref(root);
-        s_refuse(st, resp, 400, "malformed JSON", "malformed_json");
+        if (plugboard_emit_unmapped(st->api, st->host, "zendesk:unmapped:",
+                                    "malformed JSON (or a duplicate key)",
+                                    req->body, req->body_len) != 0) {
+            s_refuse(st, resp, 503, "cannot accept events now",
+                     "emit_failed");
+            return;
+        }
+        st->api->count(st->host, "malformed_json", 1);
+        st->api->log(st->host, PLUGBOARD_LOG_WARN,
+                     "unmappable webhook acknowledged reason=\"malformed "
+                     "JSON\" position=%d bytes=%zu",
+                     jerr.position, req->body_len);
+        st->api->respond(resp, 200,
+                         "{\"received\":true,\"events\":0,"
+                         "\"unmappable\":\"malformed JSON\"}");
         return;
     }
     memset(&t, 0, sizeof t);
@@ -544,6 +562,14 @@ zd_webhook(void *state, const plugboard_request_t *req,
             return;
         }
         emitted = 1;
+    } else if (t.unmappable &&
+               plugboard_emit_unmapped(st->api, st->host, "zendesk:unmapped:",
+                                       "ticket webhook without a ticket id",
+                                       req->body, req->body_len) != 0) {
+        json_decref(t.tags);
+        json_decref(root);
+        s_refuse(st, resp, 503, "cannot accept events now", "emit_failed");
+        return;
     }
     json_decref(t.tags);
     json_decref(root);

@@ -9,6 +9,8 @@
  */
 #include <plugboard/vendor.h>
 
+#include <plugboard/helpers.h>
+
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -16,6 +18,7 @@
 #include <string.h>
 
 #include <curl/curl.h>
+#include <openssl/sha.h>
 
 #define S_DEFAULT_CONNECT_MS 5000
 #define S_DEFAULT_TIMEOUT_MS 30000
@@ -348,7 +351,8 @@ plugboard_http_classify(const plugboard_http_reply_t *r, const char *what,
     } else if (s >= 200 && s < 300) {
         out->outcome = PLUGBOARD_OK;
     } else if (s == 429) {
-        plugboard_result_set(out, PLUGBOARD_RETRY,
+        /* the vendor's limit, not this event's failure: a hold */
+        plugboard_result_set(out, PLUGBOARD_HOLD,
                              r->retry_after_ms >= 0 ? r->retry_after_ms
                                                     : default_wait_ms,
                              "%s: rate limited (HTTP 429): %s", what,
@@ -495,4 +499,59 @@ plugboard_json_id(const json_t *v, char *buf, size_t size)
     }
     n = snprintf(buf, size, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
     return n > 0 && (size_t)n < size ? buf : NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Unmapped vendor items                                               */
+/* ------------------------------------------------------------------ */
+
+int
+plugboard_emit_unmapped(const plugboard_host_api_t *api,
+                        plugboard_host_t *host, const char *dedupe_prefix,
+                        const char *reason, const void *item, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    char dedupe[200];
+    size_t kept = len < PLUGBOARD_UNMAPPED_PAYLOAD_MAX
+                      ? len
+                      : PLUGBOARD_UNMAPPED_PAYLOAD_MAX;
+    plugboard_builder_t *b =
+        api->builder_new(host, PLUGBOARD_EV_INGRESS_UNMAPPED);
+    int n;
+
+    if (b == NULL) {
+        return PLUGBOARD_E_NOMEM;
+    }
+    SHA256(item, len, md);
+    n = snprintf(dedupe, sizeof dedupe, "%.*s", 120,
+                 dedupe_prefix != NULL ? dedupe_prefix : "");
+    for (size_t i = 0; i < sizeof md && (size_t)n + 2 < sizeof dedupe; i++) {
+        dedupe[n++] = hex[md[i] >> 4];
+        dedupe[n++] = hex[md[i] & 15];
+    }
+    dedupe[n] = '\0';
+    if (api->builder_set_dedupe_id(b, dedupe) != 0 ||
+        api->builder_set_string(b, "reason", reason, strlen(reason)) != 0 ||
+        api->builder_set_int(b, "payload_bytes", (int64_t)len) != 0) {
+        api->builder_discard(&b);
+        return PLUGBOARD_E_INVALID;
+    }
+    if (api->builder_set_string(b, "payload", item, kept) != 0) {
+        /* not UTF-8 (or cut inside a character): keep the bytes */
+        char *b64 = api->alloc((kept + 2) / 3 * 4 + 1);
+
+        if (b64 == NULL) {
+            api->builder_discard(&b);
+            return PLUGBOARD_E_NOMEM;
+        }
+        plugboard_base64_encode(item, kept, b64);
+        n = api->builder_set_string(b, "payload_base64", b64, strlen(b64));
+        api->free(b64);
+        if (n != 0) {
+            api->builder_discard(&b);
+            return PLUGBOARD_E_INVALID;
+        }
+    }
+    return api->emit(host, &b);
 }

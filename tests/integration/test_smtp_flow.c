@@ -4,7 +4,8 @@
  * retried by the host until the server takes the message, events that
  * cannot be mailed become dead letters whose owner notices also go out by
  * SMTP, and a signed SendGrid bounce posted to /hooks/mail-events reaches
- * the ops mailbox.
+ * the ops mailbox.  A server that stalls after the final dot holds up
+ * only the mail connector: the payments ledger (a file connector) goes on.
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
@@ -41,7 +42,7 @@ static const char s_config[] =
     "    settings = { signing_secret = \"env:STRIPE_WEBHOOK_SECRET\"; }; },\n"
     "  { name = \"mail\"; plugin = \"smtp\";\n"
     "    settings = { url = \"smtp://127.0.0.1:@SMTP@\"; tls = \"none\";\n"
-    "      from = \"Billing <billing@example.com>\"; timeout = \"5s\";\n"
+    "      from = \"Billing <billing@example.com>\"; timeout = \"30s\";\n"
     "      templates = \"" TEMPLATES "\"; }; },\n"
     "  { name = \"ops-mail\"; plugin = \"smtp\";\n"
     "    settings = { url = \"smtp://127.0.0.1:@SMTP@\"; tls = \"none\";\n"
@@ -50,7 +51,9 @@ static const char s_config[] =
     "      templates = \"" TEMPLATES "\"; }; },\n"
     "  { name = \"mail-events\"; plugin = \"smtp\";\n"
     "    settings = { webhook_provider = \"sendgrid\";\n"
-    "      sendgrid_public_key = \"@SGKEY@\"; }; }\n"
+    "      sendgrid_public_key = \"@SGKEY@\"; }; },\n"
+    "  { name = \"ledger\"; plugin = \"file\";\n"
+    "    settings = { path = \"@DIR@/ledger.jsonl\"; }; }\n"
     ");\n"
     "routes = (\n"
     "  { name = \"failed-payment-email\"; from = \"payments\";\n"
@@ -62,7 +65,11 @@ static const char s_config[] =
     "  { name = \"bounces-to-ops\"; from = \"mail-events\";\n"
     "    when = \"email.bounced\"; to = [ \"ops-mail\" ];\n"
     "    why = \"bounced addresses kept getting invoices\";\n"
-    "    owner = \"ops@example.com\"; notify = \"ops-mail\"; }\n"
+    "    owner = \"ops@example.com\"; notify = \"ops-mail\"; },\n"
+    "  { name = \"payments-ledger\"; from = \"payments\";\n"
+    "    when = \"payment.*\"; to = [ \"ledger\" ];\n"
+    "    why = \"finance reconciled payments from screenshots\";\n"
+    "    owner = \"finance@example.com\"; }\n"
     ");\n";
 
 static char *s_dir;
@@ -112,8 +119,10 @@ setup(void)
     OPENSSL_free(der);
     snprintf(smtp_port, sizeof smtp_port, "%d", s_smtpd.port);
     char *a = s_replace(s_config, "@SMTP@", smtp_port);
-    char *config = s_replace(a, "@SGKEY@", pub);
+    char *b = s_replace(a, "@SGKEY@", pub);
+    char *config = s_replace(b, "@DIR@", s_dir);
     free(a);
+    free(b);
 
     static const char *const env[] = {"STRIPE_WEBHOOK_SECRET=" SECRET, NULL};
     bool up =
@@ -154,14 +163,10 @@ s_post_stripe(const char *name)
     return status;
 }
 
+/* POST body to /hooks/mail-events signed as SendGrid; the status. */
 static int
-s_post_sendgrid(const char *fixture)
+s_post_sendgrid_body(const char *body, size_t len)
 {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/tests/fixtures/%s", PB_SOURCE_DIR, fixture);
-    size_t len = 0;
-    char *body = pb_test_read_file(path, &len);
-    cr_assert_not_null(body);
     char ts[32], sig_b64[256], sig_h[320], ts_h[80];
     snprintf(ts, sizeof ts, "%lld", (long long)time(NULL));
     unsigned char sig[256];
@@ -179,8 +184,19 @@ s_post_sendgrid(const char *fixture)
              ts);
     const char *headers[] = {"Content-Type: application/json", sig_h, ts_h,
                              NULL};
-    int status = pb_http_post(s_host.port, "/hooks/mail-events", headers, body,
-                              len, NULL);
+    return pb_http_post(s_host.port, "/hooks/mail-events", headers, body, len,
+                        NULL);
+}
+
+static int
+s_post_sendgrid(const char *fixture)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tests/fixtures/%s", PB_SOURCE_DIR, fixture);
+    size_t len = 0;
+    char *body = pb_test_read_file(path, &len);
+    cr_assert_not_null(body);
+    int status = s_post_sendgrid_body(body, len);
     free(body);
     return status;
 }
@@ -271,4 +287,74 @@ Test(smtp_flow, failed_payments_bounces_and_dead_letters_go_out_by_smtp)
     char *log = pb_test_read_file(s_host.log, NULL);
     cr_expect(strstr(log, "451 4.2.0 mailbox busy") != NULL, "%s", log);
     free(log);
+}
+
+static bool
+s_ledger_has(void *needle)
+{
+    char path[4300];
+    snprintf(path, sizeof path, "%s/ledger.jsonl", s_dir);
+    char *text = pb_test_read_file(path, NULL);
+    bool found = text && strstr(text, needle);
+    free(text);
+    return found;
+}
+
+/*
+ * The server stores the customer's message and then sits on its reply to
+ * the final dot.  While the mail connector waits (its timeout is 30 s),
+ * a payment that only the ledger takes reaches it: one connector's stalled
+ * vendor holds up no other.  A host that let it would deliver the ledger's
+ * event only after the 30 s.
+ */
+Test(smtp_flow, a_server_stalled_after_the_data_holds_up_no_other_connector)
+{
+    cr_assert(pb_smtpd_rules(&s_smtpd, "data-delay 60\n"));
+    cr_expect_eq(
+        s_post_stripe("invoice.payment_failed.with_customer_email.json"), 200);
+    size_t one = 1;
+    cr_assert(pb_wait_until(s_arrived, &one, 15000),
+              "the stalled message reached the server");
+    cr_expect_eq(s_post_stripe("payment_intent.succeeded.json"), 200);
+    cr_assert(pb_wait_until(s_ledger_has, "\"payment.succeeded\"", 10000),
+              "the ledger did not get the payment while mail was stalled");
+    cr_expect_eq(pb_smtpd_count(&s_smtpd), 1, "the server is still stalled");
+    /* end the stall: the mail connector's attempt fails at once */
+    pb_smtpd_stop(&s_smtpd);
+    cr_assert_eq(pb_hostproc_stop(&s_host), 0, "host exits 0 on SIGTERM");
+}
+
+/*
+ * One malformed event in a SendGrid batch: the batch gets its 2xx, the
+ * good event goes to ops, and the bad one is a dead letter of mail-events
+ * that `plugboard dlq` lists with its reason.
+ */
+Test(smtp_flow, a_malformed_event_in_a_batch_is_a_dead_letter_alone)
+{
+    static const char batch[] =
+        "[{\"email\":\"gone@example.com\",\"timestamp\":1700000000,"
+        "\"event\":\"bounce\",\"type\":\"bounce\",\"sg_event_id\":\"sg-1\","
+        "\"reason\":\"550 5.1.1 no such user\"},"
+        "{\"timestamp\":1700000001,\"event\":\"bounce\"}]";
+    cr_assert_eq(s_post_sendgrid_body(batch, strlen(batch)), 200);
+    size_t one = 1;
+    cr_assert(pb_wait_until(s_arrived, &one, 15000), "the good bounce");
+    const char *args[] = {"dlq", "list", "--json", "-c", s_host.config, NULL};
+    char *out = NULL;
+    cr_assert_eq(pb_hostproc_run_cli(s_dir, args, NULL, &out), 0, "%s", out);
+    json_t *list = json_loads(out, 0, NULL);
+    cr_assert_not_null(list, "%s", out);
+    json_t *all = json_is_array(list) ? list
+                                      : json_object_get(list, "dead_letters");
+    cr_assert_eq(json_array_size(all), 1, "%s", out);
+    json_t *dl = json_array_get(all, 0);
+    cr_expect_str_eq(json_string_value(json_object_get(dl, "route")),
+                     "(ingress)");
+    cr_expect_str_eq(json_string_value(json_object_get(dl, "destination")),
+                     "mail-events");
+    cr_expect_str_eq(json_string_value(json_object_get(dl, "last_error")),
+                     "sendgrid event: no valid \"email\"");
+    json_decref(list);
+    free(out);
+    cr_assert_eq(pb_hostproc_stop(&s_host), 0, "host exits 0 on SIGTERM");
 }

@@ -416,7 +416,7 @@ Test(hubspot, every_fault_then_the_retry_leaves_one_contact)
          "{\"status\":\"error\",\"message\":\"You have reached your "
          "secondly limit.\",\"errorType\":\"RATE_LIMIT\",\"policyName\":"
          "\"SECONDLY\"}",
-         PLUGBOARD_RETRY, "rate limited"},
+         PLUGBOARD_HOLD, "rate limited"},
     };
     size_t n = sizeof cases / sizeof cases[0];
 
@@ -507,12 +507,12 @@ Test(hubspot, rate_limit_with_retry_after_holds_every_request)
             "\"headers\":{\"Retry-After\":\"7\"},\"json\":{\"status\":"
             "\"error\",\"message\":\"You have reached your secondly limit.\","
             "\"errorType\":\"RATE_LIMIT\",\"policyName\":\"SECONDLY\"}}");
-    s_deliver(h, "contact.upserted", s_contact, PLUGBOARD_RETRY, &r);
+    s_deliver(h, "contact.upserted", s_contact, PLUGBOARD_HOLD, &r);
     cr_assert_eq(r.retry_after_ms, 7000, "retry_after_ms %lld",
                  (long long)r.retry_after_ms);
     cr_assert(strstr(r.reason, "rate limited") != NULL, "%s", r.reason);
     /* held: the next delivery does not reach HubSpot at all */
-    s_deliver(h, "payment.failed", s_payment_failed, PLUGBOARD_RETRY, &r);
+    s_deliver(h, "payment.failed", s_payment_failed, PLUGBOARD_HOLD, &r);
     cr_assert_gt(r.retry_after_ms, 5000);
     cr_assert_leq(r.retry_after_ms, 7000);
     cr_assert_eq(pb_standin_count(s_hs, NULL, "*"), 1);
@@ -529,7 +529,7 @@ Test(hubspot, ten_second_window_without_retry_after)
             "\"json\":{\"status\":\"error\",\"message\":\"You have reached "
             "your ten_secondly_rolling limit.\",\"errorType\":\"RATE_LIMIT\","
             "\"policyName\":\"TEN_SECONDLY_ROLLING\"}}");
-    s_deliver(h, "contact.upserted", s_contact, PLUGBOARD_RETRY, &r);
+    s_deliver(h, "contact.upserted", s_contact, PLUGBOARD_HOLD, &r);
     cr_assert_eq(r.retry_after_ms, 10000);
     cr_assert(strstr(r.reason, "TEN_SECONDLY_ROLLING") != NULL, "%s", r.reason);
     pb_harness_close(&h);
@@ -548,7 +548,7 @@ Test(hubspot, daily_limit_holds_until_the_reset)
             "\"json\":{\"status\":\"error\",\"message\":\"You have reached "
             "your daily limit.\",\"errorType\":\"RATE_LIMIT\","
             "\"policyName\":\"DAILY\"}}");
-    s_deliver(h, "contact.upserted", s_contact, PLUGBOARD_RETRY, &r);
+    s_deliver(h, "contact.upserted", s_contact, PLUGBOARD_HOLD, &r);
     cr_assert(r.retry_after_ms > want - 5000 && r.retry_after_ms <= want,
               "retry_after_ms %lld, want about %lld",
               (long long)r.retry_after_ms, (long long)want);
@@ -569,7 +569,7 @@ Test(hubspot, retry_after_as_http_date)
              "\"headers\":{\"Retry-After\":\"%s\"},\"json\":{}}",
              date);
     s_fault(fault);
-    s_deliver(h, "contact.upserted", s_contact, PLUGBOARD_RETRY, &r);
+    s_deliver(h, "contact.upserted", s_contact, PLUGBOARD_HOLD, &r);
     cr_assert(r.retry_after_ms > 2000 && r.retry_after_ms <= 4000,
               "retry_after_ms %lld", (long long)r.retry_after_ms);
     pb_harness_close(&h);
@@ -581,11 +581,45 @@ Test(hubspot, own_pacing_holds_before_hubspot_must)
     plugboard_result_t r;
 
     s_deliver(h, "contact.upserted", s_contact, PLUGBOARD_OK, &r);
-    s_deliver(h, "contact.upserted", s_contact, PLUGBOARD_RETRY, &r);
+    s_deliver(h, "contact.upserted", s_contact, PLUGBOARD_HOLD, &r);
     cr_assert(strstr(r.reason, "requests_per_10s") != NULL, "%s", r.reason);
     cr_assert_gt(r.retry_after_ms, 8000);
     cr_assert_eq(pb_standin_count(s_hs, NULL, "*"), 2);
     pb_harness_close(&h);
+}
+
+/*
+ * HubSpot counts requests per token.  Two states of one loaded plugin
+ * with the same token (the workers of one connector with concurrency > 1)
+ * share one pacer and one 429 hold: the second worker does not get a
+ * window of its own, nor call HubSpot while HubSpot has said 429.
+ */
+Test(hubspot, states_with_one_token_share_the_pacing_and_the_hold)
+{
+    pb_harness_t *a = s_open3("requests_per_10s=2", "max_wait=0s", NULL);
+    pb_harness_t *b = s_open3("requests_per_10s=2", "max_wait=0s", NULL);
+    plugboard_result_t r;
+
+    s_deliver(a, "contact.upserted", s_contact, PLUGBOARD_OK, &r);
+    s_deliver(b, "contact.upserted", s_contact, PLUGBOARD_HOLD, &r);
+    cr_assert(strstr(r.reason, "requests_per_10s") != NULL, "%s", r.reason);
+    cr_assert_eq(pb_standin_count(s_hs, NULL, "*"), 2);
+    pb_harness_close(&a);
+    pb_harness_close(&b);
+
+    a = s_open();
+    b = s_open();
+    s_fault("{\"path\":\"/crm/v3/objects/contacts/search\",\"status\":429,"
+            "\"headers\":{\"Retry-After\":\"7\"},\"json\":{\"status\":"
+            "\"error\",\"message\":\"You have reached your secondly limit.\","
+            "\"errorType\":\"RATE_LIMIT\",\"policyName\":\"SECONDLY\"}}");
+    s_deliver(a, "contact.upserted", s_contact, PLUGBOARD_HOLD, &r);
+    s_deliver(b, "contact.upserted", s_contact, PLUGBOARD_HOLD, &r);
+    cr_assert(strstr(r.reason, "held by HubSpot's rate limit") != NULL, "%s",
+              r.reason);
+    cr_assert_eq(pb_standin_count(s_hs, NULL, "*"), 3, "no call from b");
+    pb_harness_close(&a);
+    pb_harness_close(&b);
 }
 
 Test(hubspot, server_error_is_retried)
@@ -1114,6 +1148,10 @@ Test(hubspot, forged_stale_reencoded_and_wrong_url_are_refused)
     s_now_ms(old, -6 * 60 * 1000);
     s_sign(SECRET, "POST", PUBLIC_URL, body, len, old, sig);
     s_expect_refused(h, body, len, sig, old, "timestamp outside the tolerance");
+    /* six minutes ahead is as stale as six minutes old */
+    s_now_ms(old, 6 * 60 * 1000);
+    s_sign(SECRET, "POST", PUBLIC_URL, body, len, old, sig);
+    s_expect_refused(h, body, len, sig, old, "timestamp outside the tolerance");
     /* the timestamp is milliseconds: seconds are decades stale */
     snprintf(secs, sizeof secs, "%lld", (long long)time(NULL));
     s_sign(SECRET, "POST", PUBLIC_URL, body, len, secs, sig);
@@ -1127,6 +1165,18 @@ Test(hubspot, forged_stale_reencoded_and_wrong_url_are_refused)
     s_sign(SECRET, "POST", "http://127.0.0.1:8787/hooks/crm", body, len, ts,
            sig);
     s_expect_refused(h, body, len, sig, ts, "invalid signature");
+    /* inside the five-minute window (not a narrower one): four minutes
+     * old, and from a clock a minute ahead, both accepted */
+    char *resp = NULL;
+    s_now_ms(old, -4 * 60 * 1000);
+    s_sign(SECRET, "POST", PUBLIC_URL, body, len, old, sig);
+    cr_assert_eq(s_post(h, body, len, sig, old, &resp), 200, "%s", resp);
+    free(resp);
+    s_now_ms(old, 60 * 1000);
+    s_sign(SECRET, "POST", PUBLIC_URL, body, len, old, sig);
+    cr_assert_eq(s_post(h, body, len, sig, old, &resp), 200, "%s", resp);
+    free(resp);
+    cr_assert_eq(pb_harness_emitted_count(h), 2);
     free(reencoded);
     json_decref(parsed);
     free(body);
@@ -1175,15 +1225,32 @@ Test(hubspot, failed_contact_read_answers_503)
     pb_harness_close(&h);
 }
 
-Test(hubspot, signed_malformed_json_is_refused)
+/* Signed by HubSpot but not JSON we can read: acknowledged (HubSpot
+ * retries a 4xx for a day), nothing emitted, no API call. */
+Test(hubspot, signed_malformed_json_is_acknowledged)
 {
     pb_harness_t *h = s_open();
     const char *body = "[{\"eventId\": 1, \"eventId\": 2}]";
     const char *trunc = "[{\"eventId\": 1,";
 
-    s_post_signed(h, trunc, strlen(trunc), 400);
-    s_post_signed(h, body, strlen(body), 400); /* duplicate keys */
-    cr_assert_eq(pb_harness_emitted_count(h), 0);
+    const char *odd = "[{\"portalId\": 62515}]";
+    const plugboard_event_t *ev;
+
+    s_post_signed(h, trunc, strlen(trunc), 200);
+    s_post_signed(h, body, strlen(body), 200); /* duplicate keys */
+    s_post_signed(h, odd, strlen(odd), 200);   /* an event of no known shape */
+    cr_assert_eq(pb_standin_count(s_hs, NULL, "*"), 0);
+    /* each kept as a dead letter of the connector, with what was sent */
+    cr_assert_eq(pb_harness_emitted_count(h), 3);
+    ev = s_emitted(h, 0, PLUGBOARD_EV_INGRESS_UNMAPPED);
+    s_field(ev, "reason", "malformed JSON (or a duplicate key)");
+    s_field(ev, "payload", trunc);
+    ev = s_emitted(h, 1, PLUGBOARD_EV_INGRESS_UNMAPPED);
+    s_field(ev, "payload", body);
+    ev = s_emitted(h, 2, PLUGBOARD_EV_INGRESS_UNMAPPED);
+    s_field(ev, "reason", "hubspot event without subscriptionType, eventId "
+                          "or objectId");
+    s_field(ev, "payload", "{\"portalId\":62515}");
     pb_harness_close(&h);
 }
 

@@ -869,6 +869,133 @@ Test(router, exhausted_attempts_dead_letter_with_the_last_error)
     cr_assert_str_eq(rows[0].error, "HTTP 503 (try 3)");
 }
 
+/*
+ * A vendor's rate limit is not the event's failure: HOLD answers (a 429,
+ * a daily limit) spend none of the route's attempts, across a restart
+ * too, while every send still gets its own attempt number (so a
+ * connector knows an earlier send may have written something).  Only
+ * genuine failures count toward the budget.
+ */
+Test(router, holds_for_a_rate_limit_spend_no_attempt)
+{
+    rig_start(&(struct rig_opts){.to = {"a"}, .retry = {3, 10, 20}});
+    char id[PB_ID_LEN + 1];
+    emit_accepted(1, NULL, id);
+    uint32_t attempt = 1;
+    /* four holds: more than the three attempts the route allows */
+    for (int i = 0; i < 4; i++, attempt++) {
+        pb_peer_msg_t d = expect_dlv(g.a, T_WAIT_MS);
+        cr_assert_eq(d.attempt, attempt);
+        cr_assert_eq(pb_peer_result(g.a, d.id, attempt, PLUGBOARD_HOLD, 20,
+                                    "rate limited: HTTP 429"),
+                     0);
+        pb_peer_msg_release(&d);
+    }
+    /* one genuine failure, then the host restarts */
+    pb_peer_msg_t d = expect_dlv(g.a, T_WAIT_MS);
+    cr_assert_eq(d.attempt, attempt);
+    cr_assert_eq(
+        pb_peer_result(g.a, d.id, attempt, PLUGBOARD_RETRY, 0, "HTTP 503"), 0);
+    pb_peer_msg_release(&d);
+    attempt++;
+    pb_router_stats_t st;
+    WAIT_STATS(st, st.retried == 5);
+    cr_assert_eq(st.dead, 0);
+    rig_restart();
+    /* after the restart: one more hold, then the second and third real
+     * failures; the third uses up the budget */
+    d = expect_dlv(g.a, T_WAIT_MS);
+    cr_assert_eq(d.attempt, attempt);
+    cr_assert_eq(pb_peer_result(g.a, d.id, attempt, PLUGBOARD_HOLD, 0,
+                                "held: daily limit"),
+                 0);
+    pb_peer_msg_release(&d);
+    attempt++;
+    d = expect_dlv(g.a, T_WAIT_MS);
+    cr_assert_eq(d.attempt, attempt);
+    cr_assert_eq(
+        pb_peer_result(g.a, d.id, attempt, PLUGBOARD_RETRY, 0, "HTTP 502"), 0);
+    pb_peer_msg_release(&d);
+    attempt++;
+    d = expect_dlv(g.a, T_WAIT_MS);
+    cr_assert_eq(d.attempt, attempt);
+    pb_router_stats(g.router, &st);
+    cr_assert_eq(st.dead, 0, "two failures and five holds are not three");
+    cr_assert_eq(
+        pb_peer_result(g.a, d.id, attempt, PLUGBOARD_RETRY, 0, "HTTP 500"), 0);
+    pb_peer_msg_release(&d);
+    WAIT_STATS(st, st.dead == 1);
+    cr_assert_eq(st.dead, 1);
+    expect_silence(g.a, 100);
+    struct row rows[2];
+    cr_assert_eq(journal_rows(rows, 2), 1);
+    cr_assert_eq(rows[0].state, PB_DELIVERY_DEAD);
+    cr_assert_eq(rows[0].attempts, 8, "every send is counted as made");
+    cr_assert_str_eq(rows[0].error, "HTTP 500");
+}
+
+/*
+ * A source that verified a vendor item but cannot map it emits it as
+ * plugboard.ingress.unmapped: accepted with the rest of its request (so
+ * the vendor gets its 2xx), routed nowhere, and kept at once as a dead
+ * letter of the source connector with the source's reason.  It can be
+ * dropped; a replay is refused, since no route could take it.
+ */
+Test(router, an_unmapped_vendor_item_becomes_a_dead_letter_of_its_source)
+{
+    rig_start(&(struct rig_opts){.to = {"a"}});
+    pb_builder_t *b = pb_builder_new("src", PLUGBOARD_EV_INGRESS_UNMAPPED);
+    cr_assert_not_null(b);
+    cr_assert_eq(pb_builder_set_string(b, "reason",
+                                       "malformed event: no amount", 26),
+                 0);
+    cr_assert_eq(pb_builder_set_string(b, "payload", "{\"id\":\"evt_1\"}", 14),
+                 0);
+    uint8_t *frame = NULL;
+    size_t len = 0;
+    cr_assert_eq(pb_builder_encode(b, &frame, &len), 0);
+    pb_builder_destroy(&b);
+    cr_assert_eq(pb_peer_emit1(g.src, 7, frame, len), 0);
+    free(frame);
+    pb_peer_msg_t m = expect_ack(g.src, 7, T_WAIT_MS);
+    cr_assert_eq(m.status, 0);
+    cr_assert_eq(m.accepted, 1, "durable before the vendor is answered");
+    expect_silence(g.a, 100);
+
+    pb_router_stats_t st;
+    WAIT_STATS(st, st.dead == 1);
+    cr_assert_eq(st.dead, 1);
+    cr_assert_eq(st.pending, 0);
+    struct row rows[2];
+    cr_assert_eq(journal_rows(rows, 2), 1);
+    cr_assert_str_eq(rows[0].destination, "src");
+    cr_assert_eq(rows[0].state, PB_DELIVERY_DEAD);
+    cr_assert_str_eq(rows[0].error, "malformed event: no amount");
+
+    json_t *req = json_pack("{s:s}", "cmd", "dlq.list");
+    json_t *list = pb_router_control(g.router, req, T_WAIT_MS);
+    json_decref(req);
+    json_t *dl = json_array_get(json_object_get(list, "dead_letters"), 0);
+    cr_assert_not_null(dl);
+    cr_assert_str_eq(json_string_value(json_object_get(dl, "route")),
+                     "(ingress)");
+    json_int_t id = json_integer_value(json_object_get(dl, "id"));
+    json_decref(list);
+    req = json_pack("{s:s,s:I}", "cmd", "dlq.replay", "id", id);
+    json_t *resp = pb_router_control(g.router, req, T_WAIT_MS);
+    json_decref(req);
+    cr_assert(json_is_false(json_object_get(resp, "ok")));
+    const char *err = json_string_value(json_object_get(resp, "error"));
+    cr_assert(err && strstr(err, "cannot be replayed"), "%s", err);
+    json_decref(resp);
+    expect_silence(g.a, 100);
+    req = json_pack("{s:s,s:I}", "cmd", "dlq.drop", "id", id);
+    resp = pb_router_control(g.router, req, T_WAIT_MS);
+    json_decref(req);
+    cr_assert(json_is_true(json_object_get(resp, "ok")));
+    json_decref(resp);
+}
+
 Test(router, same_key_keeps_order_across_retries)
 {
     rig_start(&(struct rig_opts){.to = {"a"}, .retry = {5, 50, 100}});

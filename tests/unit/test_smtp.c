@@ -846,6 +846,12 @@ Test(smtp, refused_bcc_does_not_stop_delivery)
         S_OPEN("tls=none", "bcc=archive@example.com, gone@example.com");
     plugboard_result_t r;
     s_deliver(h, "payment.failed", s_failed, PLUGBOARD_OK, &r);
+    /* delivered, and the reason the journal keeps with the attempt names
+     * the copy that was refused */
+    cr_expect(strstr(r.reason, "bcc <gone@example.com> refused: 550 5.1.1 "
+                               "no such user") != NULL,
+              "%s", r.reason);
+    cr_expect_null(strstr(r.reason, "archive@example.com"), "%s", r.reason);
     cr_assert_eq(s_msg_count(), 1);
     s_msg_t m;
     s_msg_load(1, &m);
@@ -1479,12 +1485,28 @@ Test(sendgrid, a_malformed_event_does_not_fail_the_batch)
     cr_expect_str_eq(resp, "{\"received\":true,\"events\":2,\"ignored\":0,"
                            "\"unknown\":1,\"malformed\":2}");
     free(resp);
-    cr_assert_eq(pb_harness_emitted_count(h), 2);
+    /* each malformed event is kept alone as a dead letter of the
+     * connector (staged first), the good ones are routed */
+    cr_assert_eq(pb_harness_emitted_count(h), 4);
     json_t *e = s_emitted(h, 0);
+    cr_expect_str_eq(s_at(e, "type"), PLUGBOARD_EV_INGRESS_UNMAPPED);
+    cr_expect_str_eq(s_at(e, "data.reason"),
+                     "sendgrid event: no valid \"email\"");
+    cr_expect_str_eq(s_at(e, "data.payload"),
+                     "{\"timestamp\":1700000000,\"event\":\"bounce\"}");
+    cr_expect(strncmp(s_at(e, "dedupe"), "sendgrid:unmapped:", 18) == 0);
+    json_decref(e);
+    e = s_emitted(h, 1);
+    cr_expect_str_eq(s_at(e, "type"), PLUGBOARD_EV_INGRESS_UNMAPPED);
+    cr_expect_str_eq(s_at(e, "data.reason"),
+                     "sendgrid event: not a JSON object");
+    cr_expect_str_eq(s_at(e, "data.payload"), "42");
+    json_decref(e);
+    e = s_emitted(h, 2);
     cr_expect_str_eq(s_at(e, "data.customer.email"), "ada@example.com");
     cr_expect_str_eq(s_at(e, "key"), "ada@example.com");
     json_decref(e);
-    e = s_emitted(h, 1);
+    e = s_emitted(h, 3);
     cr_expect_str_eq(s_at(e, "type"), "email.complained");
     json_decref(e);
 
@@ -1498,7 +1520,11 @@ Test(sendgrid, a_malformed_event_does_not_fail_the_batch)
     cr_expect(strstr(resp, "\"events\":0") && strstr(resp, "\"malformed\":1"),
               "%s", resp);
     free(resp);
-    cr_expect_eq(pb_harness_emitted_count(h), 0);
+    cr_expect_eq(pb_harness_emitted_count(h), 1, "the body's dead letter");
+    e = s_emitted(h, 0);
+    cr_expect_str_eq(s_at(e, "type"), PLUGBOARD_EV_INGRESS_UNMAPPED);
+    cr_expect_str_eq(s_at(e, "data.payload"), dup);
+    json_decref(e);
     pb_harness_close(&h);
     EVP_PKEY_free(k);
 }
@@ -1751,6 +1777,34 @@ Test(mailgun, temporary_failures_and_other_kinds_are_acknowledged)
     cr_expect_eq(pb_harness_emitted_count(h), 0);
     free(opened);
     free(temp);
+    json_decref(doc);
+    free(body);
+    pb_harness_close(&h);
+}
+
+/* A genuine request whose event cannot be mapped (no recipient) is
+ * acknowledged and kept as a dead letter with its body. */
+Test(mailgun, an_unmappable_event_is_kept_as_a_dead_letter)
+{
+    pb_harness_t *h = s_open_mailgun("env:" S_MAILGUN_KEY_ENV);
+    char *body = s_mg_fresh("mailgun/event_delivered.anymail_fixture.json",
+                            "token-unmappable-0001");
+    json_t *doc = json_loads(body, 0, NULL);
+    json_object_del(json_object_get(doc, "event-data"), "recipient");
+    char *text = json_dumps(doc, JSON_COMPACT);
+    char *resp = NULL;
+
+    cr_assert_eq(s_post(h, NULL, text, strlen(text), &resp), 200, "%s", resp);
+    cr_expect(strstr(resp, "\"malformed\":1") != NULL, "%s", resp);
+    free(resp);
+    cr_assert_eq(pb_harness_emitted_count(h), 1);
+    json_t *e = s_emitted(h, 0);
+    cr_expect_str_eq(s_at(e, "type"), PLUGBOARD_EV_INGRESS_UNMAPPED);
+    cr_expect_str_eq(s_at(e, "data.reason"),
+                     "mailgun event: no valid event-data.recipient");
+    cr_expect_str_eq(s_at(e, "data.payload"), text);
+    json_decref(e);
+    free(text);
     json_decref(doc);
     free(body);
     pb_harness_close(&h);

@@ -203,6 +203,25 @@ assert_int(const pb_envelope_t *ev, const char *path, int64_t want)
                  (long long)want);
 }
 
+/* Event i is the dead letter of an unmapped item: its reason, the body
+ * kept as it came, and a dedupe id from the body's hash. */
+static void
+assert_unmapped(pb_harness_t *h, size_t i, const char *reason,
+                const void *body, size_t len)
+{
+    const pb_envelope_t *ev =
+        emitted(h, i, PLUGBOARD_EV_INGRESS_UNMAPPED);
+    char *copy = strndup(body, len);
+
+    assert_str(ev, "reason", reason);
+    if (len > 0) {
+        assert_str(ev, "payload", copy);
+    }
+    cr_assert(strncmp(pb_envelope_dedupe_id(ev), "stripe:unmapped:", 16) == 0,
+              "%s", pb_envelope_dedupe_id(ev));
+    free(copy);
+}
+
 /* Wrap a Stripe object in an event envelope, as Stripe sends it. */
 static char *
 wrap_event(const char *type, const char *object, size_t *len)
@@ -715,16 +734,69 @@ Test(stripe, unknown_event_type_is_answered_and_ignored)
     pb_harness_close(&h);
 }
 
-Test(stripe, known_type_without_required_fields_is_refused)
+/* A genuine event that cannot be mapped (another api_version's shape) is
+ * acknowledged with its reason: a 4xx would make Stripe retry it for days
+ * and then disable the endpoint. */
+Test(stripe, known_type_without_required_fields_is_acknowledged)
 {
     static const char body[] =
         "{\"id\":\"evt_1\",\"object\":\"event\",\"created\":1,"
+        "\"api_version\":\"2099-01-01.future\","
         "\"type\":\"payment_intent.succeeded\",\"data\":{\"object\":{"
         "\"id\":\"pi_1\",\"object\":\"payment_intent\",\"amount\":10}}}";
     pb_harness_t *h = open_default();
 
-    post_signed(h, body, strlen(body), 400, NULL);
-    cr_assert_eq(pb_harness_emitted_count(h), 0);
+    post_signed(h, body, strlen(body), 200,
+                "{\"received\":true,\"events\":0,\"unmappable\":"
+                "\"malformed event: payment intent without a currency\"}");
+    /* kept as a dead letter of the connector, with the body */
+    cr_assert_eq(pb_harness_emitted_count(h), 1);
+    assert_unmapped(h, 0, "malformed event: payment intent without a currency",
+                    body, strlen(body));
+    pb_harness_close(&h);
+}
+
+/* One number beyond int64 somewhere in the event (a metadata value, an
+ * application's own id) must not make the whole event unreadable: the
+ * SDK's parser keeps it as its digits and the event maps as usual. */
+Test(stripe, a_field_beyond_int64_does_not_lose_the_event)
+{
+    static const char object[] =
+        "{\"id\":\"pi_big\",\"object\":\"payment_intent\",\"amount\":2000,"
+        "\"currency\":\"usd\",\"status\":\"succeeded\","
+        "\"amount_received\":2000,"
+        "\"metadata\":{\"order\":123456789012345678901234567890},"
+        "\"receipt_email\":\"big@example.com\"}";
+    pb_harness_t *h = open_default();
+    size_t len;
+    char *body = wrap_event("payment_intent.succeeded", object, &len);
+
+    post_signed(h, body, len, 200, "{\"received\":true,\"events\":1}");
+    cr_assert_eq(pb_harness_emitted_count(h), 1);
+    assert_int(emitted(h, 0, "payment.succeeded"), "amount", 2000);
+    free(body);
+    pb_harness_close(&h);
+}
+
+/* Duplicate keys follow the SDK's one rule (the document is invalid),
+ * not jansson's default (the last one wins): acknowledged, nothing
+ * emitted. */
+Test(stripe, a_duplicate_key_makes_the_event_unmappable)
+{
+    static const char object[] =
+        "{\"id\":\"pi_dup\",\"object\":\"payment_intent\",\"amount\":2000,"
+        "\"amount\":1,\"currency\":\"usd\",\"status\":\"succeeded\","
+        "\"amount_received\":2000}";
+    pb_harness_t *h = open_default();
+    size_t len;
+    char *body = wrap_event("payment_intent.succeeded", object, &len);
+
+    post_signed(h, body, len, 200,
+                "{\"received\":true,\"events\":0,\"unmappable\":"
+                "\"malformed JSON\"}");
+    cr_assert_eq(pb_harness_emitted_count(h), 1);
+    assert_unmapped(h, 0, "malformed JSON", body, len);
+    free(body);
     pb_harness_close(&h);
 }
 
@@ -961,26 +1033,44 @@ Test(stripe, header_name_case_and_hex_case)
     pb_harness_close(&h);
 }
 
-Test(stripe, malformed_json_with_a_valid_signature_is_refused)
+/* Signed by Stripe, so from Stripe: whatever it is, answering 4xx would
+ * only make Stripe send it again for days. */
+Test(stripe, malformed_json_with_a_valid_signature_is_acknowledged)
 {
     static const char truncated[] = "{\"id\":\"evt_1\",\"type\":\"charge.re";
     pb_harness_t *h = open_default();
 
-    post_signed(h, truncated, strlen(truncated), 400, "malformed JSON");
-    post_signed(h, "", 0, 400, "malformed JSON");
-    post_signed(h, "[1,2]", 5, 400, "malformed event: no id");
-    cr_assert_eq(pb_harness_emitted_count(h), 0);
+    post_signed(h, truncated, strlen(truncated), 200,
+                "{\"received\":true,\"events\":0,\"unmappable\":"
+                "\"malformed JSON\"}");
+    post_signed(h, "", 0, 200,
+                "{\"received\":true,\"events\":0,\"unmappable\":"
+                "\"malformed JSON\"}");
+    post_signed(h, "[1,2]", 5, 200,
+                "{\"received\":true,\"events\":0,\"unmappable\":"
+                "\"malformed event: no id\"}");
+    cr_assert_eq(pb_harness_emitted_count(h), 3);
+    assert_unmapped(h, 0, "malformed JSON", truncated, strlen(truncated));
+    assert_unmapped(h, 1, "malformed JSON", "", 0);
+    assert_unmapped(h, 2, "malformed event: no id", "[1,2]", 5);
     pb_harness_close(&h);
 }
 
-Test(stripe, thin_v2_event_is_refused)
+Test(stripe, thin_v2_event_is_acknowledged)
 {
     pb_harness_t *h = open_default();
     size_t len;
     char *body = fixture("edge/sdk_test_v2_thin_event.payload.json", &len);
 
-    post_signed(h, body, len, 400, NULL);
-    cr_assert_eq(pb_harness_emitted_count(h), 0);
+    post_signed(h, body, len, 200,
+                "{\"received\":true,\"events\":0,\"unmappable\":"
+                "\"thin (v2) events are not supported: send snapshot "
+                "events to this endpoint\"}");
+    cr_assert_eq(pb_harness_emitted_count(h), 1);
+    assert_unmapped(h, 0,
+                    "thin (v2) events are not supported: send snapshot "
+                    "events to this endpoint",
+                    body, len);
     free(body);
     pb_harness_close(&h);
 }
@@ -1106,13 +1196,14 @@ Test(stripe, refusals_and_ignored_events_are_counted)
     signed_header(header, sizeof header, SECRET, now_s() - 3600, body, len);
     cr_assert_eq(call(d, state, header + 18, body, len), 400);
     signed_header(header, sizeof header, SECRET, now_s(), "{", 1);
-    cr_assert_eq(call(d, state, header + 18, "{", 1), 400);
+    cr_assert_eq(call(d, state, header + 18, "{", 1), 200);
+    cr_assert_eq(c.emitted, 1, "the dead letter of the malformed body");
     signed_header(header, sizeof header, SECRET, now_s(), ignored, ilen);
     cr_assert_eq(call(d, state, header + 18, ignored, ilen), 200);
-    cr_assert_eq(c.emitted, 0);
+    cr_assert_eq(c.emitted, 1);
     signed_header(header, sizeof header, SECRET, now_s(), body, len);
     cr_assert_eq(call(d, state, header + 18, body, len), 200);
-    cr_assert_eq(c.emitted, 1);
+    cr_assert_eq(c.emitted, 2);
 
     cr_assert_eq(counter(&c, "signature_missing"), 1);
     cr_assert_eq(counter(&c, "signature_malformed"), 1);

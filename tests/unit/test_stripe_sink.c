@@ -473,12 +473,12 @@ Test(stripe_sink, rate_limit_waits_retry_after_or_a_second)
     s_fault("{\"path\":\"/v1/customers\",\"status\":429,\"json\":{\"error\":"
             "{\"type\":\"invalid_request_error\",\"code\":\"rate_limit\","
             "\"message\":\"Too many requests\"}}}");
-    s_deliver(h, s_jane, PLUGBOARD_RETRY, &r);
+    s_deliver(h, s_jane, PLUGBOARD_HOLD, &r);
     cr_assert_eq(r.retry_after_ms, 1000);
     s_fault("{\"path\":\"/v1/customers\",\"status\":429,\"headers\":"
             "{\"Retry-After\":\"3\"},\"json\":{\"error\":{\"type\":"
             "\"invalid_request_error\",\"message\":\"Too many requests\"}}}");
-    s_deliver(h, s_jane, PLUGBOARD_RETRY, &r);
+    s_deliver(h, s_jane, PLUGBOARD_HOLD, &r);
     cr_assert_eq(r.retry_after_ms, 3000);
     pb_harness_close(&h);
 }

@@ -454,7 +454,7 @@ Test(zendesk, every_fault_then_the_retry_leaves_one_ticket)
     } cases[] = {
         {"\"status\":429,\"headers\":{\"Retry-After\":\"5\"},"
          "\"body\":\"Rate limit exceeded\"",
-         PLUGBOARD_RETRY, "HTTP 429"},
+         PLUGBOARD_HOLD, "HTTP 429"},
         {"\"status\":500,\"apply\":true,\"json\":{\"error\":"
          "\"InternalError\"}",
          PLUGBOARD_RETRY, "HTTP 500"},
@@ -571,7 +571,7 @@ Test(zendesk, rate_limit_honours_retry_after)
             "\"headers\":{\"Retry-After\":\"93\"},"
             "\"body\":\"Rate limit for ticket updates exceeded, please wait "
             "before updating this ticket again\"}");
-    s_deliver(h, "payment.failed", s_failed, PLUGBOARD_RETRY, &r);
+    s_deliver(h, "payment.failed", s_failed, PLUGBOARD_HOLD, &r);
     cr_assert_eq(r.retry_after_ms, 93000);
     cr_assert(strstr(r.reason, "HTTP 429") != NULL, "%s", r.reason);
     pb_harness_close(&h);
@@ -806,6 +806,27 @@ Test(zendesk, documented_trigger_body_carries_the_requester)
     pb_harness_close(&h);
 }
 
+/* A trigger body written with raw numbers ({{ticket.id}} unquoted): an id
+ * beyond 2^53 stays exact, and one beyond int64 does not make the whole
+ * body unreadable. */
+Test(zendesk, numeric_ids_stay_exact)
+{
+    pb_harness_t *h = s_open();
+    const char *body =
+        "{\"event\":\"ticket.created\",\"ticket\":{\"id\":9007199254740993,"
+        "\"subject\":\"Printer on fire\",\"status\":\"New\","
+        "\"requester\":{\"email\":\"ada@example.com\","
+        "\"id\":123456789012345678901234567890}}}";
+    const plugboard_event_t *ev;
+
+    s_post_signed(h, body, strlen(body), 200);
+    ev = s_emitted(h, "ticket.created");
+    s_field(ev, "ticket.id", "9007199254740993");
+    s_field(ev, "customer.id", "123456789012345678901234567890");
+    s_field(ev, "customer.email", "ada@example.com");
+    pb_harness_close(&h);
+}
+
 /* Event webhooks, in the schema of Zendesk's ticket event reference (this
  * body is written here after that schema; ids are strings there). */
 Test(zendesk, ticket_events_map_to_created_updated_solved)
@@ -892,15 +913,31 @@ Test(zendesk, forged_stale_and_reencoded_are_refused)
     pb_harness_close(&h);
 }
 
-Test(zendesk, unmappable_body_is_acknowledged_and_malformed_refused)
+/* Verified but unusable bodies are acknowledged: a 4xx counts toward
+ * Zendesk's circuit breaker, which then deactivates the webhook. */
+Test(zendesk, unmappable_and_malformed_bodies_are_acknowledged)
 {
     pb_harness_t *h = s_open();
     const char *no_id = "{\"type\":\"Agent Comment\",\"priority\":\"High\"}";
     const char *broken = "{\"ticket\": {\"id\": ";
+    const char *dup = "{\"ticket\": {\"id\": \"1\", \"id\": \"2\"}}";
+
+    const plugboard_event_t *ev;
 
     s_post_signed(h, no_id, strlen(no_id), 200);
-    cr_assert_eq(pb_harness_emitted_count(h), 0);
-    s_post_signed(h, broken, strlen(broken), 400);
-    cr_assert_eq(pb_harness_emitted_count(h), 0);
+    s_post_signed(h, broken, strlen(broken), 200);
+    s_post_signed(h, dup, strlen(dup), 200);
+    /* nothing routed: each is kept as a dead letter of the connector */
+    cr_assert_eq(pb_harness_emitted_count(h), 3);
+    ev = pb_harness_emitted(h, 0);
+    cr_assert_str_eq(pb_harness_api()->event_type(ev),
+                     PLUGBOARD_EV_INGRESS_UNMAPPED);
+    s_field(ev, "reason", "ticket webhook without a ticket id");
+    s_field(ev, "payload", no_id);
+    ev = pb_harness_emitted(h, 1);
+    s_field(ev, "reason", "malformed JSON (or a duplicate key)");
+    s_field(ev, "payload", broken);
+    ev = pb_harness_emitted(h, 2);
+    s_field(ev, "payload", dup);
     pb_harness_close(&h);
 }

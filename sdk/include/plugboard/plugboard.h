@@ -74,6 +74,18 @@ extern "C" {
 #define PLUGBOARD_EV_EMAIL_BOUNCED         "email.bounced"
 #define PLUGBOARD_EV_EMAIL_COMPLAINED      "email.complained"
 #define PLUGBOARD_EV_DELIVERY_DEAD         "plugboard.delivery.dead"
+/*
+ * A source emits this for a verified vendor item it cannot map (another
+ * api_version's shape, one malformed event in a batch), with data
+ * "reason" (string: why, for the admin; no secrets) and "payload"
+ * (string: the item as the vendor sent it).  The host journals it with
+ * the request's other events, so the vendor still gets its 2xx, routes it
+ * nowhere and keeps it at once as a dead letter of the source connector
+ * (route "(ingress)", last error = reason).  It can be shown and dropped;
+ * it cannot be replayed.  Hosts before it route it like any other type
+ * (usually nowhere).
+ */
+#define PLUGBOARD_EV_INGRESS_UNMAPPED      "plugboard.ingress.unmapped"
 #define PLUGBOARD_EV_CONNECTOR_UNHEALTHY   "plugboard.connector.unhealthy"
 
 /* A connector that consumes every type lists this one pattern. */
@@ -141,6 +153,14 @@ typedef enum plugboard_outcome {
     PLUGBOARD_OK = 0,     /* delivered; the host will not send it again     */
     PLUGBOARD_RETRY = 1,  /* transient: try again later (network, 5xx, 429) */
     PLUGBOARD_REJECT = 2, /* permanent: dead-letter now (validation 4xx)    */
+    /* ABI 1, appended: not a failure of this event.  The vendor asks to
+     * wait (a 429, a daily request limit, the connector's own pacing);
+     * the host sends it again after retry_after_ms (or the route's
+     * backoff when 0) and does not count the hold toward the route's
+     * attempts, so a long rate limit never dead-letters.  The next send
+     * still carries a higher attempt number.  Hosts before this value
+     * treat it as PLUGBOARD_RETRY. */
+    PLUGBOARD_HOLD = 3,
 } plugboard_outcome_t;
 
 #define PLUGBOARD_REASON_MAX 256

@@ -99,8 +99,8 @@ int64_t plugboard_retry_after_ms(const char *value, int64_t now_ms);
  * The delivery result for an answer, by the rules every plugboard
  * connector follows:
  *   2xx                        -> OK
- *   429                        -> RETRY after Retry-After (else
- *                                 default_wait_ms)
+ *   429                        -> HOLD after Retry-After (else
+ *                                 default_wait_ms): spends no attempt
  *   401, 403                   -> REJECT "authentication failed: check
  *                                 the token"
  *   408, 409, 425, 5xx         -> RETRY
@@ -136,6 +136,23 @@ json_t *plugboard_json_loadb(const char *text, size_t len, json_error_t *err);
  * or longer than size - 1.
  */
 const char *plugboard_json_id(const json_t *v, char *buf, size_t size);
+
+/* Bytes of an unmapped item kept in its dead letter. */
+#define PLUGBOARD_UNMAPPED_PAYLOAD_MAX (16u * 1024u)
+
+/*
+ * Inside webhook(): keep a verified vendor item this source cannot map as
+ * a dead letter of the source (PLUGBOARD_EV_INGRESS_UNMAPPED), with reason
+ * (what the admin reads; no secrets) and the item's bytes (the first
+ * PLUGBOARD_UNMAPPED_PAYLOAD_MAX; as "payload" when UTF-8, else base64 in
+ * "payload_base64").  Its dedupe id is dedupe_prefix followed by the
+ * SHA-256 of the item, so a vendor resending it makes one dead letter.
+ * The item becomes durable with the request's events, before the vendor
+ * is answered.  Returns emit's result (0, or a negative code).
+ */
+int plugboard_emit_unmapped(const plugboard_host_api_t *api,
+                            plugboard_host_t *host, const char *dedupe_prefix,
+                            const char *reason, const void *item, size_t len);
 
 #ifdef __cplusplus
 }
