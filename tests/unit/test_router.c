@@ -132,9 +132,8 @@ rig_start(const struct rig_opts *o)
         .delivered_retention_ms = 86400000LL,
     };
     g.dests[0] = (pb_router_dest_options_t){.name = "src"};
-    g.dests[1] =
-        (pb_router_dest_options_t){.name = "a", .timeout_ms = o->timeout_ms,
-                                   .window = o->window};
+    g.dests[1] = (pb_router_dest_options_t){
+        .name = "a", .timeout_ms = o->timeout_ms, .window = o->window};
     g.dests[2] = (pb_router_dest_options_t){.name = "b"};
     g.dests[3] = (pb_router_dest_options_t){.name = "ops"};
     rig_connect();
@@ -899,9 +898,8 @@ Test(router, an_answer_frees_the_window_slot_but_not_the_key)
         pb_peer_msg_t d = expect_dlv(g.a, T_WAIT_MS);
         cr_expect_str_eq(pb_peer_msg_event_id(&d), ids[want[n]],
                          "delivery %d is event %d", n + 1, want[n] + 1);
-        cr_assert_eq(pb_peer_result(g.a, d.id, d.attempt, PLUGBOARD_OK, 0,
-                                    NULL),
-                     0);
+        cr_assert_eq(
+            pb_peer_result(g.a, d.id, d.attempt, PLUGBOARD_OK, 0, NULL), 0);
         pb_peer_msg_release(&d);
     }
     pb_router_stats_t st;
