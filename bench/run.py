@@ -41,7 +41,8 @@ QUICK = dict(repeats=1, zmq=200000, sqlite=10000, route=10000, fanout=4000,
              upgrade_rate=100.0)
 FULL = dict(repeats=3, zmq=2000000, sqlite=100000, route=100000,
             fanout=40000, lat_count=200, lat_rate=20.0, wrk_s=15, half_s=10,
-            rss_load_s=5, http_lat_count=200)
+            rss_load_s=5, http_lat_count=200, upgrades=5, upgrade_s=15,
+            upgrade_rate=100.0)
 
 WRK_THREADS = 1        # leave the second core to the host
 WRK_CONNECTIONS = 32
@@ -701,9 +702,19 @@ def main():
     ap.add_argument("--build", default=os.path.join(ROOT, "build-bench"))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--peers", action="store_true")
+    ap.add_argument("--check", action="store_true",
+                    help="only check that the full and quick runs take "
+                         "the same parameters (a test runs this)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench",
                                                   "results.json"))
     args = ap.parse_args()
+    odd = sorted(set(QUICK) ^ set(FULL))
+    if odd:
+        log(f"bench: parameters not in both the full and quick runs: "
+            f"{', '.join(odd)}")
+        return 2
+    if args.check:
+        return 0
     p = QUICK if args.quick else FULL
     b = os.path.abspath(args.build)
     started = time.time()
