@@ -29,9 +29,11 @@ enum {
     S_INSERT_DELIVERY,
     S_UPDATE_DELIVERY,
     S_INSERT_ATTEMPT,
+    S_BEGIN,
+    S_COMMIT,
     S_MARK,
-    S_UNDO_TO_MARK,
     S_UNMARK,
+    S_UNDO_MARK,
     S_COUNT
 };
 
@@ -50,10 +52,13 @@ static const char *const s_sql[S_COUNT] = {
     [S_INSERT_ATTEMPT] =
         "INSERT INTO attempts(delivery_id, attempt, at_ms, outcome, error) "
         "VALUES (?1, ?2, ?3, ?4, ?5)",
-    /* prepared once: the router marks every emit and every change */
+    /* transaction control runs once per batch and per EMIT: prepared
+     * once like the rest, not parsed again by sqlite3_exec each time */
+    [S_BEGIN] = "BEGIN IMMEDIATE",
+    [S_COMMIT] = "COMMIT",
     [S_MARK] = "SAVEPOINT emit",
-    [S_UNDO_TO_MARK] = "ROLLBACK TO emit",
     [S_UNMARK] = "RELEASE emit",
+    [S_UNDO_MARK] = "ROLLBACK TO emit",
 };
 
 static const char s_schema[] =
@@ -268,16 +273,32 @@ pb_journal_close(pb_journal_t **jp)
     free(j);
 }
 
+/* Run one prepared transaction-control statement. */
+static int
+s_control(pb_journal_t *j, int which)
+{
+    sqlite3_stmt *st = j->stmt[which];
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        snprintf(j->last_error, sizeof j->last_error, "%s",
+                 sqlite3_errmsg(j->db));
+        pb_error("journal", "statement failed: %s", j->last_error);
+        return PB_EJOURNAL;
+    }
+    return 0;
+}
+
 int
 pb_journal_begin(pb_journal_t *j)
 {
-    return s_exec(j, "BEGIN IMMEDIATE");
+    return s_control(j, S_BEGIN);
 }
 
 int
 pb_journal_commit(pb_journal_t *j)
 {
-    int rc = s_exec(j, "COMMIT");
+    int rc = s_control(j, S_COMMIT);
     if (rc != 0)
         pb_journal_rollback(j);
     return rc;
@@ -315,15 +336,15 @@ s_bind_text(sqlite3_stmt *st, int i, const char *s)
 int
 pb_journal_mark(pb_journal_t *j)
 {
-    return s_step(j, j->stmt[S_MARK]);
+    return s_control(j, S_MARK);
 }
 
 int
 pb_journal_unmark(pb_journal_t *j, bool keep)
 {
-    if (!keep && s_step(j, j->stmt[S_UNDO_TO_MARK]) != 0)
+    if (!keep && s_control(j, S_UNDO_MARK) != 0)
         return PB_EJOURNAL;
-    return s_step(j, j->stmt[S_UNMARK]);
+    return s_control(j, S_UNMARK);
 }
 
 int

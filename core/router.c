@@ -64,6 +64,9 @@ typedef struct s_delivery {
     pb_mhop_t *mh;           /* its (route, destination) series */
     bool inflight;
     bool changing;           /* a change for it is in the current batch */
+    bool answered;           /* its actor answered in this batch: the
+                                window slot is free, the key stays taken
+                                until the answer is committed */
     bool removed;            /* a reload removed its route or destination:
                                 its answer ends it (reload section) */
     struct s_delivery *prev, *next; /* destination FIFO */
@@ -77,6 +80,7 @@ typedef struct s_dest {
     bool retired;            /* removed by a reload: answers only */
     bool ready;
     int inflight;
+    int answered;            /* of inflight: answered, not yet committed */
     int window;
     int workers;             /* deliveries the actor runs at once */
     int stuck;               /* of those, still inside a delivery that
@@ -408,6 +412,10 @@ s_remove(pb_router_t *r, dl_t *d)
         d->next->prev = d->prev;
     else
         ds->tail = d->prev;
+    if (d->answered) {
+        d->answered = false;
+        ds->answered--;
+    }
     if (d->inflight) {
         ds->inflight--;
         s_stat_add(&r->stats.inflight, -1);
@@ -526,11 +534,20 @@ s_key_taken(pb_router_t *r, const char *key)
     }
 }
 
+/* The window counts deliveries the actor still works on: one it has
+ * answered frees its slot at once, while its key stays taken (the delivery
+ * stays in flight) until the answer is committed, so per-key order holds
+ * and the actor keeps working while the router waits for the fsync. */
+static bool
+s_window_full(const dest_t *ds)
+{
+    return ds->inflight - ds->answered >= ds->window;
+}
+
 static void
 s_dispatch_dest(pb_router_t *r, dest_t *ds, int64_t now, int64_t *next_due)
 {
-    if (!ds->ready || ds->retired || ds->inflight >= ds->window ||
-        !ds->head)
+    if (!ds->ready || ds->retired || s_window_full(ds) || !ds->head)
         return;
     if (++r->key_gen == 0) {
         memset(r->keys, 0, S_KEYSET_SLOTS * sizeof *r->keys);
@@ -556,7 +573,7 @@ s_dispatch_dest(pb_router_t *r, dest_t *ds, int64_t now, int64_t *next_due)
         }
         if (!s_send_delivery(r, ds, d, now))
             return;
-        if (ds->inflight >= ds->window)
+        if (s_window_full(ds))
             return;
     }
 }
@@ -902,6 +919,8 @@ s_handle_result(pb_router_t *r, const char *peer, zmq_msg_t *parts,
     memset(c, 0, sizeof *c);
     c->dl = d;
     d->changing = true;
+    d->answered = true;
+    r->dests[d->dest].answered++;
     c->outcome = (plugboard_outcome_t)outcome;
     c->after_ms = after < 0 ? 0 : after;
     if (nparts >= 2) {
@@ -1001,6 +1020,10 @@ s_apply_change(pb_router_t *r, change_t *c, bool committed, int64_t now)
     dest_t *ds = &r->dests[d->dest];
     const char *dest = ds->name;
     d->changing = false;
+    if (d->answered) {
+        d->answered = false;
+        ds->answered--;
+    }
     s_count_result(c, committed);
     if (c->outcome == PLUGBOARD_OK && committed) {
         s_stat_add(&r->stats.delivered, 1);
@@ -1473,6 +1496,10 @@ s_read_batch(pb_router_t *r, int64_t now)
         for (size_t i = 0; i < nparts; i++)
             zmq_msg_close(&parts[i]);
     }
+    /* answers freed window slots: hand out more work before the commit
+     * (deliveries in the lists are of events already committed) */
+    if (r->change_count)
+        s_dispatch(r, now);
     if (began || r->emit_count || r->change_count)
         s_commit_batch(r, began, now);
     s_answer_control(r);

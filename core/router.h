@@ -54,8 +54,10 @@ typedef struct pb_router pb_router_t;
 #define PB_MSG_SWAP_REPLY "SWPR"
 #define PB_MSG_BYE "BYE"
 
-/* Deliveries in flight per destination unless a connector says otherwise:
- * enough to keep a connector busy across one group commit. */
+/* Deliveries handed to a destination and not yet answered, unless a
+ * connector says otherwise: enough to keep a connector busy across one
+ * group commit.  An answer frees its slot at once; the delivery's key stays
+ * taken until the answer is committed. */
 #define PB_ROUTER_DEFAULT_WINDOW 64
 
 /* Per-destination limits the router needs from each connector. */

@@ -41,6 +41,7 @@ struct rig_opts {
     pb_retry_conf_t retry; /* zero: {5, 100ms, 400ms} */
     int64_t timeout_ms;    /* deadline of destination "a"; 0: default */
     int64_t retention_ms;  /* dedupe and delivered; 0: 7 days, 1 day */
+    int window;            /* window of destination "a"; 0: default */
 };
 
 static struct rig {
@@ -134,8 +135,8 @@ rig_start(const struct rig_opts *o)
             o->retention_ms ? o->retention_ms : 86400000LL,
     };
     g.dests[0] = (pb_router_dest_options_t){.name = "src"};
-    g.dests[1] =
-        (pb_router_dest_options_t){.name = "a", .timeout_ms = o->timeout_ms};
+    g.dests[1] = (pb_router_dest_options_t){
+        .name = "a", .timeout_ms = o->timeout_ms, .window = o->window};
     g.dests[2] = (pb_router_dest_options_t){.name = "b"};
     g.dests[3] = (pb_router_dest_options_t){.name = "ops"};
     rig_connect();
@@ -1061,6 +1062,40 @@ Test(router, same_key_keeps_order_across_retries)
     WAIT_STATS(st, st.delivered == 4);
     cr_assert_eq(st.delivered, 4);
     cr_assert_eq(st.retried, 1);
+}
+
+/* With a window of one, K1's answer frees the slot at once, so L1 goes
+ * out while that answer is still being committed; K2 waits for the commit
+ * of K1's success (per-key order), though it was accepted before L1. */
+Test(router, an_answer_frees_the_window_slot_but_not_the_key)
+{
+    rig_start(&(struct rig_opts){.to = {"a"}, .window = 1});
+    char ids[3][PB_ID_LEN + 1];
+    const char *keys[3] = {"K", "K", "L"};
+    uint8_t *frames[3];
+    size_t lens[3];
+    for (int i = 0; i < 3; i++)
+        frames[i] = event_new("src", keys[i], NULL, &lens[i], ids[i]);
+    cr_assert_eq(
+        pb_peer_emit(g.src, 1, (const uint8_t *const *)frames, lens, 3), 0);
+    pb_peer_msg_t ack = expect_ack(g.src, 1, T_WAIT_MS);
+    cr_assert_eq(ack.accepted, 3);
+    for (int i = 0; i < 3; i++)
+        free(frames[i]);
+
+    const int want[3] = {0, 2, 1}; /* K1, then L1, then K2 */
+    for (int n = 0; n < 3; n++) {
+        pb_peer_msg_t d = expect_dlv(g.a, T_WAIT_MS);
+        cr_expect_str_eq(pb_peer_msg_event_id(&d), ids[want[n]],
+                         "delivery %d is event %d", n + 1, want[n] + 1);
+        cr_assert_eq(
+            pb_peer_result(g.a, d.id, d.attempt, PLUGBOARD_OK, 0, NULL), 0);
+        pb_peer_msg_release(&d);
+    }
+    pb_router_stats_t st;
+    WAIT_STATS(st, st.delivered == 3);
+    cr_assert_eq(st.delivered, 3);
+    cr_assert_eq(st.inflight, 0);
 }
 
 Test(router, an_unanswered_delivery_is_retried_after_its_deadline)
