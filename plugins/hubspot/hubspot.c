@@ -602,6 +602,7 @@ s_send(hs_state_t *st, hs_call_t *call, const char *url, const char *body,
         return PLUGBOARD_HOLD;
     }
     message = json_string_value(json_object_get(call->json, "message"));
+    plugboard_http_report_auth(st->api, st->host, &r, "HubSpot");
     return plugboard_http_classify(&r, call->what, message, 0, res);
 }
 

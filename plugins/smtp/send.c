@@ -503,6 +503,13 @@ s_failed(smtp_t *s, CURLcode res, long code, const s_session_t *ss,
     } else if (code >= 400 && code < 600 && ss->last.code == code) {
         s_stage(ss, s, stage, sizeof stage);
         s_refused(r, stage, &ss->last, NULL);
+        if (strcasecmp(ss->last_verb, "AUTH") == 0 &&
+            PLUGBOARD_API_HAS(s->api, auth_failed)) {
+            char why_auth[96];
+            snprintf(why_auth, sizeof why_auth,
+                     "the SMTP server refused the login: %ld", code);
+            s->api->auth_failed(s->host, why_auth);
+        }
     } else if (code >= 400 && code < 600) {
         r->outcome = code >= 500 ? PLUGBOARD_REJECT : PLUGBOARD_RETRY;
         s_reason(r, "%s answered %ld: %s", s->server, code, why);

@@ -81,6 +81,7 @@ s_classify(stripe_sink_t *sk, s_call_t *call, plugboard_http_reply_t *r,
                              call->what, message != NULL ? message : "");
         return PLUGBOARD_REJECT;
     }
+    plugboard_http_report_auth(sk->api, sk->host, r, "Stripe");
     return plugboard_http_classify(r, call->what, message, 1000, res);
 }
 

@@ -381,6 +381,7 @@ s_send(zd_state_t *st, zd_call_t *call, const char *url, const char *body,
         st->api->count(st->host, "rate_limited", 1);
     }
     s_message(call->json, message, sizeof message);
+    plugboard_http_report_auth(st->api, st->host, &r, "Zendesk");
     return plugboard_http_classify(
         &r, call->what, message[0] != '\0' ? message : NULL, 60000, res);
 }

@@ -337,6 +337,20 @@ s_clean(const char *message, char *buf, size_t size)
     return buf;
 }
 
+void
+plugboard_http_report_auth(const plugboard_host_api_t *api,
+                           plugboard_host_t *host,
+                           const plugboard_http_reply_t *r, const char *vendor)
+{
+    if (!api || !r || (r->status != 401 && r->status != 403) ||
+        !PLUGBOARD_API_HAS(api, auth_failed))
+        return;
+    char reason[128];
+    snprintf(reason, sizeof reason, "%s refused the credentials: HTTP %ld",
+             vendor ? vendor : "the vendor", r->status);
+    api->auth_failed(host, reason);
+}
+
 plugboard_outcome_t
 plugboard_http_classify(const plugboard_http_reply_t *r, const char *what,
                         const char *message, int64_t default_wait_ms,

@@ -444,6 +444,10 @@ Test(hubspot, every_fault_then_the_retry_leaves_one_contact)
         cr_assert_eq(r.outcome, cases[i].first, "case %zu: %s", i, r.reason);
         cr_assert(strstr(r.reason, cases[i].needle) != NULL, "case %zu: %s",
                   i, r.reason);
+        /* only the 401 tells the host the credentials were refused */
+        cr_expect_eq(plugboard_harness_auth_failed_count(h),
+                     strstr(cases[i].fault, "\"status\":401") ? 1u : 0u,
+                     "case %zu", i);
         pb_harness_close(&h);
         /* a dead letter replayed, or a retry: the same event again */
         h = s_open();

@@ -918,6 +918,10 @@ Test(smtp, starttls_and_auth)
         "%s", r.reason);
     cr_expect_null(strstr(r.reason, "not it"));
     cr_expect_eq(s_msg_count(), 1);
+    /* the host is told the login was refused, without the secret */
+    cr_assert_eq(plugboard_harness_auth_failed_count(h), 1);
+    const char *told = plugboard_harness_auth_failed_reason(h, 0);
+    cr_expect(strstr(told, "535") && !strstr(told, "not it"), "%s", told);
     pb_harness_close(&h);
 }
 

@@ -493,6 +493,10 @@ Test(stripe_sink, bad_key_is_rejected_without_leaking_it)
                   NULL,
               "%s", r.reason);
     cr_assert(strstr(r.reason, "9999") == NULL, "key leaked: %s", r.reason);
+    /* the host is told, so the route owners hear of it */
+    cr_assert_eq(plugboard_harness_auth_failed_count(h), 1);
+    const char *told = plugboard_harness_auth_failed_reason(h, 0);
+    cr_expect_str_eq(told, "Stripe refused the credentials: HTTP 401");
     pb_harness_close(&h);
 }
 

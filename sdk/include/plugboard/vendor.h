@@ -116,6 +116,19 @@ plugboard_outcome_t plugboard_http_classify(const plugboard_http_reply_t *r,
                                             int64_t default_wait_ms,
                                             plugboard_result_t *out);
 
+/*
+ * When r is a 401 or 403, tell the host that vendor ("HubSpot") refused
+ * the connector's credentials (api->auth_failed, ABI 1.1; nothing on an
+ * older host), so the route owners hear of it once per interval instead
+ * of meeting only dead letters.  The reason the host keeps is "<vendor>
+ * refused the credentials: HTTP <n>": never the token.  Call it before
+ * plugboard_http_classify, from the thread the host called in on.
+ */
+void plugboard_http_report_auth(const plugboard_host_api_t *api,
+                                plugboard_host_t *host,
+                                const plugboard_http_reply_t *r,
+                                const char *vendor);
+
 /* Printf into out->reason, replacing control characters by spaces. */
 void plugboard_result_set(plugboard_result_t *out, plugboard_outcome_t outcome,
                           int64_t retry_after_ms, const char *fmt, ...)
