@@ -96,7 +96,7 @@ struct pb_connector {
     pool_thread_t *pool;
     pthread_mutex_t pool_lock;
     pthread_cond_t pool_cond;
-    job_t *todo_head, *todo_tail;
+    job_t *queue_head, *queue_tail;
     job_t *done_head, *done_tail;
     bool pool_stop;
     atomic_int jobs_out;        /* handed to the pool, result not sent */
@@ -468,11 +468,11 @@ s_enqueue_job(pb_connector_t *c, const uint8_t *hdr, const uint8_t *frame,
     j->flen = flen;
     atomic_fetch_add(&c->jobs_out, 1);
     pthread_mutex_lock(&c->pool_lock);
-    if (c->todo_tail)
-        c->todo_tail->next = j;
+    if (c->queue_tail)
+        c->queue_tail->next = j;
     else
-        c->todo_head = j;
-    c->todo_tail = j;
+        c->queue_head = j;
+    c->queue_tail = j;
     pthread_cond_signal(&c->pool_cond);
     pthread_mutex_unlock(&c->pool_lock);
 }
@@ -509,14 +509,14 @@ s_pool_thread(void *arg)
     s_current_owner = c;
     pthread_mutex_lock(&c->pool_lock);
     for (;;) {
-        while (!c->todo_head && !c->pool_stop)
+        while (!c->queue_head && !c->pool_stop)
             pthread_cond_wait(&c->pool_cond, &c->pool_lock);
-        job_t *j = c->todo_head;
+        job_t *j = c->queue_head;
         if (!j) /* stopping, and everything queued has been run */
             break;
-        c->todo_head = j->next;
-        if (!c->todo_head)
-            c->todo_tail = NULL;
+        c->queue_head = j->next;
+        if (!c->queue_head)
+            c->queue_tail = NULL;
         pthread_mutex_unlock(&c->pool_lock);
 
         s_current_job = j;
