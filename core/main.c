@@ -3,7 +3,8 @@
  *
  *   plugboard run [-c FILE]           start the host
  *   plugboard check [-c FILE]         validate a config, start nothing
- *   plugboard ctl status|top|constraint|dlq   ask the running host
+ *   plugboard ctl status|top|constraint|dlq|reload|upgrade
+ *                                     ask the running host
  *   plugboard map [-c FILE]           the integration map (text, DOT)
  *   plugboard describe PLUGIN         print a plugin's documentation
  *   plugboard new-connector NAME [DIR]  write a connector project scaffold
@@ -45,13 +46,13 @@ static const char s_usage[] =
     "                         print a connector plugin's settings and events\n"
     "  dlq list|show|replay|drop\n"
     "                         dead letters of the running host (dlq --help)\n"
-    "  ctl status|top|constraint|dlq\n"
+    "  ctl status|top|constraint|dlq|reload|upgrade\n"
     "                         ask the running host (ctl --help)\n"
     "  map [-c FILE] [--format text|dot|svg] [--live]\n"
     "                         the integration map: connectors and routes\n"
     "  new-connector NAME [DIR]\n"
     "                         write a new connector project (SDK scaffold)\n"
-    "  plugin-check PATH.so [--settings FILE]\n"
+    "  plugin-check PATH.so [--settings FILE] [--cycles N]\n"
     "                         check a plugin against the connector contract\n"
     "  version                print the version\n"
     "  help [COMMAND]         this text, or COMMAND's (also COMMAND --help)\n"

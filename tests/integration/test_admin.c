@@ -1,0 +1,88 @@
+/*
+ * test_admin.c - what an operator sees: the command line's help, check
+ * and describe output, the ctl commands' answers and errors against a
+ * running host, and the bytes of the host's HTTP answers on a raw socket.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "hostproc.h"
+
+static char *s_dir;
+
+static void
+setup_dir(void)
+{
+    s_dir = pb_test_tempdir("pb-admin");
+    cr_assert_not_null(s_dir);
+}
+
+static void
+teardown_dir(void)
+{
+    pb_test_rmtree(s_dir);
+    free(s_dir);
+}
+
+/* Write text to s_dir/name; the path in out. */
+static void
+write_file(const char *name, const char *text, char *out, size_t out_len)
+{
+    snprintf(out, out_len, "%s/%s", s_dir, name);
+    FILE *f = fopen(out, "w");
+    cr_assert_not_null(f, "%s", out);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* `plugboard ARGS...` in s_dir: the exit status, the output in *out. */
+static int
+cli(const char *const *args, char **out)
+{
+    return pb_hostproc_run_cli(s_dir, args, NULL, out);
+}
+
+/* The line of text that contains needle, copied into line. */
+static bool
+line_with(const char *text, const char *needle, char *line, size_t len)
+{
+    const char *p = strstr(text, needle);
+    if (!p)
+        return false;
+    const char *start = p;
+    while (start > text && start[-1] != '\n')
+        start--;
+    const char *end = strchr(p, '\n');
+    size_t n = end ? (size_t)(end - start) : strlen(start);
+    if (n >= len)
+        n = len - 1;
+    memcpy(line, start, n);
+    line[n] = '\0';
+    return true;
+}
+
+TestSuite(admin_cli, .init = setup_dir, .fini = teardown_dir, .timeout = 60);
+
+Test(admin_cli, help_lists_every_ctl_command)
+{
+    char *out = NULL;
+    const char *args[] = {"--help", NULL};
+    cr_assert_eq(cli(args, &out), 0, "%s", out);
+    char line[512];
+    cr_assert(line_with(out, "  ctl ", line, sizeof line), "%s", out);
+    static const char *const subs[] = {"status", "top", "constraint", "dlq",
+                                       "reload", "upgrade", NULL};
+    for (size_t i = 0; subs[i]; i++)
+        cr_expect(strstr(line, subs[i]), "'%s' not in '%s'", subs[i], line);
+    free(out);
+}
