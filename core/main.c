@@ -211,6 +211,45 @@ s_print_types(const char *title, const char *const *types)
     printf("\n");
 }
 
+/* ms as the largest unit that divides it, as config errors show
+ * durations: "15m", "1h", "1500ms". */
+static const char *
+s_duration_text(int64_t ms, char *buf, size_t len)
+{
+    static const struct {
+        int64_t ms;
+        const char *unit;
+    } units[] = {{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}};
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (ms != 0 && ms % units[i].ms == 0) {
+            snprintf(buf, len, "%lld%s", (long long)(ms / units[i].ms),
+                     units[i].unit);
+            return buf;
+        }
+    }
+    snprintf(buf, len, "%lldms", (long long)ms);
+    return buf;
+}
+
+/* One setting of describe's list; width: the longest name's length. */
+static void
+s_print_setting(const plugboard_setting_spec_t *s, int width)
+{
+    printf("  %-*s %-8s %s%s", width, s->name, s_type_name(s->type),
+           s->required ? "required" : "optional",
+           s->secret ? ", secret (env:NAME or file:PATH)" : "");
+    if (s->default_value)
+        printf(", default %s", s->default_value);
+    if ((s->min || s->max) && s->type == PLUGBOARD_SETTING_DURATION) {
+        char lo[32], hi[32];
+        printf(", range [%s, %s]", s_duration_text(s->min, lo, sizeof lo),
+               s_duration_text(s->max, hi, sizeof hi));
+    } else if (s->min || s->max) {
+        printf(", range [%lld, %lld]", (long long)s->min, (long long)s->max);
+    }
+    printf("\n  %-*s %s\n", width, "", s->help ? s->help : "");
+}
+
 static int
 s_cmd_describe(int argc, char **argv)
 {
@@ -242,18 +281,12 @@ s_cmd_describe(int argc, char **argv)
     printf("settings:\n");
     if (!d->settings || !d->settings[0].name)
         printf("  (none)\n");
-    for (size_t i = 0; d->settings && d->settings[i].name; i++) {
-        const plugboard_setting_spec_t *s = &d->settings[i];
-        printf("  %-22s %-8s %s%s", s->name, s_type_name(s->type),
-               s->required ? "required" : "optional",
-               s->secret ? ", secret (env:NAME or file:PATH)" : "");
-        if (s->default_value)
-            printf(", default %s", s->default_value);
-        if (s->min || s->max)
-            printf(", range [%lld, %lld]", (long long)s->min,
-                   (long long)s->max);
-        printf("\n  %-22s %s\n", "", s->help ? s->help : "");
-    }
+    int width = 22;
+    for (size_t i = 0; d->settings && d->settings[i].name; i++)
+        if ((int)strlen(d->settings[i].name) > width)
+            width = (int)strlen(d->settings[i].name);
+    for (size_t i = 0; d->settings && d->settings[i].name; i++)
+        s_print_setting(&d->settings[i], width);
     printf("\n");
     s_print_types("consumes", d->consumes);
     s_print_types("emits", d->emits);

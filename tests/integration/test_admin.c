@@ -86,3 +86,32 @@ Test(admin_cli, help_lists_every_ctl_command)
         cr_expect(strstr(line, subs[i]), "'%s' not in '%s'", subs[i], line);
     free(out);
 }
+
+Test(admin_cli, describe_shows_durations_as_durations_in_aligned_columns)
+{
+    char *out = NULL;
+    const char *args[] = {"describe", "-p", PB_PLUGIN_DIR, "stripe", NULL};
+    cr_assert_eq(cli(args, &out), 0, "%s", out);
+    char line[512];
+    /* tolerance is a duration of 1s..1h: the unit errors use too */
+    cr_assert(line_with(out, "  tolerance ", line, sizeof line), "%s", out);
+    cr_expect(strstr(line, "range [1s, 1h]"), "%s", line);
+    cr_expect(!strstr(out, "3600000"), "%s", out);
+    /* every setting's type starts in the same column, the longest name's
+     * too */
+    const char *lines[] = {"  signing_secret_previous ", "  tolerance ",
+                           "  signing_secret "};
+    long col = -1;
+    for (size_t i = 0; i < 3; i++) {
+        cr_assert(line_with(out, lines[i], line, sizeof line), "%s", out);
+        const char *type = strstr(line, " string ");
+        if (!type)
+            type = strstr(line, " duration ");
+        cr_assert_not_null(type, "%s", line);
+        long at = (long)(type - line);
+        if (col < 0)
+            col = at;
+        cr_expect_eq(at, col, "type column of '%s':\n%s", line, out);
+    }
+    free(out);
+}
