@@ -106,12 +106,16 @@ s_cmd_check(int argc, char **argv)
     pb_log_set_level(PB_LOG_WARN);
     pb_diag_t diag;
     pb_diag_init(&diag);
-    int rc = pb_runtime_check(path, &diag);
+    size_t routes = 0;
+    int rc = pb_runtime_check(path, &diag, &routes);
     if (rc != 0) {
         s_print_diag(&diag);
         fprintf(stderr, "%s: %zu error%s\n", path, diag.count,
                 diag.count == 1 ? "" : "s");
     } else {
+        if (routes == 0)
+            fprintf(stderr, "warning: %s: no routes: the host would "
+                    "accept webhooks but routes nothing\n", path);
         printf("%s: ok\n", path);
     }
     pb_diag_release(&diag);
@@ -334,7 +338,8 @@ static const s_help_t s_helps[] = {
               "Validate FILE as `run` would (syntax, every setting of every\n"
               "connector against its plugin, routes against what connectors\n"
               "consume and emit) and start nothing.  Prints every error with\n"
-              "file and line; exit status 0 when valid, 1 when not.\n"},
+              "file and line; exit status 0 when valid, 1 when not.  A valid\n"
+              "file without routes gets a warning (it routes nothing).\n"},
     {"describe", "usage: plugboard describe PLUGIN [-p DIR]\n"
                  "\n"
                  "Print a connector plugin's documentation: its settings\n"

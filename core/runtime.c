@@ -170,11 +170,13 @@ s_prepare(pb_runtime_t *rt, const char *path, bool private_copies,
 }
 
 int
-pb_runtime_check(const char *config_path, pb_diag_t *diag)
+pb_runtime_check(const char *config_path, pb_diag_t *diag, size_t *routes)
 {
     pb_runtime_t rt;
     memset(&rt, 0, sizeof rt);
     int rc = s_prepare(&rt, config_path, false, diag);
+    if (routes)
+        *routes = rt.cfg ? rt.cfg->route_count : 0;
     s_unload(&rt);
     pb_config_destroy(&rt.cfg);
     return rc;

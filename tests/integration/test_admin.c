@@ -115,3 +115,20 @@ Test(admin_cli, describe_shows_durations_as_durations_in_aligned_columns)
     }
     free(out);
 }
+
+Test(admin_cli, check_warns_that_an_empty_config_routes_nothing)
+{
+    char path[4200];
+    write_file("empty.cfg", "", path, sizeof path);
+    char *out = NULL;
+    const char *args[] = {"check", "-c", path, NULL};
+    cr_expect_eq(cli(args, &out), 0, "%s", out);
+    cr_expect(strstr(out, "warning: ") && strstr(out, "routes nothing"),
+              "%s", out);
+    free(out);
+    write_file("only.cfg", "plugboard = { log_level = \"info\"; };\n", path,
+               sizeof path);
+    cr_expect_eq(cli(args, &out), 0, "%s", out);
+    cr_expect(strstr(out, "routes nothing"), "%s", out);
+    free(out);
+}
