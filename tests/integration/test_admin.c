@@ -132,3 +132,166 @@ Test(admin_cli, check_warns_that_an_empty_config_routes_nothing)
     cr_expect(strstr(out, "routes nothing"), "%s", out);
     free(out);
 }
+
+/* ------------------------------------------------------------------ */
+/* Against a running host                                              */
+/* ------------------------------------------------------------------ */
+
+#define SECRET "whsec_admin_test_secret"
+
+static const char s_head[] =
+    "plugboard = {\n"
+    "  data_dir = \"@DIR@/var\";\n"
+    "  log_level = \"info\";\n"
+    "  plugin_path = [ \"" PB_PLUGIN_DIR "\" ];\n";
+/* line 5 of the file: the listen line */
+static const char s_http[] =
+    "  http = { listen = \"127.0.0.1:@PORT@\"; body_limit = 65536; };\n";
+static const char s_tail[] =
+    "  drain_timeout = \"5s\";\n"
+    "};\n"
+    "connectors = (\n"
+    "  { name = \"payments\"; plugin = \"stripe\";\n"
+    "    settings = { signing_secret = \"env:STRIPE_WEBHOOK_SECRET\"; }; },\n"
+    "  { name = \"crm\"; plugin = \"file\";\n"
+    "    settings = { path = \"@DIR@/out/crm.jsonl\"; }; }\n"
+    ");\n"
+    "routes = (\n"
+    "  { name = \"payments-to-crm\"; from = \"payments\";\n"
+    "    when = [ \"payment.*\" ]; to = [ \"crm\" ];\n"
+    "    why = \"payments re-typed into the CRM\";\n"
+    "    owner = \"revops@example.com\"; }\n"
+    ");\n";
+
+static const char *const s_env[] = {"STRIPE_WEBHOOK_SECRET=" SECRET, NULL};
+static pb_hostproc_t s_host;
+
+static void
+setup_host(void)
+{
+    setup_dir();
+    char cfg[4096];
+    snprintf(cfg, sizeof cfg, "%s%s%s", s_head, s_http, s_tail);
+    int port = pb_test_free_port();
+    if (!pb_hostproc_start(&s_host, s_dir, port, cfg, s_env)) {
+        char *log = pb_test_read_file(s_host.log, NULL);
+        cr_assert_fail("host did not start:\n%s", log ? log : "(no log)");
+    }
+}
+
+static void
+teardown_host(void)
+{
+    if (s_host.pid > 0)
+        pb_hostproc_stop(&s_host);
+    teardown_dir();
+}
+
+/* Rewrite the running host's config: s_head, http, s_tail with @DIR@
+ * and @PORT@ filled in. */
+static void
+rewrite_config(const char *http, int port)
+{
+    char text[4096], out[8192], ports[16];
+    snprintf(text, sizeof text, "%s%s%s", s_head, http, s_tail);
+    snprintf(ports, sizeof ports, "%d", port);
+    size_t o = 0;
+    for (const char *p = text; *p && o + 4200 < sizeof out;) {
+        if (strncmp(p, "@DIR@", 5) == 0) {
+            o += (size_t)snprintf(out + o, sizeof out - o, "%s", s_dir);
+            p += 5;
+        } else if (strncmp(p, "@PORT@", 6) == 0) {
+            o += (size_t)snprintf(out + o, sizeof out - o, "%s", ports);
+            p += 6;
+        } else {
+            out[o++] = *p++;
+        }
+    }
+    out[o] = '\0';
+    FILE *f = fopen(s_host.config, "w");
+    cr_assert_not_null(f);
+    fputs(out, f);
+    fclose(f);
+}
+
+/* `plugboard ctl ARGS... -c <config>`: exit status, output in *out. */
+static int
+ctl(const char *const *args, char **out)
+{
+    const char *argv[16];
+    size_t n = 0;
+    argv[n++] = "ctl";
+    for (size_t i = 0; args[i] && n < 12; i++)
+        argv[n++] = args[i];
+    argv[n++] = "-c";
+    argv[n++] = s_host.config;
+    argv[n] = NULL;
+    return pb_hostproc_run_cli(s_dir, argv, s_env, out);
+}
+
+/* Send req on a fresh connection, read to EOF; caller frees. */
+static char *
+raw_request(const char *req, size_t len, size_t *got)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)s_host.port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(write(fd, req, len), (ssize_t)len);
+    size_t cap = 65536, n = 0;
+    char *buf = calloc(1, cap + 1);
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 10000) <= 0)
+            break;
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    buf[n] = '\0';
+    *got = n;
+    return buf;
+}
+
+/* One well-formed response: one status line, a Content-Length that is
+ * exactly the bytes after the head. */
+static void
+expect_one_response(const char *resp, size_t n, const char *status)
+{
+    cr_expect(strncmp(resp, status, strlen(status)) == 0, "%s", resp);
+    cr_expect(!strstr(resp + 1, "HTTP/1.1 "), "a second status line:\n%s",
+              resp);
+    const char *end = strstr(resp, "\r\n\r\n");
+    cr_assert_not_null(end, "%s", resp);
+    const char *cl = strcasestr(resp, "\r\nContent-Length: ");
+    cr_assert(cl && cl < end, "%s", resp);
+    long want = atol(cl + 18);
+    cr_expect_eq((long)(n - (size_t)(end + 4 - resp)), want, "%s", resp);
+}
+
+TestSuite(admin_host, .init = setup_host, .fini = teardown_host,
+          .timeout = 120);
+
+Test(admin_host, a_window_above_the_maximum_is_refused_naming_it)
+{
+    char *out = NULL;
+    const char *top[] = {"top", "--window", "90s", NULL};
+    cr_expect_eq(ctl(top, &out), 2, "%s", out);
+    cr_expect(strstr(out, "error: --window '90s'") && strstr(out, "60s"),
+              "%s", out);
+    cr_expect(!strstr(out, "rates over"), "%s", out);
+    free(out);
+    const char *constraint[] = {"constraint", "--window", "5m", NULL};
+    cr_expect_eq(ctl(constraint, &out), 2, "%s", out);
+    cr_expect(strstr(out, "error: --window '5m'") && strstr(out, "60s"),
+              "%s", out);
+    free(out);
+    /* the maximum itself is fine */
+    const char *max[] = {"constraint", "--window", "60s", NULL};
+    cr_expect_eq(ctl(max, &out), 0, "%s", out);
+    free(out);
+}
