@@ -1497,7 +1497,9 @@ pb_reload_cli(int argc, char **argv)
     /* a path means the file the operator names, whatever the host's
      * directory: a relative one that is not here goes no further */
     char abs[PATH_MAX];
-    if (plugin && strchr(plugin, '/')) {
+    size_t plen = plugin ? strlen(plugin) : 0;
+    if (plugin && (strchr(plugin, '/') ||
+                   (plen > 3 && strcmp(plugin + plen - 3, ".so") == 0))) {
         if (!realpath(plugin, abs)) {
             fprintf(stderr,
                     "error: connector '%s' not upgraded; the running "

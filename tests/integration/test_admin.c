@@ -295,3 +295,17 @@ Test(admin_host, a_window_above_the_maximum_is_refused_naming_it)
     cr_expect_eq(ctl(max, &out), 0, "%s", out);
     free(out);
 }
+
+Test(admin_host, upgrade_takes_a_value_ending_in_so_as_a_path)
+{
+    char path[4200];
+    write_file("notelf.so", "not an ELF file at all, just text\n", path,
+               sizeof path);
+    char *out = NULL;
+    const char *args[] = {"upgrade", "crm", "--plugin", "notelf.so", NULL};
+    cr_expect_eq(ctl(args, &out), 1, "%s", out);
+    cr_expect(!strstr(out, "notelf.so.so"), "%s", out);
+    cr_expect(strstr(out, path), "names the file in the caller's cwd: %s",
+              out);
+    free(out);
+}
