@@ -296,6 +296,25 @@ Test(admin_host, a_window_above_the_maximum_is_refused_naming_it)
     free(out);
 }
 
+Test(admin_host, dlq_list_names_an_unknown_route_or_connector)
+{
+    char *out = NULL;
+    const char *route[] = {"dlq", "list", "--route", "nosuch", NULL};
+    cr_expect_eq(ctl(route, &out), 1, "%s", out);
+    cr_expect(strstr(out, "no route 'nosuch'"), "%s", out);
+    free(out);
+    const char *conn[] = {"dlq", "list", "--connector", "nosuch", NULL};
+    cr_expect_eq(ctl(conn, &out), 1, "%s", out);
+    cr_expect(strstr(out, "no connector 'nosuch'"), "%s", out);
+    free(out);
+    /* a known route with nothing dead is still an empty list */
+    const char *known[] = {"dlq", "list", "--route", "payments-to-crm",
+                           NULL};
+    cr_expect_eq(ctl(known, &out), 0, "%s", out);
+    cr_expect(strstr(out, "no dead letters"), "%s", out);
+    free(out);
+}
+
 Test(admin_host, upgrade_takes_a_value_ending_in_so_as_a_path)
 {
     char path[4200];
