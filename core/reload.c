@@ -666,6 +666,39 @@ s_same_conf(const pb_connector_conf_t *a, const pb_connector_conf_t *b)
            a->watch == b->watch && s_same_raw(a, b);
 }
 
+/* Settings a reload reads but does not apply: their names go to
+ * restart (a JSON array), for the answer and the log, and cfg keeps the
+ * values in use, so that the next reload names them again. */
+static void
+s_keep_deferred(pb_config_t *old, pb_config_t *cfg, json_t *restart)
+{
+    struct {
+        const char *name;
+        bool same;
+    } deferred[] = {
+        {"plugboard.http.body_limit", old->body_limit == cfg->body_limit},
+        {"plugboard.http.idle_timeout",
+         old->idle_timeout_ms == cfg->idle_timeout_ms},
+        {"plugboard.http.max_connections",
+         old->max_connections == cfg->max_connections},
+        {"plugboard.http.admin_listen",
+         s_streq(old->admin_listen, cfg->admin_listen)},
+    };
+    for (size_t i = 0; i < sizeof deferred / sizeof *deferred; i++) {
+        if (deferred[i].same)
+            continue;
+        json_array_append_new(restart, json_string(deferred[i].name));
+        pb_warn("reload", "setting=%s changed; not applied until the host "
+                "restarts", deferred[i].name);
+    }
+    cfg->body_limit = old->body_limit;
+    cfg->idle_timeout_ms = old->idle_timeout_ms;
+    cfg->max_connections = old->max_connections;
+    char *admin = cfg->admin_listen;
+    cfg->admin_listen = old->admin_listen;
+    old->admin_listen = admin;
+}
+
 /* What only a restart can change. */
 static int
 s_check_fixed(const pb_config_t *old, const pb_config_t *cfg, pb_diag_t *diag)
@@ -688,11 +721,6 @@ s_check_fixed(const pb_config_t *old, const pb_config_t *cfg, pb_diag_t *diag)
                     fixed[i].b ? fixed[i].b : "");
         rc = PB_ECONFIG;
     }
-    if (old->body_limit != cfg->body_limit ||
-        old->idle_timeout_ms != cfg->idle_timeout_ms ||
-        old->max_connections != cfg->max_connections)
-        pb_warn("reload", "plugboard.http limits changed; they take effect "
-                          "at the next start");
     return rc;
 }
 
@@ -882,7 +910,10 @@ pb_reload_config(pb_reload_t *rl, const char *path)
         pb_diag_add(&diag, "%s", err);
         goto out_fail;
     }
+    json_t *restart = json_array();
+    s_keep_deferred(*rl->opt.cfg, st.cfg, restart);
     answer = s_stage_commit(&st, &res);
+    json_object_set_new(answer, "restart_needed", restart);
     goto out;
 out_fail:
     answer = s_failure("config not reloaded; the running configuration is "
@@ -1437,6 +1468,15 @@ s_cli_print(const char *sub, json_t *resp)
         printf("%lld pending deliver%s of removed routes became dead letters "
                "(plugboard dlq list)\n",
                (long long)dead, dead == 1 ? "y" : "ies");
+    json_t *restart = json_object_get(resp, "restart_needed");
+    if (json_array_size(restart) > 0) {
+        printf("not applied, restart the host for them:");
+        size_t i;
+        json_t *v;
+        json_array_foreach(restart, i, v)
+            printf("%s %s", i ? "," : "", json_string_value(v));
+        printf("\n");
+    }
 }
 
 int

@@ -328,3 +328,28 @@ Test(admin_host, upgrade_takes_a_value_ending_in_so_as_a_path)
               out);
     free(out);
 }
+
+Test(admin_host, reload_says_which_changes_wait_for_a_restart)
+{
+    int admin = pb_test_free_port();
+    char http[512];
+    snprintf(http, sizeof http,
+             "  http = { listen = \"127.0.0.1:@PORT@\"; body_limit = 131072;\n"
+             "           admin_listen = \"127.0.0.1:%d\"; };\n",
+             admin);
+    rewrite_config(http, s_host.port);
+    char *out = NULL;
+    const char *args[] = {"reload", NULL};
+    cr_expect_eq(ctl(args, &out), 0, "%s", out);
+    cr_expect(strstr(out, "not applied"), "%s", out);
+    cr_expect(strstr(out, "plugboard.http.body_limit"), "%s", out);
+    cr_expect(strstr(out, "plugboard.http.admin_listen"), "%s", out);
+    cr_expect(strstr(out, "restart"), "%s", out);
+    free(out);
+    const char *json[] = {"reload", "--json", NULL};
+    cr_expect_eq(ctl(json, &out), 0, "%s", out);
+    cr_expect(strstr(out, "\"restart_needed\"") &&
+                  strstr(out, "\"plugboard.http.body_limit\""),
+              "%s", out);
+    free(out);
+}
