@@ -838,6 +838,32 @@ s_add_name(json_t *obj, const char *list, const char *name)
     json_array_append_new(json_object_get(obj, list), json_string(name));
 }
 
+/* One key=value line: "config reloaded added=a,b changed= ...". */
+static void
+s_log_reloaded(json_t *out)
+{
+    static const char *const keys[] = {"added", "changed", "removed",
+                                       "unchanged"};
+    char line[1024];
+    size_t at = 0;
+    for (size_t k = 0; k < 4 && at < sizeof line; k++) {
+        at += (size_t)snprintf(line + at, sizeof line - at, "%s%s=",
+                               k ? " " : "", keys[k]);
+        size_t i;
+        json_t *v;
+        json_array_foreach(json_object_get(out, keys[k]), i, v)
+        {
+            if (at >= sizeof line)
+                break;
+            at += (size_t)snprintf(line + at, sizeof line - at, "%s%s",
+                                   i ? "," : "", json_string_value(v));
+        }
+    }
+    pb_info("reload", "config reloaded %s dead_lettered=%lld", line,
+            (long long)json_integer_value(
+                json_object_get(out, "dead_lettered")));
+}
+
 /* The new table is in use: hand webhooks over, retire what the new
  * config does not keep, and make it the runtime's view. */
 static json_t *
@@ -882,9 +908,7 @@ s_stage_commit(stage_t *st, const pb_router_swap_result_t *res)
     st->insts = NULL;
     free(st->plugs);
     free(st->fresh);
-    char *text = json_dumps(out, JSON_COMPACT);
-    pb_info("reload", "config reloaded %s", text ? text : "");
-    free(text);
+    s_log_reloaded(out);
     return out;
 }
 
@@ -1577,7 +1601,8 @@ pb_reload_cli(int argc, char **argv)
     }
     int rc = json_is_true(json_object_get(resp, "ok")) ? 0 : 1;
     if (json) {
-        char *text = json_dumps(resp, JSON_INDENT(2));
+        char *text =
+            json_dumps(resp, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
         printf("%s\n", text ? text : "{}");
         free(text);
     } else if (rc != 0) {

@@ -735,10 +735,8 @@ int
 pb_runtime_reload(pb_runtime_t *rt)
 {
     json_t *a = pb_reload_config(rt->reload, rt->cfg->path);
+    /* the reload logged each reason on its own line already */
     int rc = json_is_true(json_object_get(a, "ok")) ? 0 : PB_ECONFIG;
-    if (rc != 0)
-        pb_error("runtime", "%s",
-                 json_string_value(json_object_get(a, "error")));
     json_decref(a);
     return rc;
 }

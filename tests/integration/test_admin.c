@@ -144,7 +144,6 @@ static const char s_head[] =
     "  data_dir = \"@DIR@/var\";\n"
     "  log_level = \"info\";\n"
     "  plugin_path = [ \"" PB_PLUGIN_DIR "\" ];\n";
-/* line 5 of the file: the listen line */
 static const char s_http[] =
     "  http = { listen = \"127.0.0.1:@PORT@\"; body_limit = 65536; };\n";
 static const char s_tail[] =
@@ -276,6 +275,29 @@ expect_one_response(const char *resp, size_t n, const char *status)
 TestSuite(admin_host, .init = setup_host, .fini = teardown_host,
           .timeout = 120);
 
+/* Known bug, not fixed: libmicrohttpd 0.9.75 answers these itself before
+ * any plugboard callback runs, and writes its own 400 head twice before
+ * its HTML page.  Enable when the host works around or no longer uses
+ * that version. */
+Test(admin_host, a_bad_content_length_gets_one_well_formed_answer,
+     .disabled = true)
+{
+    static const char *const lengths[] = {"-1", "99999999999999999999999",
+                                          "12abc"};
+    for (size_t i = 0; i < 3; i++) {
+        char req[512];
+        int len = snprintf(req, sizeof req,
+                           "POST /hooks/payments HTTP/1.1\r\nHost: t\r\n"
+                           "Connection: close\r\nContent-Length: %s\r\n\r\n"
+                           "{}",
+                           lengths[i]);
+        size_t n = 0;
+        char *resp = raw_request(req, (size_t)len, &n);
+        expect_one_response(resp, n, "HTTP/1.1 4");
+        free(resp);
+    }
+}
+
 Test(admin_host, a_window_above_the_maximum_is_refused_naming_it)
 {
     char *out = NULL;
@@ -353,3 +375,59 @@ Test(admin_host, reload_says_which_changes_wait_for_a_restart)
               "%s", out);
     free(out);
 }
+
+Test(admin_host, a_refused_reload_is_logged_once_per_reason)
+{
+    rewrite_config(s_http, pb_test_free_port());
+    char *out = NULL;
+    const char *args[] = {"reload", NULL};
+    cr_expect_eq(ctl(args, &out), 1, "%s", out);
+    /* (no line: the config model keeps none for plugboard settings) */
+    char want[4300];
+    snprintf(want, sizeof want, "%s: plugboard.http.listen cannot change",
+             s_host.config);
+    cr_expect(strstr(out, want), "want '%s' in:\n%s", want, out);
+    free(out);
+    /* SIGHUP's refusal: one key=value line per reason in the log, no
+     * message spread over lines, no JSON inside a line */
+    kill(s_host.pid, SIGHUP);
+    cr_assert_eq(pb_hostproc_stop(&s_host), 0);
+    char *log = pb_test_read_file(s_host.log, NULL);
+    cr_assert_not_null(log);
+    size_t refused = 0, listening = 0;
+    for (char *line = log, *nl; *line; line = nl + 1) {
+        nl = strchr(line, '\n');
+        cr_assert_not_null(nl, "unterminated last line");
+        *nl = '\0';
+        cr_expect(strncmp(line, "ts=", 3) == 0, "not a log line: '%s'", line);
+        cr_expect(strstr(line, " component="), "no component: '%s'", line);
+        cr_expect(!strchr(line, '{'), "JSON in a line: '%s'", line);
+        if (strstr(line, "plugboard.http.listen cannot change"))
+            refused++;
+        if (strstr(line, "listening on"))
+            listening++;
+    }
+    /* once for ctl reload, once for SIGHUP */
+    cr_expect_eq(refused, 2, "%s", pb_test_read_file(s_host.log, NULL));
+    cr_expect_eq(listening, 1);
+    free(log);
+}
+
+Test(admin_host, a_successful_reload_is_logged_as_key_value)
+{
+    char *out = NULL;
+    const char *args[] = {"reload", NULL};
+    cr_expect_eq(ctl(args, &out), 0, "%s", out);
+    free(out);
+    cr_assert_eq(pb_hostproc_stop(&s_host), 0);
+    char *log = pb_test_read_file(s_host.log, NULL);
+    char line[1024];
+    cr_assert(line_with(log, "config reloaded", line, sizeof line), "%s",
+              log);
+    cr_expect(strstr(line, " unchanged=payments,crm"), "%s", line);
+    cr_expect(!strchr(line, '{'), "%s", line);
+    /* a plugin's own lines carry a component too */
+    cr_expect(!strstr(log, "level=info connector="), "%s", log);
+    free(log);
+}
+
