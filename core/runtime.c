@@ -277,7 +277,8 @@ s_start_admin(pb_runtime_t *rt, pb_diag_t *diag)
         };
         rt->admin_http = pb_http_start(&ao, err, sizeof err);
         if (!rt->admin_http) {
-            pb_diag_add(diag, "plugboard.http.admin_listen: %s", err);
+            pb_diag_add(diag, "%s: plugboard.http.admin_listen: %s",
+                        cfg->path, err);
             return PB_EIO;
         }
         pb_info("runtime", "admin pages on %s port=%u", cfg->admin_listen,
@@ -422,7 +423,8 @@ s_start_parts(pb_runtime_t *rt, pb_diag_t *diag)
         };
         rt->http = pb_http_start(&ho, err, sizeof err);
         if (!rt->http) {
-            pb_diag_add(diag, "%s", err);
+            pb_diag_add(diag, "%s: plugboard.http.listen: %s", cfg->path,
+                        err);
             return PB_EIO;
         }
         pb_info("runtime", "listening on %s port=%u", cfg->listen,

@@ -431,3 +431,41 @@ Test(admin_host, a_successful_reload_is_logged_as_key_value)
     free(log);
 }
 
+Test(admin_host, run_on_a_port_in_use_names_file_and_setting)
+{
+    /* another host (its own data_dir) on the same listen address */
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/second", s_dir);
+    cr_assert_eq(mkdir(dir, 0700), 0);
+    char cfg[4096], path[4300];
+    snprintf(cfg, sizeof cfg, "%s%s%s", s_head, s_http, s_tail);
+    snprintf(path, sizeof path, "%s/second.cfg", dir);
+    char text[8192];
+    size_t o = 0;
+    for (const char *p = cfg; *p;) {
+        if (strncmp(p, "@DIR@", 5) == 0) {
+            o += (size_t)snprintf(text + o, sizeof text - o, "%s", dir);
+            p += 5;
+        } else if (strncmp(p, "@PORT@", 6) == 0) {
+            o += (size_t)snprintf(text + o, sizeof text - o, "%d",
+                                  s_host.port);
+            p += 6;
+        } else {
+            text[o++] = *p++;
+        }
+    }
+    text[o] = '\0';
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+    char *out = NULL;
+    const char *args[] = {"run", "-c", path, NULL};
+    cr_expect_eq(pb_hostproc_run_cli(dir, args, s_env, &out), 1, "%s", out);
+    char want[4400];
+    snprintf(want, sizeof want, "error: %s: plugboard.http.listen: ",
+             path);
+    cr_expect(strstr(out, want), "want '%s' in:\n%s", want, out);
+    cr_expect(strstr(out, "Address already in use"), "%s", out);
+    free(out);
+}
