@@ -413,7 +413,8 @@ s_finish(json_t *resp, bool json, void (*print)(json_t *))
         return 1;
     int rc = json_is_true(json_object_get(resp, "ok")) ? 0 : 1;
     if (json) {
-        char *text = json_dumps(resp, JSON_INDENT(2));
+        /* rates and seconds rounded: 0.006, not 0.0060000000000000001 */
+        char *text = json_dumps(resp, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
         if (text)
             printf("%s\n", text);
         free(text);

@@ -44,7 +44,7 @@ s_log(plugboard_host_t *host, plugboard_log_level_t level, const char *fmt,
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    pb_log((pb_log_level_t)level, NULL, "connector=%s %s",
+    pb_log((pb_log_level_t)level, "plugin", "connector=%s %s",
            host ? host->name : "?", msg);
 }
 

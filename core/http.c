@@ -1040,9 +1040,7 @@ pb_http_start(const pb_http_options_t *opt, char *err, size_t err_len)
     const union MHD_DaemonInfo *info =
         MHD_get_daemon_info(http->daemon, MHD_DAEMON_INFO_BIND_PORT);
     http->port = info ? info->port : 0;
-    pb_info("http", "listening on '%s' port=%u", opt->listen,
-            (unsigned)http->port);
-    return http;
+    return http; /* the caller logs where, naming what it listens for */
 }
 
 uint16_t

@@ -3,7 +3,8 @@
  *
  *   plugboard run [-c FILE]           start the host
  *   plugboard check [-c FILE]         validate a config, start nothing
- *   plugboard ctl status|top|constraint|dlq   ask the running host
+ *   plugboard ctl status|top|constraint|dlq|reload|upgrade
+ *                                     ask the running host
  *   plugboard map [-c FILE]           the integration map (text, DOT)
  *   plugboard describe PLUGIN         print a plugin's documentation
  *   plugboard new-connector NAME [DIR]  write a connector project scaffold
@@ -45,13 +46,13 @@ static const char s_usage[] =
     "                         print a connector plugin's settings and events\n"
     "  dlq list|show|replay|drop\n"
     "                         dead letters of the running host (dlq --help)\n"
-    "  ctl status|top|constraint|dlq\n"
+    "  ctl status|top|constraint|dlq|reload|upgrade\n"
     "                         ask the running host (ctl --help)\n"
     "  map [-c FILE] [--format text|dot|svg] [--live]\n"
     "                         the integration map: connectors and routes\n"
     "  new-connector NAME [DIR]\n"
     "                         write a new connector project (SDK scaffold)\n"
-    "  plugin-check PATH.so [--settings FILE]\n"
+    "  plugin-check PATH.so [--settings FILE] [--cycles N]\n"
     "                         check a plugin against the connector contract\n"
     "  version                print the version\n"
     "  help [COMMAND]         this text, or COMMAND's (also COMMAND --help)\n"
@@ -105,12 +106,16 @@ s_cmd_check(int argc, char **argv)
     pb_log_set_level(PB_LOG_WARN);
     pb_diag_t diag;
     pb_diag_init(&diag);
-    int rc = pb_runtime_check(path, &diag);
+    size_t routes = 0;
+    int rc = pb_runtime_check(path, &diag, &routes);
     if (rc != 0) {
         s_print_diag(&diag);
         fprintf(stderr, "%s: %zu error%s\n", path, diag.count,
                 diag.count == 1 ? "" : "s");
     } else {
+        if (routes == 0)
+            fprintf(stderr, "warning: %s: no routes: the host would "
+                    "accept webhooks but routes nothing\n", path);
         printf("%s: ok\n", path);
     }
     pb_diag_release(&diag);
@@ -210,6 +215,45 @@ s_print_types(const char *title, const char *const *types)
     printf("\n");
 }
 
+/* ms as the largest unit that divides it, as config errors show
+ * durations: "15m", "1h", "1500ms". */
+static const char *
+s_duration_text(int64_t ms, char *buf, size_t len)
+{
+    static const struct {
+        int64_t ms;
+        const char *unit;
+    } units[] = {{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}};
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (ms != 0 && ms % units[i].ms == 0) {
+            snprintf(buf, len, "%lld%s", (long long)(ms / units[i].ms),
+                     units[i].unit);
+            return buf;
+        }
+    }
+    snprintf(buf, len, "%lldms", (long long)ms);
+    return buf;
+}
+
+/* One setting of describe's list; width: the longest name's length. */
+static void
+s_print_setting(const plugboard_setting_spec_t *s, int width)
+{
+    printf("  %-*s %-8s %s%s", width, s->name, s_type_name(s->type),
+           s->required ? "required" : "optional",
+           s->secret ? ", secret (env:NAME or file:PATH)" : "");
+    if (s->default_value)
+        printf(", default %s", s->default_value);
+    if ((s->min || s->max) && s->type == PLUGBOARD_SETTING_DURATION) {
+        char lo[32], hi[32];
+        printf(", range [%s, %s]", s_duration_text(s->min, lo, sizeof lo),
+               s_duration_text(s->max, hi, sizeof hi));
+    } else if (s->min || s->max) {
+        printf(", range [%lld, %lld]", (long long)s->min, (long long)s->max);
+    }
+    printf("\n  %-*s %s\n", width, "", s->help ? s->help : "");
+}
+
 static int
 s_cmd_describe(int argc, char **argv)
 {
@@ -241,18 +285,12 @@ s_cmd_describe(int argc, char **argv)
     printf("settings:\n");
     if (!d->settings || !d->settings[0].name)
         printf("  (none)\n");
-    for (size_t i = 0; d->settings && d->settings[i].name; i++) {
-        const plugboard_setting_spec_t *s = &d->settings[i];
-        printf("  %-22s %-8s %s%s", s->name, s_type_name(s->type),
-               s->required ? "required" : "optional",
-               s->secret ? ", secret (env:NAME or file:PATH)" : "");
-        if (s->default_value)
-            printf(", default %s", s->default_value);
-        if (s->min || s->max)
-            printf(", range [%lld, %lld]", (long long)s->min,
-                   (long long)s->max);
-        printf("\n  %-22s %s\n", "", s->help ? s->help : "");
-    }
+    int width = 22;
+    for (size_t i = 0; d->settings && d->settings[i].name; i++)
+        if ((int)strlen(d->settings[i].name) > width)
+            width = (int)strlen(d->settings[i].name);
+    for (size_t i = 0; d->settings && d->settings[i].name; i++)
+        s_print_setting(&d->settings[i], width);
     printf("\n");
     s_print_types("consumes", d->consumes);
     s_print_types("emits", d->emits);
@@ -300,7 +338,8 @@ static const s_help_t s_helps[] = {
               "Validate FILE as `run` would (syntax, every setting of every\n"
               "connector against its plugin, routes against what connectors\n"
               "consume and emit) and start nothing.  Prints every error with\n"
-              "file and line; exit status 0 when valid, 1 when not.\n"},
+              "file and line; exit status 0 when valid, 1 when not.  A valid\n"
+              "file without routes gets a warning (it routes nothing).\n"},
     {"describe", "usage: plugboard describe PLUGIN [-p DIR]\n"
                  "\n"
                  "Print a connector plugin's documentation: its settings\n"

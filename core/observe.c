@@ -361,6 +361,10 @@ pb_observe_ask(const char *config_path, json_t *req)
     return resp;
 }
 
+/* The longest window the kept snapshots cover. */
+#define S_MAX_WINDOW_MS                                                    \
+    ((PB_OBSERVE_SAMPLES - 1) * PB_OBSERVE_SAMPLE_MS)
+
 typedef struct s_opts {
     const char *config;
     bool json;
@@ -395,11 +399,13 @@ s_options(int argc, char **argv, opts_t *o, const char *usage)
             o->json = true;
             break;
         case 'w':
-            if (pb_parse_duration(optarg, &ms) != 0 || ms < 1000) {
+            if (pb_parse_duration(optarg, &ms) != 0 || ms < 1000 ||
+                ms > S_MAX_WINDOW_MS) {
                 fprintf(stderr,
-                        "error: --window '%s': expected a duration of at "
-                        "least 1s, such as \"30s\" or \"5m\"\n",
-                        optarg);
+                        "error: --window '%s': expected a duration from 1s "
+                        "to %ds (the host keeps %d s of snapshots), such as "
+                        "\"30s\"\n",
+                        optarg, S_MAX_WINDOW_MS / 1000, S_MAX_WINDOW_MS / 1000);
                 return 2;
             }
             o->window_s = (double)ms / 1000.0;
@@ -470,8 +476,9 @@ static const char s_top_usage[] =
     "usage: plugboard ctl top [-c FILE] [--window DURATION] [-n COUNT]\n"
     "\n"
     "Connectors and routes of the running host with rates over the window\n"
-    "(default 10s), refreshed every second in a terminal until Ctrl-C or\n"
-    "COUNT refreshes.  When stdout is not a terminal, prints one snapshot\n"
+    "(default 10s, at most 60s), refreshed every second in a terminal\n"
+    "until Ctrl-C or COUNT refreshes.  When stdout is not a terminal,\n"
+    "prints one snapshot\n"
     "(or COUNT of them, a second apart).\n";
 
 static volatile sig_atomic_t s_top_stop;

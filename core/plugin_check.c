@@ -71,7 +71,8 @@ size_t __sanitizer_get_current_allocated_bytes(void);
 #define S_INFLIGHT_WORKERS 4
 
 const char pb_plugin_check_help[] =
-    "usage: plugboard plugin-check PATH.so [--settings FILE] [--verbose]\n"
+    "usage: plugboard plugin-check PATH.so [--settings FILE] [--cycles N]\n"
+    "                              [--verbose]\n"
     "\n"
     "Load a connector plugin and check that it conforms to the connector\n"
     "contract (docs/sdk.md): ABI and size, complete metadata, settings\n"
@@ -961,7 +962,7 @@ s_check_descriptor(s_check_t *c)
     }
     if (d->abi_version != PLUGBOARD_ABI_VERSION) {
         s_result(c, S_FAIL, "abi",
-                 "built for ABI %u, this host speaks ABI %d: rebuild "
+                 "built for ABI %u, host speaks %d: rebuild "
                  "against this SDK's plugboard.h",
                  d->abi_version, PLUGBOARD_ABI_VERSION);
         return false;

@@ -666,6 +666,39 @@ s_same_conf(const pb_connector_conf_t *a, const pb_connector_conf_t *b)
            a->watch == b->watch && s_same_raw(a, b);
 }
 
+/* Settings a reload reads but does not apply: their names go to
+ * restart (a JSON array), for the answer and the log, and cfg keeps the
+ * values in use, so that the next reload names them again. */
+static void
+s_keep_deferred(pb_config_t *old, pb_config_t *cfg, json_t *restart)
+{
+    struct {
+        const char *name;
+        bool same;
+    } deferred[] = {
+        {"plugboard.http.body_limit", old->body_limit == cfg->body_limit},
+        {"plugboard.http.idle_timeout",
+         old->idle_timeout_ms == cfg->idle_timeout_ms},
+        {"plugboard.http.max_connections",
+         old->max_connections == cfg->max_connections},
+        {"plugboard.http.admin_listen",
+         s_streq(old->admin_listen, cfg->admin_listen)},
+    };
+    for (size_t i = 0; i < sizeof deferred / sizeof *deferred; i++) {
+        if (deferred[i].same)
+            continue;
+        json_array_append_new(restart, json_string(deferred[i].name));
+        pb_warn("reload", "setting=%s changed; not applied until the host "
+                "restarts", deferred[i].name);
+    }
+    cfg->body_limit = old->body_limit;
+    cfg->idle_timeout_ms = old->idle_timeout_ms;
+    cfg->max_connections = old->max_connections;
+    char *admin = cfg->admin_listen;
+    cfg->admin_listen = old->admin_listen;
+    old->admin_listen = admin;
+}
+
 /* What only a restart can change. */
 static int
 s_check_fixed(const pb_config_t *old, const pb_config_t *cfg, pb_diag_t *diag)
@@ -688,11 +721,6 @@ s_check_fixed(const pb_config_t *old, const pb_config_t *cfg, pb_diag_t *diag)
                     fixed[i].b ? fixed[i].b : "");
         rc = PB_ECONFIG;
     }
-    if (old->body_limit != cfg->body_limit ||
-        old->idle_timeout_ms != cfg->idle_timeout_ms ||
-        old->max_connections != cfg->max_connections)
-        pb_warn("reload", "plugboard.http limits changed; they take effect "
-                          "at the next start");
     return rc;
 }
 
@@ -810,6 +838,32 @@ s_add_name(json_t *obj, const char *list, const char *name)
     json_array_append_new(json_object_get(obj, list), json_string(name));
 }
 
+/* One key=value line: "config reloaded added=a,b changed= ...". */
+static void
+s_log_reloaded(json_t *out)
+{
+    static const char *const keys[] = {"added", "changed", "removed",
+                                       "unchanged"};
+    char line[1024];
+    size_t at = 0;
+    for (size_t k = 0; k < 4 && at < sizeof line; k++) {
+        at += (size_t)snprintf(line + at, sizeof line - at, "%s%s=",
+                               k ? " " : "", keys[k]);
+        size_t i;
+        json_t *v;
+        json_array_foreach(json_object_get(out, keys[k]), i, v)
+        {
+            if (at >= sizeof line)
+                break;
+            at += (size_t)snprintf(line + at, sizeof line - at, "%s%s",
+                                   i ? "," : "", json_string_value(v));
+        }
+    }
+    pb_info("reload", "config reloaded %s dead_lettered=%lld", line,
+            (long long)json_integer_value(
+                json_object_get(out, "dead_lettered")));
+}
+
 /* The new table is in use: hand webhooks over, retire what the new
  * config does not keep, and make it the runtime's view. */
 static json_t *
@@ -854,9 +908,7 @@ s_stage_commit(stage_t *st, const pb_router_swap_result_t *res)
     st->insts = NULL;
     free(st->plugs);
     free(st->fresh);
-    char *text = json_dumps(out, JSON_COMPACT);
-    pb_info("reload", "config reloaded %s", text ? text : "");
-    free(text);
+    s_log_reloaded(out);
     return out;
 }
 
@@ -882,7 +934,10 @@ pb_reload_config(pb_reload_t *rl, const char *path)
         pb_diag_add(&diag, "%s", err);
         goto out_fail;
     }
+    json_t *restart = json_array();
+    s_keep_deferred(*rl->opt.cfg, st.cfg, restart);
     answer = s_stage_commit(&st, &res);
+    json_object_set_new(answer, "restart_needed", restart);
     goto out;
 out_fail:
     answer = s_failure("config not reloaded; the running configuration is "
@@ -1437,6 +1492,15 @@ s_cli_print(const char *sub, json_t *resp)
         printf("%lld pending deliver%s of removed routes became dead letters "
                "(plugboard dlq list)\n",
                (long long)dead, dead == 1 ? "y" : "ies");
+    json_t *restart = json_object_get(resp, "restart_needed");
+    if (json_array_size(restart) > 0) {
+        printf("not applied, restart the host for them:");
+        size_t i;
+        json_t *v;
+        json_array_foreach(restart, i, v)
+            printf("%s %s", i ? "," : "", json_string_value(v));
+        printf("\n");
+    }
 }
 
 int
@@ -1497,7 +1561,9 @@ pb_reload_cli(int argc, char **argv)
     /* a path means the file the operator names, whatever the host's
      * directory: a relative one that is not here goes no further */
     char abs[PATH_MAX];
-    if (plugin && strchr(plugin, '/')) {
+    size_t plen = plugin ? strlen(plugin) : 0;
+    if (plugin && (strchr(plugin, '/') ||
+                   (plen > 3 && strcmp(plugin + plen - 3, ".so") == 0))) {
         if (!realpath(plugin, abs)) {
             fprintf(stderr,
                     "error: connector '%s' not upgraded; the running "
@@ -1535,7 +1601,8 @@ pb_reload_cli(int argc, char **argv)
     }
     int rc = json_is_true(json_object_get(resp, "ok")) ? 0 : 1;
     if (json) {
-        char *text = json_dumps(resp, JSON_INDENT(2));
+        char *text =
+            json_dumps(resp, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
         printf("%s\n", text ? text : "{}");
         free(text);
     } else if (rc != 0) {

@@ -1308,6 +1308,35 @@ s_unhealthy_notice(pb_router_t *r, json_t *req)
     return json_pack("{s:b}", "ok", 1);
 }
 
+static bool
+s_knows_connector(const pb_router_t *r, const char *name)
+{
+    if (s_find_dest(r, name, strlen(name)) >= 0)
+        return true;
+    for (size_t i = 0; i < r->route_count; i++)
+        if (strcmp(r->routes[i].conf->from, name) == 0)
+            return true;
+    return false;
+}
+
+/* dlq.list found nothing: an error when the route or connector it names
+ * is not in the running configuration (a removed route's dead letters
+ * are still listed by its name, so only an empty answer is checked). */
+static json_t *
+s_unknown_filter(const pb_router_t *r, json_t *req)
+{
+    const char *route = json_string_value(json_object_get(req, "route"));
+    const char *conn = json_string_value(json_object_get(req, "connector"));
+    if (route && s_find_route(r, route) < 0)
+        return pb_control_error("no route '%s' in the running configuration "
+                                "and no dead letters of it", route);
+    if (conn && !s_knows_connector(r, conn))
+        return pb_control_error("no connector '%s' in the running "
+                                "configuration and no dead letters of it",
+                                conn);
+    return NULL;
+}
+
 static json_t *
 s_control(pb_router_t *r, json_t *req)
 {
@@ -1330,6 +1359,13 @@ s_control(pb_router_t *r, json_t *req)
         if (!list)
             return pb_control_error("cannot read the journal: %s",
                                          pb_journal_errmsg(r->journal));
+        json_t *unknown = json_array_size(list) == 0
+                              ? s_unknown_filter(r, req)
+                              : NULL;
+        if (unknown) {
+            json_decref(list);
+            return unknown;
+        }
         bool more = json_array_size(list) > (size_t)limit;
         if (more)
             json_array_remove(list, (size_t)limit);

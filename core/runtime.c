@@ -170,11 +170,13 @@ s_prepare(pb_runtime_t *rt, const char *path, bool private_copies,
 }
 
 int
-pb_runtime_check(const char *config_path, pb_diag_t *diag)
+pb_runtime_check(const char *config_path, pb_diag_t *diag, size_t *routes)
 {
     pb_runtime_t rt;
     memset(&rt, 0, sizeof rt);
     int rc = s_prepare(&rt, config_path, false, diag);
+    if (routes)
+        *routes = rt.cfg ? rt.cfg->route_count : 0;
     s_unload(&rt);
     pb_config_destroy(&rt.cfg);
     return rc;
@@ -275,7 +277,8 @@ s_start_admin(pb_runtime_t *rt, pb_diag_t *diag)
         };
         rt->admin_http = pb_http_start(&ao, err, sizeof err);
         if (!rt->admin_http) {
-            pb_diag_add(diag, "plugboard.http.admin_listen: %s", err);
+            pb_diag_add(diag, "%s: plugboard.http.admin_listen: %s",
+                        cfg->path, err);
             return PB_EIO;
         }
         pb_info("runtime", "admin pages on %s port=%u", cfg->admin_listen,
@@ -420,7 +423,8 @@ s_start_parts(pb_runtime_t *rt, pb_diag_t *diag)
         };
         rt->http = pb_http_start(&ho, err, sizeof err);
         if (!rt->http) {
-            pb_diag_add(diag, "%s", err);
+            pb_diag_add(diag, "%s: plugboard.http.listen: %s", cfg->path,
+                        err);
             return PB_EIO;
         }
         pb_info("runtime", "listening on %s port=%u", cfg->listen,
@@ -733,10 +737,8 @@ int
 pb_runtime_reload(pb_runtime_t *rt)
 {
     json_t *a = pb_reload_config(rt->reload, rt->cfg->path);
+    /* the reload logged each reason on its own line already */
     int rc = json_is_true(json_object_get(a, "ok")) ? 0 : PB_ECONFIG;
-    if (rc != 0)
-        pb_error("runtime", "%s",
-                 json_string_value(json_object_get(a, "error")));
     json_decref(a);
     return rc;
 }

@@ -16,9 +16,11 @@ typedef struct pb_runtime pb_runtime_t;
 /*
  * Validate config_path completely without starting anything: parse, load
  * every plugin, bind settings, check routes.  Returns 0, or PB_ECONFIG
- * with every problem in diag.
+ * with every problem in diag.  routes, when not NULL, gets the number of
+ * routes the config declares.
  */
-int pb_runtime_check(const char *config_path, pb_diag_t *diag);
+int pb_runtime_check(const char *config_path, pb_diag_t *diag,
+                     size_t *routes);
 
 /*
  * Start the host.  Returns NULL with every problem in diag; nothing is left
