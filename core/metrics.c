@@ -72,6 +72,8 @@ struct pb_mconn {
     atomic_int running;
     atomic_int workers;
     _Atomic uint64_t busy_ns, deliveries, webhooks, emitted, duplicates;
+    _Atomic uint64_t unmapped; /* vendor items kept as (ingress) dead
+                                  letters */
     _Atomic uint64_t answers[S_CLASSES];
     /* api->count: slots [0, custom_count) are published */
     custom_t custom[PB_CUSTOM_MAX];
@@ -390,6 +392,13 @@ pb_mconn_emitted(pb_mconn_t *c, uint64_t accepted, uint64_t duplicates)
         return;
     S_ADD(c->emitted, accepted);
     S_ADD(c->duplicates, duplicates);
+}
+
+void
+pb_mconn_unmapped(pb_mconn_t *c, uint64_t n)
+{
+    if (c)
+        S_ADD(c->unmapped, n);
 }
 
 /* ---- custom counters ----------------------------------------------- */
@@ -883,6 +892,12 @@ s_c_duplicates(const pb_mconn_t *c)
 }
 
 static uint64_t
+s_c_unmapped(const pb_mconn_t *c)
+{
+    return atomic_load_explicit(&c->unmapped, S_RELAXED);
+}
+
+static uint64_t
 s_c_custom_dropped(const pb_mconn_t *c)
 {
     return atomic_load_explicit(&c->custom_dropped, S_RELAXED);
@@ -959,6 +974,10 @@ s_render_connectors(buf_t *b, pb_metrics_t *m)
     s_conn_counter(b, m, "plugboard_connector_duplicates_total",
                    "Events the connector emitted that were duplicates.",
                    s_c_duplicates);
+    s_conn_counter(b, m, "plugboard_connector_unmapped_total",
+                   "Verified vendor items the connector could not map, "
+                   "kept as dead letters of the (ingress) route.",
+                   s_c_unmapped);
     s_family(b, "plugboard_connector_custom_total", "counter",
              "What the connector counted itself (api->count), by name.");
     for (size_t i = 0; i < m->conn_count; i++) {
@@ -1118,6 +1137,7 @@ pb_metrics_snapshot(pb_metrics_t *m, pb_metrics_snap_t *out)
         s->deliveries = atomic_load_explicit(&c->deliveries, S_RELAXED);
         s->webhooks = atomic_load_explicit(&c->webhooks, S_RELAXED);
         s->emitted = atomic_load_explicit(&c->emitted, S_RELAXED);
+        s->unmapped = atomic_load_explicit(&c->unmapped, S_RELAXED);
         s->workers = atomic_load(&c->workers);
         s->up = atomic_load(&c->running) > 0;
     }

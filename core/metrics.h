@@ -160,6 +160,8 @@ void pb_mconn_custom_dropped(pb_mconn_t *c, uint64_t n, unsigned causes);
 /* ---- router thread ------------------------------------------------- */
 /* Events from this source accepted into the journal, and duplicates. */
 void pb_mconn_emitted(pb_mconn_t *c, uint64_t accepted, uint64_t duplicates);
+/* Vendor items from this source kept as (ingress) dead letters. */
+void pb_mconn_unmapped(pb_mconn_t *c, uint64_t n);
 void pb_mhop_received(pb_mhop_t *h);
 void pb_mhop_pending_add(pb_mhop_t *h, int64_t delta);
 void pb_mhop_inflight_add(pb_mhop_t *h, int64_t delta);
@@ -215,7 +217,7 @@ size_t pb_metrics_escape_label(const char *v, char *buf, size_t cap);
 
 typedef struct pb_mconn_snap {
     const char *name; /* borrowed from the registry */
-    uint64_t busy_ns, deliveries, webhooks, emitted;
+    uint64_t busy_ns, deliveries, webhooks, emitted, unmapped;
     int workers;
     bool up;
 } pb_mconn_snap_t;

@@ -1151,9 +1151,10 @@ out_fail:
                         "item\"",
                         e->source, (unsigned)e->dead);
             s_stat_add(&r->stats.unrouted, e->unrouted);
-            pb_mconn_emitted(
-                s_dest_mc(r, s_find_dest(r, e->source, strlen(e->source))),
-                e->accepted, e->duplicates);
+            pb_mconn_t *smc =
+                s_dest_mc(r, s_find_dest(r, e->source, strlen(e->source)));
+            pb_mconn_emitted(smc, e->accepted, e->duplicates);
+            pb_mconn_unmapped(smc, e->dead);
         }
         s_send_ack(r, e);
     }

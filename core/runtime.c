@@ -57,6 +57,9 @@ struct pb_runtime {
     int64_t health_checked_ms;    /* monotonic */
     uint64_t health_checks;       /* health passes made (status shows) */
     uint64_t health_notices;      /* unhealthy notices journaled */
+    uint64_t *unmapped_seen;      /* per metrics connector (registry
+                                     order): unmapped count last pass */
+    size_t unmapped_seen_count;
 };
 
 typedef struct s_loadctx {
@@ -497,6 +500,7 @@ pb_runtime_stop(pb_runtime_t **rtp)
         pb_connector_stop(&rt->connectors[i]);
     pb_reload_destroy(&rt->reload);
     pb_health_destroy(&rt->health);
+    free(rt->unmapped_seen);
     pb_http_stop(&rt->http);
     pb_http_stop(&rt->admin_http);
     if (rt->router) {
@@ -669,9 +673,54 @@ s_maybe_notify(pb_runtime_t *rt, const pb_route_conf_t *r, const char *dest,
     json_decref(resp);
 }
 
+static void
+s_grow_unmapped_seen(pb_runtime_t *rt, size_t n)
+{
+    if (n <= rt->unmapped_seen_count)
+        return;
+    uint64_t *seen = realloc(rt->unmapped_seen, n * sizeof *seen);
+    if (!seen)
+        return;
+    /* a series first seen now starts from zero: what it counted before
+     * this pass is news too */
+    memset(seen + rt->unmapped_seen_count, 0,
+           (n - rt->unmapped_seen_count) * sizeof *seen);
+    rt->unmapped_seen = seen;
+    rt->unmapped_seen_count = n;
+}
+
+/* Route r's source kept vendor items it could not map as (ingress) dead
+ * letters since the last pass: tell the route's owner, once per interval
+ * (the items have no route of their own, so no dead-letter notice). */
+static void
+s_check_unmapped(pb_runtime_t *rt, const pb_route_conf_t *r,
+                 const pb_metrics_snap_t *snap, int64_t now)
+{
+    for (size_t i = 0; snap && i < snap->conn_count &&
+                       i < rt->unmapped_seen_count;
+         i++) {
+        const pb_mconn_snap_t *c = &snap->conns[i];
+        if (strcmp(c->name, r->from) != 0)
+            continue;
+        uint64_t fresh = c->unmapped > rt->unmapped_seen[i]
+                             ? c->unmapped - rt->unmapped_seen[i]
+                             : 0;
+        char detail[300];
+        snprintf(detail, sizeof detail,
+                 "%llu verified vendor item(s) from '%s' could not be "
+                 "mapped to events and were kept as dead letters (%llu in "
+                 "all): plugboard dlq list --connector %s",
+                 (unsigned long long)fresh, r->from,
+                 (unsigned long long)c->unmapped, r->from);
+        s_maybe_notify(rt, r, r->from, "unmapped", fresh > 0, detail, now);
+        return;
+    }
+}
+
 /* Once a second: every route destination that is crash-looping, whose
  * vendor refuses its credentials, or whose oldest pending delivery is
- * older than the route's alert_after. */
+ * older than the route's alert_after; every route source that could not
+ * map what its vendor sent. */
 static void
 s_check_health(pb_runtime_t *rt)
 {
@@ -684,11 +733,13 @@ s_check_health(pb_runtime_t *rt)
     json_t *status = s_status(rt);
     pb_metrics_snap_t snap = {0};
     bool have_snap = rt->metrics && pb_metrics_snapshot(rt->metrics, &snap) == 0;
+    s_grow_unmapped_seen(rt, have_snap ? snap.conn_count : 0);
     for (size_t i = 0; status && i < rt->cfg->route_count; i++) {
         const pb_route_conf_t *r = &rt->cfg->routes[i];
         if (!r->notify || !s_consumes(s_descriptor_of(rt, r->notify),
                                       PLUGBOARD_EV_CONNECTOR_UNHEALTHY))
             continue;
+        s_check_unmapped(rt, r, have_snap ? &snap : NULL, now);
         for (size_t k = 0; k < r->to_count; k++) {
             const char *dest = r->to[k];
             if (strcmp(dest, r->notify) == 0)
@@ -719,6 +770,10 @@ s_check_health(pb_runtime_t *rt)
             s_maybe_notify(rt, r, dest, "backlog", old, detail, now);
         }
     }
+    for (size_t i = 0; have_snap && i < snap.conn_count &&
+                       i < rt->unmapped_seen_count;
+         i++)
+        rt->unmapped_seen[i] = snap.conns[i].unmapped;
     if (have_snap)
         pb_metrics_snap_release(&snap);
     json_decref(status);

@@ -356,5 +356,16 @@ Test(smtp_flow, a_malformed_event_in_a_batch_is_a_dead_letter_alone)
                      "sendgrid event: no valid \"email\"");
     json_decref(list);
     free(out);
+    /* the item has no route, so no dead-letter notice: the owners of the
+     * routes it feeds hear that their source could not map what came */
+    size_t two = 2;
+    cr_assert(pb_wait_until(s_arrived, &two, 15000), "no owner notice");
+    char *notice = NULL;
+    cr_expect_eq(s_find("ops@example.com",
+                        "mail-events is unhealthy (unmapped)", &notice),
+                 1);
+    cr_expect(notice && strstr(notice, "Cause:       unmapped"), "%s",
+              notice ? notice : "(none)");
+    free(notice);
     cr_assert_eq(pb_hostproc_stop(&s_host), 0, "host exits 0 on SIGTERM");
 }
