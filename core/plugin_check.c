@@ -1092,12 +1092,9 @@ s_check_types(const plugboard_connector_t *d, char *probs, size_t len,
         s_add(probs, len,
               "has neither deliver nor webhook: it can do "
               "nothing");
+    /* a sink may emit from deliver: emits without a webhook is fine */
     if (d->webhook && ne == 0)
         s_add(warns, wlen, "has a webhook but declares no emits");
-    if (!d->webhook && ne > 0)
-        s_add(warns, wlen,
-              "declares emits without a webhook (in ABI 1 "
-              "events are emitted from webhook())");
 }
 
 static void

@@ -411,3 +411,15 @@ Test(plugin_check, passes_a_plugin_that_reports_refused_credentials)
     cr_expect(line_of(out, "ok", "threads"), "%s", out);
     free(out);
 }
+
+/* A sink may emit from deliver (docs/sdk.md): emits without a webhook is
+ * the ordinary case, not worth a warning. */
+Test(plugin_check, passes_a_sink_that_emits_from_deliver_without_warning)
+{
+    char *out = NULL;
+    cr_expect_eq(check("relay", NULL, &out), 0, "%s", out);
+    cr_expect(line_of(out, "ok", "metadata"), "%s", out);
+    cr_expect(!line_of(out, "warn", "metadata"), "%s", out);
+    cr_expect(strstr(out, " 0 failed, 1 skipped, 0 warnings"), "%s", out);
+    free(out);
+}
