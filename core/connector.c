@@ -405,6 +405,16 @@ s_send_result(pb_connector_t *c, const uint8_t *hdr,
                  c->name, zmq_strerror(errno));
 }
 
+/* Events list[from..to) were emitted while delivering cause: they name
+ * it as their causation and share its correlation. */
+static void
+s_inherit(pb_builder_t **list, size_t from, size_t to,
+          const pb_envelope_t *cause)
+{
+    for (size_t i = from; i < to; i++)
+        pb_builder_inherit(list[i], cause);
+}
+
 /* Decode frame and hand it to the plugin (or its worker process) with
  * state; fills res.  Runs on the actor thread or on a pool thread. */
 static void
@@ -433,10 +443,16 @@ s_run_delivery(pb_connector_t *c, void *state, const uint8_t *hdr,
     pb_envelope_set_attempt(env, attempt);
     uint64_t mark = pb_auth_mark(&c->auth);
     int64_t t0 = pb_metrics_now_ns();
-    if (c->worker)
+    if (c->worker) {
+        /* the worker marks what deliver emitted (s_child_deliver) */
         pb_worker_deliver(c->worker, hdr, frame, flen, res, &c->raw);
-    else
+    } else {
+        job_t *j = s_current_job;
+        size_t before = j ? j->staged_count : c->staged_count;
         c->desc->deliver(state, env, res);
+        s_inherit(j ? j->staged : c->staged, before,
+                  j ? j->staged_count : c->staged_count, env);
+    }
     pb_mconn_busy(c->mc, pb_metrics_now_ns() - t0);
     if (res->outcome > PLUGBOARD_REJECT) {
         snprintf(res->reason, sizeof res->reason,

@@ -1094,7 +1094,11 @@ s_child_deliver(child_t *ch, msg_t *m)
         uint32_t attempt;
         memcpy(&attempt, hdr + 8, 4);
         pb_envelope_set_attempt(env, attempt);
+        size_t before = ch->staged_count;
         ch->desc->deliver(ch->state, env, &res);
+        /* what deliver emitted was caused by env (docs/events.md) */
+        for (size_t i = before; i < ch->staged_count; i++)
+            pb_builder_inherit(ch->staged[i], env);
         res.reason[sizeof res.reason - 1] = '\0';
         if (res.outcome > PLUGBOARD_REJECT) {
             snprintf(res.reason, sizeof res.reason,

@@ -33,6 +33,7 @@ struct plugboard_harness {
     size_t emitted_cap;
     char **auth_reasons; /* api->auth_failed calls */
     size_t auth_count, auth_cap;
+    const pb_envelope_t *delivering; /* during deliver: its event */
 };
 
 /* The host handle's emit: encode, decode back, keep. */
@@ -42,7 +43,11 @@ s_capture(void *ctx, pb_builder_t *b)
     plugboard_harness_t *h = ctx;
     uint8_t *frame = NULL;
     size_t len = 0;
-    int rc = pb_builder_encode(b, &frame, &len);
+    /* emitted during deliver: caused by the delivered event, as in the
+     * host (docs/events.md) */
+    int rc = h->delivering ? pb_builder_inherit(b, h->delivering) : 0;
+    if (rc == 0)
+        rc = pb_builder_encode(b, &frame, &len);
     pb_builder_destroy(&b);
     if (rc != 0)
         return rc;
@@ -233,7 +238,9 @@ s_deliver(plugboard_harness_t *h, pb_envelope_t *env,
     if (!env)
         return PLUGBOARD_E_INVALID;
     memset(result, 0, sizeof *result);
+    h->delivering = env;
     h->desc->deliver(h->state, env, result);
+    h->delivering = NULL;
     pb_envelope_destroy(&env);
     return 0;
 }
