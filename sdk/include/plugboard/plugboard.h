@@ -287,8 +287,9 @@ typedef struct plugboard_host_api {
     /* Hand an event to the host; takes ownership and NULLs *b, whatever
      * the result.  Inside webhook(), the event is staged and becomes
      * durable together with the request's other events before the vendor
-     * is answered.  Returns 0, or a negative code (see plugboard_strerror)
-     * when the event is invalid or the host is stopping. */
+     * is answered.  Returns 0, or a negative PLUGBOARD_E_* code when the
+     * event is invalid or the host is stopping (plugboard_strerror, in
+     * plugboard/helpers.h, words it). */
     int (*emit)(plugboard_host_t *host, plugboard_builder_t **b);
 
     /* Webhook answers.  Sets status and a short text body (copied). */
@@ -340,6 +341,7 @@ typedef struct plugboard_host_api {
 #define PLUGBOARD_E_NOMEM    (-12) /* out of memory                     */
 #define PLUGBOARD_E_STOPPING (-125) /* host is stopping: emit refused   */
 #define PLUGBOARD_E_FULL     (-105) /* too many events staged in a call */
+#define PLUGBOARD_E_TOOBIG   (-27) /* a value longer than an event holds */
 
 /* ------------------------------------------------------------------ */
 /* The descriptor                                                      */
