@@ -26,7 +26,7 @@
 #include "router.h"
 #include "worker.h"
 
-#define S_MAX_STAGED 1000 /* events one callback may emit */
+#define S_MAX_STAGED PLUGBOARD_EMIT_MAX /* events one callback may emit */
 
 /* One delivery handed to the pool: copied out of the router's message,
  * run on a pool thread, handed back to the actor for its RESULT. */
@@ -106,6 +106,7 @@ struct pb_connector {
     void *state;
     plugboard_host_t host;
     bool in_callback;
+    bool opening;               /* in open: emit is refused */
     pb_builder_t **staged;
     size_t staged_count, staged_cap;
     parked_t *parked;
@@ -151,6 +152,12 @@ s_stage(void *ctx, pb_builder_t *b)
         return s_push_staged(&s_current_job->staged,
                              &s_current_job->staged_count,
                              &s_current_job->staged_cap, b);
+    if (c->opening && pthread_equal(pthread_self(), c->self)) {
+        pb_warn("connector", "connector=%s emitted during open; event "
+                "refused", c->name);
+        pb_builder_destroy(&b);
+        return PLUGBOARD_E_INVALID;
+    }
     if (!pthread_equal(pthread_self(), c->self) || !c->in_callback) {
         pb_warn("connector", "connector=%s emitted outside a callback; "
                 "event refused", c->name);
@@ -604,10 +611,10 @@ s_pool_start(pb_connector_t *c)
         if (shared || (i == 0 && !c->desc->webhook))
             continue;
         char errbuf[PLUGBOARD_ERRBUF_MAX] = "";
-        c->in_callback = true;
+        c->opening = true;
         int rc = c->desc->open(pb_host_api(), &c->host, c->settings,
                                &pt->state, errbuf);
-        c->in_callback = false;
+        c->opening = false;
         s_unstage(c);
         if (rc != 0) {
             errbuf[sizeof errbuf - 1] = '\0';
@@ -727,11 +734,11 @@ s_open(pb_connector_t *c)
         return 0;
     }
     char errbuf[PLUGBOARD_ERRBUF_MAX] = "";
-    c->in_callback = true;
+    c->opening = true;
     int rc = c->desc->open(pb_host_api(), &c->host, c->settings, &c->state,
                            errbuf);
-    c->in_callback = false;
-    s_unstage(c); /* nothing emitted during open is kept */
+    c->opening = false;
+    s_unstage(c);
     if (rc != 0) {
         errbuf[sizeof errbuf - 1] = '\0';
         snprintf(c->open_err, sizeof c->open_err, "open failed: %s",

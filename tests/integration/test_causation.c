@@ -11,6 +11,9 @@
  *   every hop also --> end (good, records every event it is given)
  *
  * relay (tests/plugins/relay.c) emits one contact.upserted per delivery.
+ * Each relay also emits from open and fails to open unless emit refuses
+ * it (PLUGBOARD_E_INVALID): the host starting shows that it does, on the
+ * actor thread, for a pool thread's own state and in a worker.
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
@@ -42,9 +45,12 @@ static const char s_config[] =
     "};\n"
     "connectors = (\n"
     "  { name = \"in\"; plugin = \"good\"; },\n"
-    "  { name = \"a\"; plugin = \"relay\"; },\n"
-    "  { name = \"b\"; plugin = \"relay\"; concurrency = 2; },\n"
-    "  { name = \"c\"; plugin = \"relay\"; isolation = \"process\"; },\n"
+    "  { name = \"a\"; plugin = \"relay\";\n"
+    "    settings = { emit_in_open = true; }; },\n"
+    "  { name = \"b\"; plugin = \"relay\"; concurrency = 2;\n"
+    "    settings = { emit_in_open = true; }; },\n"
+    "  { name = \"c\"; plugin = \"relay\"; isolation = \"process\";\n"
+    "    settings = { emit_in_open = true; }; },\n"
     "  { name = \"end\"; plugin = \"good\";\n"
     "    settings = { record = \"@DIR@/end.jsonl\"; }; }\n"
     ");\n"

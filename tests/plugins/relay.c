@@ -8,9 +8,12 @@
  * The tests use it to see what the host adds to an event emitted during
  * a delivery (causation and correlation, docs/events.md), and that
  * plugin-check takes emits without a webhook as the ordinary case it is.
- * It keeps no state, so any concurrency is safe.
+ * It keeps no state, so any concurrency is safe.  Setting emit_in_open
+ * (bool) makes open emit too and fail unless emit answered
+ * PLUGBOARD_E_INVALID: nothing may be emitted from open.
  */
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <plugboard/plugboard.h>
@@ -22,12 +25,29 @@ typedef struct s_relay {
 
 static relay_t s_relay; /* open hands out this one, read-only after */
 
+static const plugboard_setting_spec_t s_settings[] = {
+    {.name = "emit_in_open",
+     .type = PLUGBOARD_SETTING_BOOL,
+     .default_value = "false",
+     .help = "emit from open, and fail open unless the host refuses it"},
+    {.name = NULL},
+};
+
 static int
 s_open(const plugboard_host_api_t *api, plugboard_host_t *host,
        const plugboard_settings_t *settings, void **state, char *errbuf)
 {
-    (void)settings;
-    (void)errbuf;
+    if (api->setting_bool(settings, "emit_in_open")) {
+        plugboard_builder_t *b =
+            api->builder_new(host, PLUGBOARD_EV_CONTACT_UPSERTED);
+        api->builder_set_string(b, "contact.email", "open@example.com", 16);
+        int rc = api->emit(host, &b);
+        if (rc != PLUGBOARD_E_INVALID || b != NULL) {
+            snprintf(errbuf, PLUGBOARD_ERRBUF_MAX,
+                     "emit in open returned %d, not PLUGBOARD_E_INVALID", rc);
+            return -1;
+        }
+    }
     s_relay.api = api;
     s_relay.host = host;
     *state = &s_relay;
@@ -74,6 +94,7 @@ static const plugboard_connector_t s_connector = {
     .name = "relay",
     .version = "1.0.0",
     .summary = "turns each event it is given into a contact.upserted",
+    .settings = s_settings,
     .consumes = s_consumes,
     .emits = s_emits,
     .flags = PLUGBOARD_DELIVER_THREAD_SAFE,
