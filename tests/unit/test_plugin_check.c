@@ -423,3 +423,23 @@ Test(plugin_check, passes_a_sink_that_emits_from_deliver_without_warning)
     cr_expect(strstr(out, " 0 failed, 1 skipped, 0 warnings"), "%s", out);
     free(out);
 }
+
+/* A descriptor left half-done: each gap named with what to do, the
+ * binding's message not doubled, scaffold TODOs warned about. */
+Test(plugin_check, names_a_half_done_descriptor_plainly)
+{
+    char *out = NULL;
+    cr_expect_eq(check("check_sloppy_metadata", NULL, &out), 1);
+    expect_line(out, "FAIL", "metadata",
+                (const char *const[]){"no name: set .name",
+                                      "setting 'timeout': default \"soon\" "
+                                      "is invalid: expected",
+                                      NULL});
+    cr_expect(!strstr(out, "invalid: default:"), "%s", out);
+    expect_line(out, "warn", "metadata",
+                (const char *const[]){"summary starts with TODO",
+                                      "setting 'timeout': help starts with "
+                                      "TODO",
+                                      NULL});
+    free(out);
+}
