@@ -33,9 +33,9 @@
 
 #include "error.h"
 
-#define S_TYPE_MAX 64     /* characters in an event type name         */
-#define S_ID_MAX 64       /* bytes in a decoded id                     */
-#define S_TEXT_MAX 256    /* bytes in key, dedupe, correlation, ...   */
+#define S_TYPE_MAX 64  /* characters in an event type name         */
+#define S_ID_MAX 64    /* bytes in a decoded id                     */
+#define S_TEXT_MAX 256 /* bytes in key, dedupe, correlation, ...   */
 _Static_assert(S_TEXT_MAX == PLUGBOARD_KEY_MAX, "plugboard.h's key limit");
 #define S_JSON_DEPTH 2048 /* recursion cap when rendering JSON        */
 

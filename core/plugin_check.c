@@ -1141,8 +1141,8 @@ s_check_metadata(s_check_t *c)
               "summary starts with TODO: say what the connector does");
     for (size_t i = 0; d->settings && d->settings[i].name && i < 256; i++)
         if (d->settings[i].help && s_is_todo(d->settings[i].help))
-            s_add(warns, sizeof warns,
-                  "setting '%s': help starts with TODO", d->settings[i].name);
+            s_add(warns, sizeof warns, "setting '%s': help starts with TODO",
+                  d->settings[i].name);
     if (!d->open || !d->close)
         s_add(probs, sizeof probs,
               "no %s callback (open and close are "

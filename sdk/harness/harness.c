@@ -197,8 +197,8 @@ plugboard_harness_open(const char *plugin_path, const char *name,
     pb_host_on_auth_failed(&h->host, s_auth_failed);
     char errbuf[PLUGBOARD_ERRBUF_MAX] = "";
     h->opening = true;
-    int rc = h->desc->open(pb_host_api(), &h->host, h->settings, &h->state,
-                           errbuf);
+    int rc =
+        h->desc->open(pb_host_api(), &h->host, h->settings, &h->state, errbuf);
     h->opening = false;
     if (rc != 0) {
         errbuf[PLUGBOARD_ERRBUF_MAX - 1] = '\0';

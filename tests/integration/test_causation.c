@@ -32,7 +32,7 @@ static char s_record[4300];
 static pb_hostproc_t s_host;
 
 #define ROUTE(n, f, w, t)                                                      \
-    "  { name = \"" n "\"; from = \"" f "\"; when = \"" w "\"; to = " t ";\n" \
+    "  { name = \"" n "\"; from = \"" f "\"; when = \"" w "\"; to = " t ";\n"  \
     "    why = \"chains were traced by hand\"; owner = \"ops@example.com\"; "  \
     "}"
 
@@ -54,10 +54,26 @@ static const char s_config[] =
     "  { name = \"end\"; plugin = \"good\";\n"
     "    settings = { record = \"@DIR@/end.jsonl\"; }; }\n"
     ");\n"
-    "routes = (\n" ROUTE("in-a", "in", "payment.failed", "[ \"a\", \"end\" ]")
-    ",\n" ROUTE("a-b", "a", "contact.upserted", "[ \"b\", \"end\" ]")
-    ",\n" ROUTE("b-c", "b", "contact.upserted", "[ \"c\", \"end\" ]")
-    ",\n" ROUTE("c-end", "c", "contact.upserted", "\"end\"") "\n);\n";
+    "routes = (\n" ROUTE("in-a", "in", "payment.failed", "[ \"a\", \"end\" ]") ",\n" ROUTE(
+        "a-b", "a", "contact.upserted",
+        "[ \"b\", \"end\" ]") ",\n" ROUTE("b-c", "b", "contact.upserted",
+                                          "[ \"c\", \"end\" ]") ",\n" ROUTE("c-"
+                                                                            "en"
+                                                                            "d",
+                                                                            "c",
+                                                                            "co"
+                                                                            "nt"
+                                                                            "ac"
+                                                                            "t."
+                                                                            "up"
+                                                                            "se"
+                                                                            "rt"
+                                                                            "e"
+                                                                            "d",
+                                                                            "\""
+                                                                            "en"
+                                                                            "d"
+                                                                            "\"") "\n);\n";
 
 static void
 setup(void)
@@ -123,8 +139,8 @@ Test(causation, deliver_emits_name_their_cause_and_keep_the_correlation)
                         "\"ada@example.com\",\"dedupe\":\"evt_chain_1\"}";
     const char *headers[] = {"Content-Type: application/json", NULL};
     char *resp = NULL;
-    int st = pb_http_post(s_host.port, "/hooks/in", headers, body,
-                          strlen(body), &resp);
+    int st = pb_http_post(s_host.port, "/hooks/in", headers, body, strlen(body),
+                          &resp);
     cr_assert_eq(st, 200, "%d %s", st, resp);
     free(resp);
     cr_assert(pb_wait_until(s_four_recorded, NULL, T_WAIT_MS),

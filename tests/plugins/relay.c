@@ -69,8 +69,7 @@ s_deliver(void *state, const plugboard_event_t *event,
     plugboard_builder_t *b =
         r->api->builder_new(r->host, PLUGBOARD_EV_CONTACT_UPSERTED);
     if (!b || r->api->builder_set_key(b, key) != 0 ||
-        r->api->builder_set_string(b, "contact.email", key, strlen(key)) !=
-            0 ||
+        r->api->builder_set_string(b, "contact.email", key, strlen(key)) != 0 ||
         r->api->builder_set_string(b, "contact.source", "relay", 5) != 0) {
         r->api->builder_discard(&b);
         result->outcome = PLUGBOARD_RETRY;

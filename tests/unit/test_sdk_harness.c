@@ -185,8 +185,8 @@ Test(sdk_harness, deliver_emits_inherit_causation_and_correlation)
     pb_builder_destroy(&b);
     char why[128];
     int e = 0;
-    pb_envelope_t *sent = pb_envelope_decode(frame, len, NULL, &e, why,
-                                             sizeof why);
+    pb_envelope_t *sent =
+        pb_envelope_decode(frame, len, NULL, &e, why, sizeof why);
     cr_assert_not_null(sent, "%s", why);
 
     plugboard_result_t r;
@@ -195,14 +195,13 @@ Test(sdk_harness, deliver_emits_inherit_causation_and_correlation)
     cr_assert_eq(plugboard_harness_emitted_count(h), 1);
     const plugboard_event_t *ev = plugboard_harness_emitted(h, 0);
     cr_expect_str_eq(pb_envelope_causation(ev), pb_envelope_id(sent));
-    cr_expect_str_eq(pb_envelope_correlation(ev),
-                     "01JE5M0A1B2C3D4E5F6G7H8J9K");
+    cr_expect_str_eq(pb_envelope_correlation(ev), "01JE5M0A1B2C3D4E5F6G7H8J9K");
 
     /* an event with no correlation of its own starts the chain */
     plugboard_harness_clear(h);
-    cr_assert_eq(plugboard_harness_deliver(h, "payment.failed", "b@x.io", NULL,
-                                           1, &r),
-                 0);
+    cr_assert_eq(
+        plugboard_harness_deliver(h, "payment.failed", "b@x.io", NULL, 1, &r),
+        0);
     cr_assert_eq(plugboard_harness_emitted_count(h), 1);
     ev = plugboard_harness_emitted(h, 0);
     cr_expect_eq(strlen(pb_envelope_causation(ev)), PB_ID_LEN);
@@ -243,8 +242,8 @@ Test(sdk_harness, builder_and_emit_limits_are_as_documented)
     cr_assert_eq(pb_builder_encode(b, &frame, &len), 0);
     char why[128];
     int e = 0;
-    pb_envelope_t *env = pb_envelope_decode(frame, len, NULL, &e, why,
-                                            sizeof why);
+    pb_envelope_t *env =
+        pb_envelope_decode(frame, len, NULL, &e, why, sizeof why);
     cr_assert_not_null(env, "%s", why);
     cr_expect_str_eq(api->event_key(env), "first@example.com",
                      "a refused key leaves the old one");
