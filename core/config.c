@@ -2202,16 +2202,15 @@ s_connector_index(const pb_config_t *cfg, const char *name)
     return c ? (size_t)(c - cfg->connectors) : cfg->connector_count;
 }
 
-/* Does every pattern of route reach connector idx's consumes/emits? */
+/* Does every pattern of route match something connector ci emits? */
 static bool
-s_check_flow(const pb_config_t *cfg, size_t ri,
-             const plugboard_connector_t *const *descs, size_t ci,
-             const char *role, bool consumes, pb_diag_t *diag)
+s_check_source(const pb_config_t *cfg, size_t ri,
+               const plugboard_connector_t *const *descs, size_t ci,
+               pb_diag_t *diag)
 {
     const pb_route_conf_t *route = &cfg->routes[ri];
     const pb_connector_conf_t *conn = &cfg->connectors[ci];
-    const plugboard_connector_t *d = descs[ci];
-    const char *const *list = consumes ? d->consumes : d->emits;
+    const char *const *list = descs[ci]->emits;
     char have[PB_MSG_MAX / 2];
     bool ok = true;
 
@@ -2219,12 +2218,100 @@ s_check_flow(const pb_config_t *cfg, size_t ri,
         if (s_list_overlaps(list, route->when[w]))
             continue;
         pb_diag_add(diag,
-                    "%s:%d: routes.[%zu] ('%s'): %s '%s' (plugin '%s') does "
-                    "not %s '%s'; it %s: %s",
-                    cfg->path, route->line, ri, route->name, role, conn->name,
-                    conn->plugin, consumes ? "consume" : "emit", route->when[w],
-                    consumes ? "consumes" : "emits",
+                    "%s:%d: routes.[%zu] ('%s'): source '%s' (plugin '%s') "
+                    "does not emit '%s'; it emits: %s",
+                    cfg->path, route->line, ri, route->name, conn->name,
+                    conn->plugin, route->when[w],
                     s_list_join(list, have, sizeof have));
+        ok = false;
+    }
+    return ok;
+}
+
+/* What of source entry e the pattern w lets through: e or w, whichever is
+ * narrower, or NULL when no type matches both. */
+static const char *
+s_narrower(const char *e, const char *w)
+{
+    if (pb_type_matches(w, e))
+        return e;
+    if (pb_type_matches(e, w))
+        return w;
+    return NULL;
+}
+
+/* Does some entry of list match every type that x (a type or a pattern)
+ * matches? */
+static bool
+s_list_covers(const char *const *list, const char *x)
+{
+    for (size_t i = 0; list && list[i]; i++)
+        if (pb_type_matches(list[i], x))
+            return true;
+    return false;
+}
+
+/*
+ * The destination check: every type the source declares it emits that
+ * a pattern of the route matches must be consumed by the destination
+ * (with "*" a source's every type).  When the source's types are not
+ * known (it failed to load) or none matches (already an error of the
+ * source), the destination must at least consume something the pattern
+ * matches.
+ */
+static bool
+s_check_destination(const pb_config_t *cfg, size_t ri,
+                    const plugboard_connector_t *const *descs, size_t ci,
+                    const plugboard_connector_t *src, pb_diag_t *diag)
+{
+    const pb_route_conf_t *route = &cfg->routes[ri];
+    const pb_connector_conf_t *conn = &cfg->connectors[ci];
+    const char *const *cons = descs[ci]->consumes;
+    const char *const *emits = src ? src->emits : NULL;
+    char have[PB_MSG_MAX / 2], miss[PB_MSG_MAX / 2];
+    bool ok = true;
+
+    for (size_t w = 0; w < route->when_count; w++) {
+        const char *when = route->when[w];
+        size_t flows = 0, used = 0, missing = 0;
+        const char *last = when;
+
+        miss[0] = '\0';
+        for (size_t e = 0; emits && emits[e]; e++) {
+            const char *x = s_narrower(emits[e], when);
+            if (!x)
+                continue;
+            flows++;
+            if (s_list_covers(cons, x))
+                continue;
+            missing++;
+            last = x;
+            if (used < sizeof miss) {
+                int n = snprintf(miss + used, sizeof miss - used, "%s'%s'",
+                                 used ? ", " : "", x);
+                used += n > 0 ? (size_t)n : 0;
+            }
+        }
+        if (flows == 0 && !s_list_overlaps(cons, when)) {
+            snprintf(miss, sizeof miss, "'%s'", when);
+            missing = 1;
+        }
+        if (missing == 0)
+            continue;
+        s_list_join(cons, have, sizeof have);
+        if (flows == 0 || (missing == 1 && strcmp(last, when) == 0))
+            pb_diag_add(diag,
+                        "%s:%d: routes.[%zu] ('%s'): destination '%s' "
+                        "(plugin '%s') does not consume %s; it consumes: %s",
+                        cfg->path, route->line, ri, route->name, conn->name,
+                        conn->plugin, miss, have);
+        else
+            pb_diag_add(diag,
+                        "%s:%d: routes.[%zu] ('%s'): destination '%s' "
+                        "(plugin '%s') does not consume %s, which source "
+                        "'%s' emits and '%s' matches; it consumes: %s",
+                        cfg->path, route->line, ri, route->name, conn->name,
+                        conn->plugin, miss, route->from, when, have);
         ok = false;
     }
     return ok;
@@ -2238,13 +2325,15 @@ s_check_route(const pb_config_t *cfg, size_t ri,
     char have[PB_MSG_MAX / 2];
     bool ok = true;
     size_t ci = s_connector_index(cfg, route->from);
+    const plugboard_connector_t *src =
+        ci < cfg->connector_count ? descs[ci] : NULL;
 
-    if (ci < cfg->connector_count && descs[ci])
-        ok &= s_check_flow(cfg, ri, descs, ci, "source", false, diag);
+    if (src)
+        ok &= s_check_source(cfg, ri, descs, ci, diag);
     for (size_t t = 0; t < route->to_count; t++) {
         ci = s_connector_index(cfg, route->to[t]);
         if (ci < cfg->connector_count && descs[ci])
-            ok &= s_check_flow(cfg, ri, descs, ci, "destination", true, diag);
+            ok &= s_check_destination(cfg, ri, descs, ci, src, diag);
     }
     ci = route->notify ? s_connector_index(cfg, route->notify)
                        : cfg->connector_count;

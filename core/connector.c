@@ -26,7 +26,7 @@
 #include "router.h"
 #include "worker.h"
 
-#define S_MAX_STAGED 1000 /* events one callback may emit */
+#define S_MAX_STAGED PLUGBOARD_EMIT_MAX /* events one callback may emit */
 
 /* One delivery handed to the pool: copied out of the router's message,
  * run on a pool thread, handed back to the actor for its RESULT. */
@@ -106,6 +106,7 @@ struct pb_connector {
     void *state;
     plugboard_host_t host;
     bool in_callback;
+    bool opening;               /* in open: emit is refused */
     pb_builder_t **staged;
     size_t staged_count, staged_cap;
     parked_t *parked;
@@ -151,6 +152,12 @@ s_stage(void *ctx, pb_builder_t *b)
         return s_push_staged(&s_current_job->staged,
                              &s_current_job->staged_count,
                              &s_current_job->staged_cap, b);
+    if (c->opening && pthread_equal(pthread_self(), c->self)) {
+        pb_warn("connector", "connector=%s emitted during open; event "
+                "refused", c->name);
+        pb_builder_destroy(&b);
+        return PLUGBOARD_E_INVALID;
+    }
     if (!pthread_equal(pthread_self(), c->self) || !c->in_callback) {
         pb_warn("connector", "connector=%s emitted outside a callback; "
                 "event refused", c->name);
@@ -405,6 +412,16 @@ s_send_result(pb_connector_t *c, const uint8_t *hdr,
                  c->name, zmq_strerror(errno));
 }
 
+/* Events list[from..to) were emitted while delivering cause: they name
+ * it as their causation and share its correlation. */
+static void
+s_inherit(pb_builder_t **list, size_t from, size_t to,
+          const pb_envelope_t *cause)
+{
+    for (size_t i = from; i < to; i++)
+        pb_builder_inherit(list[i], cause);
+}
+
 /* Decode frame and hand it to the plugin (or its worker process) with
  * state; fills res.  Runs on the actor thread or on a pool thread. */
 static void
@@ -433,10 +450,16 @@ s_run_delivery(pb_connector_t *c, void *state, const uint8_t *hdr,
     pb_envelope_set_attempt(env, attempt);
     uint64_t mark = pb_auth_mark(&c->auth);
     int64_t t0 = pb_metrics_now_ns();
-    if (c->worker)
+    if (c->worker) {
+        /* the worker marks what deliver emitted (s_child_deliver) */
         pb_worker_deliver(c->worker, hdr, frame, flen, res, &c->raw);
-    else
+    } else {
+        job_t *j = s_current_job;
+        size_t before = j ? j->staged_count : c->staged_count;
         c->desc->deliver(state, env, res);
+        s_inherit(j ? j->staged : c->staged, before,
+                  j ? j->staged_count : c->staged_count, env);
+    }
     pb_mconn_busy(c->mc, pb_metrics_now_ns() - t0);
     if (res->outcome > PLUGBOARD_HOLD) {
         snprintf(res->reason, sizeof res->reason,
@@ -588,10 +611,10 @@ s_pool_start(pb_connector_t *c)
         if (shared || (i == 0 && !c->desc->webhook))
             continue;
         char errbuf[PLUGBOARD_ERRBUF_MAX] = "";
-        c->in_callback = true;
+        c->opening = true;
         int rc = c->desc->open(pb_host_api(), &c->host, c->settings,
                                &pt->state, errbuf);
-        c->in_callback = false;
+        c->opening = false;
         s_unstage(c);
         if (rc != 0) {
             errbuf[sizeof errbuf - 1] = '\0';
@@ -711,11 +734,11 @@ s_open(pb_connector_t *c)
         return 0;
     }
     char errbuf[PLUGBOARD_ERRBUF_MAX] = "";
-    c->in_callback = true;
+    c->opening = true;
     int rc = c->desc->open(pb_host_api(), &c->host, c->settings, &c->state,
                            errbuf);
-    c->in_callback = false;
-    s_unstage(c); /* nothing emitted during open is kept */
+    c->opening = false;
+    s_unstage(c);
     if (rc != 0) {
         errbuf[sizeof errbuf - 1] = '\0';
         snprintf(c->open_err, sizeof c->open_err, "open failed: %s",

@@ -33,9 +33,10 @@
 
 #include "error.h"
 
-#define S_TYPE_MAX 64     /* characters in an event type name         */
-#define S_ID_MAX 64       /* bytes in a decoded id                     */
-#define S_TEXT_MAX 256    /* bytes in key, dedupe, correlation, ...   */
+#define S_TYPE_MAX 64  /* characters in an event type name         */
+#define S_ID_MAX 64    /* bytes in a decoded id                     */
+#define S_TEXT_MAX 256 /* bytes in key, dedupe, correlation, ...   */
+_Static_assert(S_TEXT_MAX == PLUGBOARD_KEY_MAX, "plugboard.h's key limit");
 #define S_JSON_DEPTH 2048 /* recursion cap when rendering JSON        */
 
 /* ------------------------------------------------------------------ */
@@ -802,6 +803,12 @@ pb_envelope_correlation(const pb_envelope_t *env)
     return s_text(env, F_CORRELATION);
 }
 
+const char *
+pb_envelope_causation(const pb_envelope_t *env)
+{
+    return s_text(env, F_CAUSATION);
+}
+
 int64_t
 pb_envelope_time_ms(const pb_envelope_t *env)
 {
@@ -1439,6 +1446,21 @@ int
 pb_builder_set_causation(pb_builder_t *b, const char *id)
 {
     return s_builder_text(b, F_CAUSATION, id);
+}
+
+int
+pb_builder_inherit(pb_builder_t *b, const pb_envelope_t *cause)
+{
+    int rc = 0;
+    if (!b || !cause)
+        return PB_EINVAL;
+    const char *corr = pb_envelope_correlation(cause);
+    if (!b->text[F_CAUSATION])
+        rc = s_builder_text(b, F_CAUSATION, pb_envelope_id(cause));
+    if (rc == 0 && !b->text[F_CORRELATION])
+        rc = s_builder_text(b, F_CORRELATION,
+                            *corr ? corr : pb_envelope_id(cause));
+    return rc;
 }
 
 int

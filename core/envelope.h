@@ -61,6 +61,7 @@ const char *pb_envelope_source(const pb_envelope_t *env);
 const char *pb_envelope_key(const pb_envelope_t *env);
 const char *pb_envelope_dedupe_id(const pb_envelope_t *env);
 const char *pb_envelope_correlation(const pb_envelope_t *env);
+const char *pb_envelope_causation(const pb_envelope_t *env);
 int64_t pb_envelope_time_ms(const pb_envelope_t *env);
 uint32_t pb_envelope_attempt(const pb_envelope_t *env);
 /* The attempt a delivery is on; the router sets it per delivery. */
@@ -98,6 +99,10 @@ int pb_builder_set_dedupe_id(pb_builder_t *b, const char *id);
 int pb_builder_set_time_ms(pb_builder_t *b, int64_t time_ms);
 int pb_builder_set_correlation(pb_builder_t *b, const char *id);
 int pb_builder_set_causation(pb_builder_t *b, const char *id);
+/* b is caused by delivering cause: causation becomes cause's id and
+ * correlation cause's correlation (its id when it has none), each only
+ * when not set already.  0, or PB_EINVAL / PB_ENOMEM. */
+int pb_builder_inherit(pb_builder_t *b, const pb_envelope_t *cause);
 int pb_builder_set_string(pb_builder_t *b, const char *path,
                           const char *value, size_t len);
 int pb_builder_set_int(pb_builder_t *b, const char *path, int64_t value);

@@ -1005,10 +1005,16 @@ s_check_default(const plugboard_setting_spec_t *s, char *probs, size_t len)
     pb_diag_t diag;
     pb_diag_init(&diag);
     plugboard_settings_t *b = pb_settings_bind(one, NULL, 0, "default", &diag);
-    if (!b)
+    if (!b) {
+        /* the binding words it "default: <name>: expected ..." */
+        const char *why = diag.count ? diag.messages[0] : "rejected";
+        char head[96];
+        snprintf(head, sizeof head, "default: %s: ", s->name);
+        if (strncmp(why, head, strlen(head)) == 0)
+            why += strlen(head);
         s_add(probs, len, "setting '%s': default \"%s\" is invalid: %s",
-              s->name, s->default_value,
-              diag.count ? diag.messages[0] : "rejected");
+              s->name, s->default_value, why);
+    }
     pb_settings_destroy(&b);
     pb_diag_release(&diag);
 }
@@ -1096,12 +1102,18 @@ s_check_types(const plugboard_connector_t *d, char *probs, size_t len,
         s_add(probs, len,
               "has neither deliver nor webhook: it can do "
               "nothing");
+    /* a sink may emit from deliver: emits without a webhook is fine */
     if (d->webhook && ne == 0)
         s_add(warns, wlen, "has a webhook but declares no emits");
-    if (!d->webhook && ne > 0)
-        s_add(warns, wlen,
-              "declares emits without a webhook (in ABI 1 "
-              "events are emitted from webhook())");
+}
+
+/* Text the scaffold left for the author to write. */
+static bool
+s_is_todo(const char *text)
+{
+    while (*text == ' ')
+        text++;
+    return strncmp(text, "TODO", 4) == 0;
 }
 
 static void
@@ -1111,9 +1123,13 @@ s_check_metadata(s_check_t *c)
     char probs[2048] = "", warns[1024] = "";
     size_t nsettings = 0;
 
-    if (!s_name_ok(d->name, true))
+    if (!d->name || !*d->name)
+        s_add(probs, sizeof probs,
+              "no name: set .name to the plugin's name, "
+              "[a-z0-9_-]{1,63}, e.g. \"notes\"");
+    else if (!s_name_ok(d->name, true))
         s_add(probs, sizeof probs, "name '%s' is not [a-z0-9_-]{1,63}",
-              d->name ? d->name : "(null)");
+              d->name);
     if (!d->version || !*d->version)
         s_add(probs, sizeof probs,
               "no version: set .version, e.g. "
@@ -1124,6 +1140,13 @@ s_check_metadata(s_check_t *c)
               "saying what it does");
     else if (strchr(d->summary, '\n'))
         s_add(probs, sizeof probs, "summary is more than one line");
+    if (d->summary && s_is_todo(d->summary))
+        s_add(warns, sizeof warns,
+              "summary starts with TODO: say what the connector does");
+    for (size_t i = 0; d->settings && d->settings[i].name && i < 256; i++)
+        if (d->settings[i].help && s_is_todo(d->settings[i].help))
+            s_add(warns, sizeof warns, "setting '%s': help starts with TODO",
+                  d->settings[i].name);
     if (!d->open || !d->close)
         s_add(probs, sizeof probs,
               "no %s callback (open and close are "

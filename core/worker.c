@@ -937,6 +937,7 @@ typedef struct s_child {
     plugboard_host_t host;
     void *state;
     bool opened;
+    bool opening; /* in open: emit is refused */
     pb_builder_t **staged;
     size_t staged_count, staged_cap;
     void *zctx, *sock;
@@ -954,6 +955,16 @@ static int
 s_child_stage(void *ctx, pb_builder_t *b)
 {
     child_t *ch = ctx;
+    if (ch->opening) {
+        pb_warn("worker", "connector=%s emitted during open; event refused",
+                ch->name);
+        pb_builder_destroy(&b);
+        return PLUGBOARD_E_INVALID;
+    }
+    if (ch->staged_count >= PLUGBOARD_EMIT_MAX) { /* as in the host */
+        pb_builder_destroy(&b);
+        return PLUGBOARD_E_FULL;
+    }
     if (ch->staged_count == ch->staged_cap) {
         size_t cap = ch->staged_cap ? ch->staged_cap * 2 : 8;
         pb_builder_t **n = realloc(ch->staged, cap * sizeof *n);
@@ -1094,7 +1105,11 @@ s_child_deliver(child_t *ch, msg_t *m)
         uint32_t attempt;
         memcpy(&attempt, hdr + 8, 4);
         pb_envelope_set_attempt(env, attempt);
+        size_t before = ch->staged_count;
         ch->desc->deliver(ch->state, env, &res);
+        /* what deliver emitted was caused by env (docs/events.md) */
+        for (size_t i = before; i < ch->staged_count; i++)
+            pb_builder_inherit(ch->staged[i], env);
         res.reason[sizeof res.reason - 1] = '\0';
         if (res.outcome > PLUGBOARD_HOLD) {
             snprintf(res.reason, sizeof res.reason,
@@ -1308,11 +1323,10 @@ s_child_open(child_t *ch, char *err, size_t err_len)
     pb_host_init(&ch->host, ch->name, s_child_stage, s_child_count, ch);
     pb_host_on_auth_failed(&ch->host, s_child_auth_failed);
     char errbuf[PLUGBOARD_ERRBUF_MAX] = "";
+    ch->opening = true;
     int rc = ch->desc->open(pb_host_api(), &ch->host, ch->conf->bound,
                             &ch->state, errbuf);
-    for (size_t i = 0; i < ch->staged_count; i++)
-        pb_builder_destroy(&ch->staged[i]); /* nothing from open is kept */
-    ch->staged_count = 0;
+    ch->opening = false;
     if (rc != 0) {
         errbuf[sizeof errbuf - 1] = '\0';
         snprintf(err, err_len, "%s", errbuf[0] ? errbuf : "no reason given");

@@ -33,6 +33,9 @@ struct plugboard_harness {
     size_t emitted_cap;
     char **auth_reasons; /* api->auth_failed calls */
     size_t auth_count, auth_cap;
+    const pb_envelope_t *delivering; /* during deliver: its event */
+    bool opening;                    /* in open: emit is refused */
+    size_t call_emits;               /* emitted in the current call */
 };
 
 /* The host handle's emit: encode, decode back, keep. */
@@ -42,7 +45,19 @@ s_capture(void *ctx, pb_builder_t *b)
     plugboard_harness_t *h = ctx;
     uint8_t *frame = NULL;
     size_t len = 0;
-    int rc = pb_builder_encode(b, &frame, &len);
+    if (h->opening) { /* as the host: nothing is emitted from open */
+        pb_builder_destroy(&b);
+        return PLUGBOARD_E_INVALID;
+    }
+    if (h->call_emits >= PLUGBOARD_EMIT_MAX) {
+        pb_builder_destroy(&b);
+        return PLUGBOARD_E_FULL;
+    }
+    /* emitted during deliver: caused by the delivered event, as in the
+     * host (docs/events.md) */
+    int rc = h->delivering ? pb_builder_inherit(b, h->delivering) : 0;
+    if (rc == 0)
+        rc = pb_builder_encode(b, &frame, &len);
     pb_builder_destroy(&b);
     if (rc != 0)
         return rc;
@@ -64,6 +79,7 @@ s_capture(void *ctx, pb_builder_t *b)
         h->emitted_cap = cap;
     }
     h->emitted[h->emitted_count++] = env;
+    h->call_emits++;
     return 0;
 }
 
@@ -180,8 +196,11 @@ plugboard_harness_open(const char *plugin_path, const char *name,
     pb_host_init(&h->host, name ? name : h->desc->name, s_capture, NULL, h);
     pb_host_on_auth_failed(&h->host, s_auth_failed);
     char errbuf[PLUGBOARD_ERRBUF_MAX] = "";
-    if (h->desc->open(pb_host_api(), &h->host, h->settings, &h->state,
-                      errbuf) != 0) {
+    h->opening = true;
+    int rc =
+        h->desc->open(pb_host_api(), &h->host, h->settings, &h->state, errbuf);
+    h->opening = false;
+    if (rc != 0) {
         errbuf[PLUGBOARD_ERRBUF_MAX - 1] = '\0';
         snprintf(err, err_len, "open failed: %s", errbuf);
         goto out_settings;
@@ -189,6 +208,9 @@ plugboard_harness_open(const char *plugin_path, const char *name,
     return h;
 
 out_settings:
+    plugboard_harness_clear(h); /* auth_failed calls open made */
+    free(h->emitted);
+    free(h->auth_reasons);
     pb_settings_destroy(&h->settings);
 out_unload:
     pb_plugin_destroy(&h->plugin);
@@ -233,7 +255,10 @@ s_deliver(plugboard_harness_t *h, pb_envelope_t *env,
     if (!env)
         return PLUGBOARD_E_INVALID;
     memset(result, 0, sizeof *result);
+    h->delivering = env;
+    h->call_emits = 0;
     h->desc->deliver(h->state, env, result);
+    h->delivering = NULL;
     pb_envelope_destroy(&env);
     return 0;
 }
@@ -341,6 +366,7 @@ plugboard_harness_webhook(plugboard_harness_t *h, const char *method,
             .body_len = body_len,
             .received_ms = pb_now_ms(),
         };
+        h->call_emits = 0;
         h->desc->webhook(h->state, &req, resp);
         *status = pb_response_status(resp);
         if (resp_body)

@@ -950,7 +950,7 @@ Test(config, bind_checks_source_emits_and_notify_consumes)
         "  { name = \"b\"; from = \"crm\"; when = \"*\"; to = \"mail\"; " /* 13
                                                                            */
         ROUTE_BODY "notify = \"mail\"; },\n"
-        "  { name = \"c\"; from = \"payments\"; when = \"*\"; " /* 15 */
+        "  { name = \"c\"; from = \"payments\"; when = \"*\"; " /* 14 */
         "to = [ \"support\", \"crm\" ]; " ROUTE_BODY "} );\n");
     cr_assert_not_null(cfg, "errors:\n%s", s_dump());
     cr_assert_eq(pb_config_bind(cfg, s_describe, NULL, &s_diag), PB_ECONFIG);
@@ -961,8 +961,45 @@ Test(config, bind_checks_source_emits_and_notify_consumes)
                    "'zendesk') does not consume 'plugboard.delivery.dead'");
     expect_msg(13, "routes.[1] ('b'): source 'crm' (plugin 'hubspot') does "
                    "not emit '*'; it emits: nothing");
-    /* "*" to destinations that consume some types: they overlap, fine */
-    cr_expect_eq(s_diag.count, 3, "%s", s_dump());
+    /* "*" from payments: crm consumes payment.*, support only one type */
+    expect_msg(14, "routes.[2] ('c'): destination 'support' (plugin "
+                   "'zendesk') does not consume 'payment.succeeded', "
+                   "'payment.refunded', which source 'payments' emits and "
+                   "'*' matches; it consumes: payment.failed, ticket.created");
+    cr_expect_eq(s_diag.count, 4, "%s", s_dump());
+    pb_config_destroy(&cfg);
+}
+
+/* A pattern is expanded against what the source declares it emits: each
+ * destination must consume every type that can reach it, not just one. */
+Test(config, bind_checks_every_type_a_wildcard_route_carries)
+{
+    pb_config_t *cfg = s_load(
+        CONNECTORS
+        "routes = ( { name = \"a\"; from = \"payments\";\n" /* 11 */
+        "  when = \"*\"; to = \"archive\"; " ROUTE_BODY "},\n"
+        "  { name = \"b\"; from = \"payments\";\n" /* 13 */
+        "  when = \"payment.*\"; to = \"support\"; " ROUTE_BODY "},\n"
+        "  { name = \"c\"; from = \"payments\";\n" /* 15 */
+        "  when = \"*\"; to = [ \"crm\", \"mail\" ]; " ROUTE_BODY "},\n"
+        "  { name = \"d\"; from = \"payments\";\n" /* 17 */
+        "  when = [ \"payment.failed\", \"ticket.*\" ]; to = \"support\"; "
+        ROUTE_BODY "} );\n");
+    cr_assert_not_null(cfg, "errors:\n%s", s_dump());
+    cr_assert_eq(pb_config_bind(cfg, s_describe, NULL, &s_diag), PB_ECONFIG);
+    expect_msg(11, "routes.[0] ('a'): destination 'archive' (plugin 'file') "
+                   "does not consume 'payment.failed', 'payment.succeeded', "
+                   "'payment.refunded', which source 'payments' emits and "
+                   "'*' matches; it consumes: contact.upserted");
+    expect_msg(13, "routes.[1] ('b'): destination 'support' (plugin "
+                   "'zendesk') does not consume 'payment.succeeded', "
+                   "'payment.refunded', which source 'payments' emits and "
+                   "'payment.*' matches");
+    /* d: payment.failed is consumed; ticket.* is the source's error only */
+    expect_msg(17, "routes.[3] ('d'): source 'payments' (plugin 'stripe') "
+                   "does not emit 'ticket.*'");
+    cr_expect_eq(s_diag.count, 3, "c is valid, d has one error:\n%s",
+                 s_dump());
     pb_config_destroy(&cfg);
 }
 

@@ -415,3 +415,35 @@ Test(plugin_check, passes_a_plugin_that_reports_refused_credentials)
     cr_expect(line_of(out, "ok", "threads"), "%s", out);
     free(out);
 }
+
+/* A sink may emit from deliver (docs/sdk.md): emits without a webhook is
+ * the ordinary case, not worth a warning. */
+Test(plugin_check, passes_a_sink_that_emits_from_deliver_without_warning)
+{
+    char *out = NULL;
+    cr_expect_eq(check("relay", NULL, &out), 0, "%s", out);
+    cr_expect(line_of(out, "ok", "metadata"), "%s", out);
+    cr_expect(!line_of(out, "warn", "metadata"), "%s", out);
+    cr_expect(strstr(out, " 0 failed, 1 skipped, 0 warnings"), "%s", out);
+    free(out);
+}
+
+/* A descriptor left half-done: each gap named with what to do, the
+ * binding's message not doubled, scaffold TODOs warned about. */
+Test(plugin_check, names_a_half_done_descriptor_plainly)
+{
+    char *out = NULL;
+    cr_expect_eq(check("check_sloppy_metadata", NULL, &out), 1);
+    expect_line(out, "FAIL", "metadata",
+                (const char *const[]){"no name: set .name",
+                                      "setting 'timeout': default \"soon\" "
+                                      "is invalid: expected",
+                                      NULL});
+    cr_expect(!strstr(out, "invalid: default:"), "%s", out);
+    expect_line(out, "warn", "metadata",
+                (const char *const[]){"summary starts with TODO",
+                                      "setting 'timeout': help starts with "
+                                      "TODO",
+                                      NULL});
+    free(out);
+}

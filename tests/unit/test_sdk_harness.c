@@ -12,6 +12,7 @@
 
 #include <plugboard/harness.h>
 
+#include "envelope.h"
 #include "harness.h"
 
 #define GOOD PB_TEST_PLUGIN_DIR "/good.so"
@@ -163,4 +164,97 @@ Test(sdk_harness, records_refused_credentials)
     plugboard_harness_clear(h);
     cr_expect_eq(plugboard_harness_auth_failed_count(h), 0);
     plugboard_harness_close(&h);
+}
+
+/* An event emitted inside deliver names the delivered event as its
+ * causation and keeps its correlation, as in the host. */
+Test(sdk_harness, deliver_emits_inherit_causation_and_correlation)
+{
+    char err[512];
+    plugboard_harness_t *h = plugboard_harness_open(
+        PB_TEST_PLUGIN_DIR "/relay.so", NULL, NULL, err, sizeof err);
+    cr_assert_not_null(h, "%s", err);
+    pb_builder_t *b = pb_builder_new("crm", "contact.upserted");
+    cr_assert_not_null(b);
+    cr_assert_eq(pb_builder_set_key(b, "ada@example.com"), 0);
+    cr_assert_eq(pb_builder_set_correlation(b, "01JE5M0A1B2C3D4E5F6G7H8J9K"),
+                 0);
+    uint8_t *frame = NULL;
+    size_t len = 0;
+    cr_assert_eq(pb_builder_encode(b, &frame, &len), 0);
+    pb_builder_destroy(&b);
+    char why[128];
+    int e = 0;
+    pb_envelope_t *sent =
+        pb_envelope_decode(frame, len, NULL, &e, why, sizeof why);
+    cr_assert_not_null(sent, "%s", why);
+
+    plugboard_result_t r;
+    cr_assert_eq(plugboard_harness_deliver_frame(h, frame, len, &r), 0);
+    cr_expect_eq(r.outcome, PLUGBOARD_OK, "%s", r.reason);
+    cr_assert_eq(plugboard_harness_emitted_count(h), 1);
+    const plugboard_event_t *ev = plugboard_harness_emitted(h, 0);
+    cr_expect_str_eq(pb_envelope_causation(ev), pb_envelope_id(sent));
+    cr_expect_str_eq(pb_envelope_correlation(ev), "01JE5M0A1B2C3D4E5F6G7H8J9K");
+
+    /* an event with no correlation of its own starts the chain */
+    plugboard_harness_clear(h);
+    cr_assert_eq(
+        plugboard_harness_deliver(h, "payment.failed", "b@x.io", NULL, 1, &r),
+        0);
+    cr_assert_eq(plugboard_harness_emitted_count(h), 1);
+    ev = plugboard_harness_emitted(h, 0);
+    cr_expect_eq(strlen(pb_envelope_causation(ev)), PB_ID_LEN);
+    cr_expect_str_eq(pb_envelope_correlation(ev), pb_envelope_causation(ev));
+    pb_envelope_destroy(&sent);
+    free(frame);
+    plugboard_harness_close(&h);
+}
+
+/* Nothing may be emitted from open: the harness refuses it as the host
+ * does (relay's open fails unless emit answers PLUGBOARD_E_INVALID). */
+Test(sdk_harness, emit_in_open_is_refused)
+{
+    char err[512];
+    const char *settings[] = {"emit_in_open=true", NULL};
+    plugboard_harness_t *h = plugboard_harness_open(
+        PB_TEST_PLUGIN_DIR "/relay.so", NULL, settings, err, sizeof err);
+    cr_assert_not_null(h, "%s", err);
+    cr_expect_eq(plugboard_harness_emitted_count(h), 0);
+    plugboard_harness_close(&h);
+}
+
+/* The limits plugboard.h states: key length, "" for no key. */
+Test(sdk_harness, builder_and_emit_limits_are_as_documented)
+{
+    const plugboard_host_api_t *api = plugboard_harness_api();
+    plugboard_builder_t *b = pb_builder_new("shop", "contact.upserted");
+    char key[PLUGBOARD_KEY_MAX + 2];
+    memset(key, 'k', sizeof key - 1);
+    key[sizeof key - 1] = '\0';
+    cr_expect_eq(api->builder_set_key(b, "first@example.com"), 0);
+    cr_expect_eq(api->builder_set_key(b, key), PLUGBOARD_E_INVALID, "257");
+    cr_expect_eq(api->builder_set_dedupe_id(b, key), PLUGBOARD_E_INVALID);
+    key[PLUGBOARD_KEY_MAX] = '\0';
+    cr_expect_eq(api->builder_set_dedupe_id(b, key), 0, "256 bytes fit");
+    uint8_t *frame = NULL;
+    size_t len = 0;
+    cr_assert_eq(pb_builder_encode(b, &frame, &len), 0);
+    char why[128];
+    int e = 0;
+    pb_envelope_t *env =
+        pb_envelope_decode(frame, len, NULL, &e, why, sizeof why);
+    cr_assert_not_null(env, "%s", why);
+    cr_expect_str_eq(api->event_key(env), "first@example.com",
+                     "a refused key leaves the old one");
+    pb_envelope_destroy(&env);
+    free(frame);
+    cr_expect_eq(api->builder_set_key(b, NULL), 0);
+    cr_assert_eq(pb_builder_encode(b, &frame, &len), 0);
+    env = pb_envelope_decode(frame, len, NULL, &e, why, sizeof why);
+    cr_assert_not_null(env, "%s", why);
+    cr_expect_str_eq(api->event_key(env), "", "no key reads as \"\"");
+    pb_envelope_destroy(&env);
+    free(frame);
+    pb_builder_destroy(&b);
 }

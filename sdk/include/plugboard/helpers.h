@@ -18,6 +18,13 @@
 extern "C" {
 #endif
 
+/* --- errors ------------------------------------------------------------- */
+
+/* A short message for a code a host API call returned (0 and the
+ * PLUGBOARD_E_* codes of plugboard.h), e.g. "the host is stopping";
+ * "unknown error" for any other.  Static; never NULL. */
+const char *plugboard_strerror(int code);
+
 /* --- signatures --------------------------------------------------------- */
 
 #define PLUGBOARD_SHA256_LEN 32

@@ -165,6 +165,13 @@ typedef enum plugboard_outcome {
 
 #define PLUGBOARD_REASON_MAX 256
 
+/* Longest ordering key and dedupe id, in bytes (docs/events.md). */
+#define PLUGBOARD_KEY_MAX 256
+/* Most events one webhook or deliver call may emit. */
+#define PLUGBOARD_EMIT_MAX 1000
+/* Longest webhook answer body api->respond keeps, in bytes. */
+#define PLUGBOARD_RESPONSE_BODY_MAX 4096
+
 /*
  * What deliver() reports.  The host zeroes it before the call; a deliver
  * that returns without setting outcome has delivered (PLUGBOARD_OK).
@@ -263,7 +270,8 @@ typedef struct plugboard_host_api {
     const char *(*event_type)(const plugboard_event_t *ev);  /* NUL-term */
     const char *(*event_id)(const plugboard_event_t *ev);    /* NUL-term */
     const char *(*event_source)(const plugboard_event_t *ev);/* NUL-term */
-    const char *(*event_key)(const plugboard_event_t *ev);   /* NUL-term */
+    /* NUL-term; "" when the event has no key (unordered) */
+    const char *(*event_key)(const plugboard_event_t *ev);
     int64_t (*event_time_ms)(const plugboard_event_t *ev);
     uint32_t (*event_attempt)(const plugboard_event_t *ev);  /* 1 = first */
     plugboard_value_kind_t (*event_kind)(const plugboard_event_t *ev,
@@ -285,9 +293,14 @@ typedef struct plugboard_host_api {
      * negative code when the path is empty or crosses a non-map value. */
     plugboard_builder_t *(*builder_new)(plugboard_host_t *host,
                                         const char *type);
+    /* The ordering key (docs/events.md: usually the lower-cased e-mail).
+     * The string is copied.  At most PLUGBOARD_KEY_MAX (256) bytes of
+     * UTF-8; a longer or invalid one returns PLUGBOARD_E_INVALID and
+     * leaves the key as it was.  NULL or "" clears it (unordered). */
     int (*builder_set_key)(plugboard_builder_t *b, const char *key);
     /* A vendor's own event id: the host accepts an event with a given
-     * dedupe id once, across restarts (within the retention window). */
+     * dedupe id once, across restarts (within the retention window).
+     * Copied; same limits and answers as builder_set_key. */
     int (*builder_set_dedupe_id)(plugboard_builder_t *b, const char *id);
     int (*builder_set_time_ms)(plugboard_builder_t *b, int64_t time_ms);
     int (*builder_set_string)(plugboard_builder_t *b, const char *path,
@@ -305,13 +318,24 @@ typedef struct plugboard_host_api {
     void (*builder_discard)(plugboard_builder_t **b);
 
     /* Hand an event to the host; takes ownership and NULLs *b, whatever
-     * the result.  Inside webhook(), the event is staged and becomes
-     * durable together with the request's other events before the vendor
-     * is answered.  Returns 0, or a negative code (see plugboard_strerror)
-     * when the event is invalid or the host is stopping. */
+     * the result.  Allowed inside webhook() and deliver() (on every
+     * delivery thread, and in a worker process):
+     *   - inside webhook(), the event is staged and becomes durable
+     *     together with the request's other events before the vendor is
+     *     answered;
+     *   - inside deliver(), the events are sent when deliver returns,
+     *     with causation = the delivered event's id and its correlation.
+     * From open(), close() or a connector's own thread, emit returns
+     * PLUGBOARD_E_INVALID and the event is dropped.  One call may emit at
+     * most PLUGBOARD_EMIT_MAX (1000) events; later ones return
+     * PLUGBOARD_E_FULL.  Returns 0, or a negative PLUGBOARD_E_* code
+     * (plugboard_strerror, in plugboard/helpers.h, words it). */
     int (*emit)(plugboard_host_t *host, plugboard_builder_t **b);
 
-    /* Webhook answers.  Sets status and a short text body (copied). */
+    /* Webhook answers.  Sets status and a short text body (copied; NULL
+     * for none).  A body longer than PLUGBOARD_RESPONSE_BODY_MAX (4096)
+     * bytes is cut there, on a UTF-8 character boundary.  A later call
+     * replaces an earlier one. */
     void (*respond)(plugboard_response_t *resp, int status,
                     const char *body);
     /* Case-insensitive header lookup; NULL when absent.  When the header
@@ -360,6 +384,7 @@ typedef struct plugboard_host_api {
 #define PLUGBOARD_E_NOMEM    (-12) /* out of memory                     */
 #define PLUGBOARD_E_STOPPING (-125) /* host is stopping: emit refused   */
 #define PLUGBOARD_E_FULL     (-105) /* too many events staged in a call */
+#define PLUGBOARD_E_TOOBIG   (-27) /* a value longer than an event holds */
 
 /* ------------------------------------------------------------------ */
 /* The descriptor                                                      */
@@ -396,7 +421,9 @@ typedef struct plugboard_connector {
                 char *errbuf);
 
     /* Required.  Free everything; no thread the connector started may
-     * still run when close returns.  state may be NULL-safe. */
+     * still run when close returns.  Called once for each open that
+     * succeeded, with the state that open stored (NULL only if open
+     * stored NULL); never after an open that failed. */
     void (*close)(void *state);
 
     /* Sinks: deliver one event.  Fill result (see plugboard_result_t);
