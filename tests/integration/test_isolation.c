@@ -186,8 +186,12 @@ s_expect_recorded(const char *sink, const char *key)
 {
     want_t w = {.key = key};
     snprintf(w.path, sizeof w.path, "%s/%s.jsonl", s_dir, sink);
-    cr_assert(pb_wait_until(s_recorded, &w, T_WAIT_MS), "%s never recorded %s",
-              sink, key);
+    if (pb_wait_until(s_recorded, &w, T_WAIT_MS))
+        return;
+    char *log = pb_test_read_file(s_host.log, NULL);
+    size_t len = log ? strlen(log) : 0;
+    cr_assert_fail("%s never recorded %s; the host's log ends:\n%s", sink, key,
+                   log ? log + (len > 6000 ? len - 6000 : 0) : "(none)");
 }
 
 /* The dead letters for destination out. */
