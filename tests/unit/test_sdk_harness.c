@@ -110,6 +110,43 @@ Test(sdk_harness, captures_what_a_webhook_emits)
     plugboard_harness_close(&h);
 }
 
+/* Array fields (docs/events.md has ticket.tags, ticket.changed,
+ * email.tags) read through the table the harness hands out: an element
+ * by index, the length by api->event_count (ABI 1.1).  "good" emits only
+ * contact.upserted and payment.failed, so the arrays ride in one of
+ * those, shaped as a ticket's. */
+Test(sdk_harness, reads_array_fields_by_index_and_count)
+{
+    plugboard_harness_t *h = open_good(NULL);
+    const char body[] =
+        "{\"type\":\"contact.upserted\",\"key\":\"ada@example.com\","
+        "\"data\":{\"contact\":{\"email\":\"ada@example.com\"},"
+        "\"ticket\":{\"id\":\"4711\",\"tags\":[\"hardware\","
+        "\"urgent\"]},\"changed\":[]}}";
+    int status = 0;
+    cr_assert_eq(plugboard_harness_webhook(h, "POST", NULL, body,
+                                           sizeof body - 1, &status, NULL),
+                 0);
+    cr_assert_eq(status, 200);
+    cr_assert_eq(plugboard_harness_emitted_count(h), 1);
+    const plugboard_host_api_t *api = plugboard_harness_api();
+    const plugboard_event_t *ev = plugboard_harness_emitted(h, 0);
+    cr_assert(PLUGBOARD_API_HAS(api, event_count));
+    cr_expect_eq(api->event_kind(ev, "ticket.tags"), PLUGBOARD_VALUE_ARRAY);
+    cr_expect_eq(api->event_count(ev, "ticket.tags"), 2);
+    cr_expect_eq(api->event_count(ev, "changed"), 0);
+    cr_expect_eq(api->event_count(ev, "ticket"), 2, "a map's entries");
+    cr_expect_eq(api->event_count(ev, "ticket.id"), 0);
+    const char *tag = NULL;
+    size_t len = 0;
+    cr_expect(api->event_string(ev, "ticket.tags.1", &tag, &len));
+    cr_expect(len == 6 && memcmp(tag, "urgent", 6) == 0);
+    cr_expect_eq(api->event_kind(ev, "ticket.tags.2"), PLUGBOARD_VALUE_MISSING);
+    cr_expect_eq(api->event_kind(ev, "ticket.tags.01"),
+                 PLUGBOARD_VALUE_MISSING);
+    plugboard_harness_close(&h);
+}
+
 Test(sdk_harness, refuses_bad_settings_before_open)
 {
     char err[512];
