@@ -244,8 +244,8 @@ s_list_join(const char *const *list, char *buf, size_t len)
 }
 
 /* Connector and route names: [a-z0-9_-]{1,63}. */
-static bool
-s_name_valid(const char *name)
+bool
+pb_config_name_valid(const char *name)
 {
     size_t n = strlen(name);
     if (n == 0 || n > PB_NAME_MAX)
@@ -1136,7 +1136,7 @@ s_load_connector(pb_cfg_reader_t *r, pb_config_t *cfg, config_setting_t *c,
         s_err(r, c, path,
               "missing 'name': give the connector a unique name such as "
               "\"crm\"");
-    if (got > 0 && !s_name_valid(conn->name))
+    if (got > 0 && !pb_config_name_valid(conn->name))
         s_err(r, s_member(c, "name"), s_path(label, sizeof label, path, "name"),
               "'%s' is not a valid connector name (use 1 to 63 of a-z, 0-9, "
               "'_' and '-')",
@@ -1377,7 +1377,7 @@ s_load_route(pb_cfg_reader_t *r, pb_config_t *cfg, config_setting_t *c,
         s_err(r, c, path,
               "missing 'name': give the route a unique name such as "
               "\"failed-payment-follow-up\"");
-    if (got > 0 && !s_name_valid(route->name))
+    if (got > 0 && !pb_config_name_valid(route->name))
         s_err(r, s_member(c, "name"), sub,
               "'%s' is not a valid route name (use 1 to 63 of a-z, 0-9, '_' "
               "and '-')",

@@ -138,6 +138,10 @@ int pb_config_run_dir(const char *path, char *out, size_t out_len);
 pb_connector_conf_t *pb_config_connector(const pb_config_t *cfg,
                                          const char *name);
 
+/* Is name a valid connector or route name, [a-z0-9_-]{1,63}?
+ * (The SDK harness checks instance names by it too.) */
+bool pb_config_name_valid(const char *name);
+
 /* Parse "250ms", "5s", "15m", "2h", "7d" into ms; 0 or PB_EINVAL. */
 int pb_parse_duration(const char *text, int64_t *out_ms);
 

@@ -162,6 +162,98 @@ Test(sdk_harness, refuses_bad_settings_before_open)
     cr_expect(strstr(err, "ABI 2"), "%s", err);
 }
 
+/* Attempts count from 1, as the host's do: 0 is a mistake in the test,
+ * not a first attempt. */
+Test(sdk_harness, attempt_zero_is_refused)
+{
+    plugboard_harness_t *h = open_good(NULL);
+    plugboard_result_t r;
+    cr_expect_eq(
+        plugboard_harness_deliver(h, "payment.failed", NULL, NULL, 0, &r),
+        PLUGBOARD_E_INVALID);
+    cr_expect_eq(plugboard_harness_deliver_json(
+                     h, "{\"type\":\"payment.failed\"}", 0, &r),
+                 PLUGBOARD_E_INVALID);
+    char *rec = pb_test_read_file(s_record, NULL);
+    cr_expect(!rec || !*rec, "nothing was delivered: %s", rec ? rec : "");
+    free(rec);
+    cr_assert_eq(
+        plugboard_harness_deliver(h, "payment.failed", NULL, NULL, 2, &r), 0);
+    cr_expect_eq(r.outcome, PLUGBOARD_OK, "%s", r.reason);
+    rec = pb_test_read_file(s_record, NULL);
+    cr_assert_not_null(rec);
+    cr_expect(strstr(rec, "\"attempt\":2"), "%s", rec);
+    free(rec);
+    plugboard_harness_close(&h);
+}
+
+/* An event the harness builds, from parts or from JSON without a
+ * "source", comes from "harness" (PLUGBOARD_HARNESS_SOURCE); a JSON
+ * event's own source is kept. */
+Test(sdk_harness, built_events_come_from_one_documented_source)
+{
+    plugboard_harness_t *h = open_good(NULL);
+    plugboard_result_t r;
+    cr_assert_eq(
+        plugboard_harness_deliver(h, "payment.failed", "a@x.io", NULL, 1, &r),
+        0);
+    cr_assert_eq(
+        plugboard_harness_deliver_json(
+            h, "{\"type\":\"payment.failed\",\"key\":\"b@x.io\"}", 1, &r),
+        0);
+    cr_assert_eq(plugboard_harness_deliver_json(
+                     h,
+                     "{\"type\":\"payment.failed\",\"key\":\"c@x.io\","
+                     "\"source\":\"payments\"}",
+                     1, &r),
+                 0);
+    char *rec = pb_test_read_file(s_record, NULL);
+    cr_assert_not_null(rec);
+    char *second = strchr(rec, '\n');
+    cr_assert_not_null(second);
+    char *third = strchr(second + 1, '\n');
+    cr_assert_not_null(third);
+    *second = *third = '\0';
+    cr_expect(strstr(rec, "\"source\":\"" PLUGBOARD_HARNESS_SOURCE "\""),
+              "deliver: %s", rec);
+    cr_expect(strstr(second + 1, "\"source\":\"harness\""), "deliver_json: %s",
+              second + 1);
+    cr_expect(strstr(third + 1, "\"source\":\"payments\""), "own source: %s",
+              third + 1);
+    free(rec);
+    plugboard_harness_close(&h);
+}
+
+/* The harness takes only an instance name a config would take. */
+Test(sdk_harness, refuses_a_name_the_config_would_refuse)
+{
+    char err[512] = "";
+    static const char *const bad[] = {"Bad Name", "", "shop.eu", "UPPER",
+                                      "x/y"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = '\0';
+        cr_expect_null(
+            plugboard_harness_open(GOOD, bad[i], NULL, err, sizeof err), "%s",
+            bad[i]);
+        cr_expect(strstr(err, "not a valid connector name"), "'%s': %s", bad[i],
+                  err);
+    }
+    char long_name[66];
+    memset(long_name, 'a', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    cr_expect_null(
+        plugboard_harness_open(GOOD, long_name, NULL, err, sizeof err));
+    cr_expect(strstr(err, "1 to 63"), "%s", err);
+    long_name[63] = '\0';
+    plugboard_harness_t *h =
+        plugboard_harness_open(GOOD, long_name, NULL, err, sizeof err);
+    cr_expect_not_null(h, "63 characters are fine: %s", err);
+    plugboard_harness_close(&h);
+    h = plugboard_harness_open(GOOD, "shop-eu_2", NULL, err, sizeof err);
+    cr_expect_not_null(h, "%s", err);
+    plugboard_harness_close(&h);
+}
+
 Test(sdk_harness, samples_are_the_documented_examples)
 {
     size_t len = 0;
