@@ -244,8 +244,8 @@ s_list_join(const char *const *list, char *buf, size_t len)
 }
 
 /* Connector and route names: [a-z0-9_-]{1,63}. */
-static bool
-s_name_valid(const char *name)
+bool
+pb_config_name_valid(const char *name)
 {
     size_t n = strlen(name);
     if (n == 0 || n > PB_NAME_MAX)
@@ -778,6 +778,13 @@ s_member(const config_setting_t *g, const char *key)
     return g ? config_setting_get_member(g, key) : NULL;
 }
 
+/* The source line of s, 0 for none. */
+static int
+s_line(const config_setting_t *s)
+{
+    return s ? (int)config_setting_source_line(s) : 0;
+}
+
 static int
 s_group(pb_cfg_reader_t *r, const config_setting_t *g, const char *gp,
         const char *key, config_setting_t **out)
@@ -1013,6 +1020,8 @@ s_load_http(pb_cfg_reader_t *r, pb_config_t *cfg, const config_setting_t *g)
     config_setting_t *s;
 
     s_check_keys(r, g, gp, s_http_keys);
+    cfg->listen_line = s_line(s_member(g, "listen"));
+    cfg->admin_listen_line = s_line(s_member(g, "admin_listen"));
     cfg->listen = s_strdup(r, PB_DEFAULT_LISTEN);
     if (s_string(r, g, gp, "listen", true, &cfg->listen) > 0 &&
         !s_listen_valid(cfg->listen)) {
@@ -1045,6 +1054,8 @@ s_load_plugboard(pb_cfg_reader_t *r, pb_config_t *cfg,
     s_check_keys(r, g, gp, s_plugboard_keys);
     s_string(r, g, gp, "data_dir", true, &cfg->data_dir);
     s_string(r, g, gp, "run_dir", true, &cfg->run_dir);
+    cfg->data_dir_line = s_line(s_member(g, "data_dir"));
+    cfg->run_dir_line = s_line(s_member(g, "run_dir"));
     if (s_string(r, g, gp, "log_level", true, &cfg->log_level) > 0) {
         pb_log_level_t level;
         if (pb_log_parse_level(cfg->log_level, &level) != 0)
@@ -1136,7 +1147,7 @@ s_load_connector(pb_cfg_reader_t *r, pb_config_t *cfg, config_setting_t *c,
         s_err(r, c, path,
               "missing 'name': give the connector a unique name such as "
               "\"crm\"");
-    if (got > 0 && !s_name_valid(conn->name))
+    if (got > 0 && !pb_config_name_valid(conn->name))
         s_err(r, s_member(c, "name"), s_path(label, sizeof label, path, "name"),
               "'%s' is not a valid connector name (use 1 to 63 of a-z, 0-9, "
               "'_' and '-')",
@@ -1377,7 +1388,7 @@ s_load_route(pb_cfg_reader_t *r, pb_config_t *cfg, config_setting_t *c,
         s_err(r, c, path,
               "missing 'name': give the route a unique name such as "
               "\"failed-payment-follow-up\"");
-    if (got > 0 && !s_name_valid(route->name))
+    if (got > 0 && !pb_config_name_valid(route->name))
         s_err(r, s_member(c, "name"), sub,
               "'%s' is not a valid route name (use 1 to 63 of a-z, 0-9, '_' "
               "and '-')",
@@ -1676,6 +1687,16 @@ pb_config_destroy(pb_config_t **cfgp)
     free(cfg->routes);
     free(cfg);
     *cfgp = NULL;
+}
+
+const char *
+pb_config_where(const pb_config_t *cfg, int line, char *buf, size_t len)
+{
+    if (line > 0)
+        snprintf(buf, len, "%s:%d", cfg->path, line);
+    else
+        snprintf(buf, len, "%s", cfg->path);
+    return buf;
 }
 
 pb_connector_conf_t *

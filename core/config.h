@@ -112,6 +112,13 @@ typedef struct pb_config {
     int64_t drain_timeout_ms; /* graceful stop budget, default 10s */
     int64_t dedupe_retention_ms; /* default 7 days */
     int64_t delivered_retention_ms; /* default 1 day */
+    /* Source lines of the plugboard settings whose errors come after load
+     * (a port in use, a directory that cannot be made, a reload changing
+     * what only a restart can): 0 when the file does not set them. */
+    int data_dir_line;
+    int run_dir_line;
+    int listen_line;
+    int admin_listen_line;
     pb_connector_conf_t *connectors;
     size_t connector_count;
     pb_route_conf_t *routes;
@@ -134,9 +141,18 @@ void pb_config_destroy(pb_config_t **cfg);
  */
 int pb_config_run_dir(const char *path, char *out, size_t out_len);
 
+/* "FILE:LINE" of a setting at line in cfg's file, or "FILE" when line is
+ * 0 (not in the file), into buf; returns buf. */
+const char *pb_config_where(const pb_config_t *cfg, int line, char *buf,
+                            size_t len);
+
 /* Find a connector by name; NULL when none.  Borrowed. */
 pb_connector_conf_t *pb_config_connector(const pb_config_t *cfg,
                                          const char *name);
+
+/* Is name a valid connector or route name, [a-z0-9_-]{1,63}?
+ * (The SDK harness checks instance names by it too.) */
+bool pb_config_name_valid(const char *name);
 
 /* Parse "250ms", "5s", "15m", "2h", "7d" into ms; 0 or PB_EINVAL. */
 int pb_parse_duration(const char *text, int64_t *out_ms);

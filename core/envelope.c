@@ -840,18 +840,14 @@ pb_envelope_frame(const pb_envelope_t *env, size_t *len)
 /* The event view: lookups by dotted path in the data map              */
 /* ------------------------------------------------------------------ */
 
-/* Offset of the value under key seg in the map at pos, or 0 when pos is
- * not a map or has no such string key (0 is never a data offset). */
+/* Offset of the value under key seg in the map at m (read at pos), or 0
+ * when it has no such string key (0 is never a data offset). */
 static size_t
-s_map_get(const pb_envelope_t *env, size_t pos, const char *seg, size_t n)
+s_map_get(const pb_envelope_t *env, size_t pos, const struct s_item *m,
+          const char *seg, size_t n)
 {
-    struct s_item m;
-
-    if (s_head_read(env->frame, env->len, pos, &m, NULL, 0) != 0 ||
-        m.kind != K_MAP)
-        return 0;
-    pos += m.hlen;
-    for (uint64_t i = 0; i < m.n; i++) {
+    pos += m->hlen;
+    for (uint64_t i = 0; i < m->n; i++) {
         struct s_item k;
         if (s_head_read(env->frame, env->len, pos, &k, NULL, 0) != 0)
             return 0;
@@ -864,8 +860,63 @@ s_map_get(const pb_envelope_t *env, size_t pos, const char *seg, size_t n)
     return 0;
 }
 
-/* Find path in the data map; true and *it set when present.  The first of
- * duplicate keys wins.  Arrays are not indexed by path. */
+/* seg (n bytes) as an array index: plain decimal digits, no sign, no
+ * leading zero (but "0"), below count.  False for anything else, overflow
+ * included. */
+static bool
+s_index_parse(const char *seg, size_t n, uint64_t count, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (n == 0 || (n > 1 && seg[0] == '0'))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (seg[i] < '0' || seg[i] > '9')
+            return false;
+        if (v > (UINT64_MAX - (uint64_t)(seg[i] - '0')) / 10)
+            return false;
+        v = v * 10 + (uint64_t)(seg[i] - '0');
+    }
+    if (v >= count)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* Offset of element seg (a decimal index) of the array a (read at pos),
+ * or 0 when seg is not an index in range. */
+static size_t
+s_array_get(const pb_envelope_t *env, size_t pos, const struct s_item *a,
+            const char *seg, size_t n)
+{
+    uint64_t index;
+
+    if (!s_index_parse(seg, n, a->n, &index))
+        return 0;
+    pos += a->hlen;
+    for (uint64_t i = 0; i < index && pos < env->len; i++)
+        pos = s_skip(env->frame, env->len, pos);
+    return pos < env->len ? pos : 0;
+}
+
+/* Offset of the value under seg in the map or array at pos, or 0. */
+static size_t
+s_child_get(const pb_envelope_t *env, size_t pos, const char *seg, size_t n)
+{
+    struct s_item c;
+
+    if (s_head_read(env->frame, env->len, pos, &c, NULL, 0) != 0)
+        return 0;
+    if (c.kind == K_MAP)
+        return s_map_get(env, pos, &c, seg, n);
+    if (c.kind == K_ARRAY)
+        return s_array_get(env, pos, &c, seg, n);
+    return 0;
+}
+
+/* Find path in the data map; true and *it set when present.  A segment is
+ * a key in a map (the first of duplicate keys wins) and a decimal index
+ * from 0 in an array ("tags.0"). */
 static bool
 s_lookup(const plugboard_event_t *ev, const char *path, struct s_item *it,
          size_t *at)
@@ -880,7 +931,7 @@ s_lookup(const plugboard_event_t *ev, const char *path, struct s_item *it,
         size_t n = dot ? (size_t)(dot - seg) : strlen(seg);
         if (n == 0)
             return false;
-        pos = s_map_get(ev, pos, seg, n);
+        pos = s_child_get(ev, pos, seg, n);
         if (pos == 0)
             return false;
         if (!dot)
@@ -1005,6 +1056,17 @@ pb_event_bool(const plugboard_event_t *ev, const char *path, bool *out)
     if (out)
         *out = it.u != 0;
     return true;
+}
+
+size_t
+pb_event_count(const plugboard_event_t *ev, const char *path)
+{
+    struct s_item it;
+
+    if (!s_lookup(ev, path, &it, NULL) ||
+        (it.kind != K_ARRAY && it.kind != K_MAP))
+        return 0;
+    return it.n > SIZE_MAX ? SIZE_MAX : (size_t)it.n;
 }
 
 /* ------------------------------------------------------------------ */

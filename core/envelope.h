@@ -83,6 +83,9 @@ bool pb_event_string(const plugboard_event_t *ev, const char *path,
 bool pb_event_int(const plugboard_event_t *ev, const char *path,
                   int64_t *out);
 bool pb_event_bool(const plugboard_event_t *ev, const char *path, bool *out);
+/* Elements of the array or entries of the map at path; 0 for anything
+ * else, and when path is missing. */
+size_t pb_event_count(const plugboard_event_t *ev, const char *path);
 /* JSON text of the whole envelope, data as a nested object.  Caller frees
  * with free(). */
 char *pb_event_to_json(const plugboard_event_t *ev);

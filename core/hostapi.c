@@ -146,6 +146,7 @@ static const plugboard_host_api_t s_api = {
     .count = s_count,
     /* ABI 1.1 */
     .auth_failed = s_auth_failed,
+    .event_count = pb_event_count,
 };
 
 const plugboard_host_api_t *

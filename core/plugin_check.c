@@ -474,6 +474,7 @@ S_WRAP(const char *, request_header,
 S_WRAP_VOID(count, (plugboard_host_t * h, const char *n, int64_t d), (h, n, d))
 /* ABI 1.1: the checker's handle keeps no record, only the thread check */
 S_WRAP_VOID(auth_failed, (plugboard_host_t * h, const char *r), (h, r))
+S_WRAP(size_t, event_count, (s_ev_t ev, const char *p), (ev, p))
 
 static char *
 s_w_event_to_json(const plugboard_event_t *ev)
@@ -553,6 +554,7 @@ s_api_init(const plugboard_connector_t *desc)
     s_api.request_header = s_w_request_header;
     s_api.count = s_w_count;
     s_api.auth_failed = s_w_auth_failed;
+    s_api.event_count = s_w_event_count;
     pb_host_init(&s_host, desc->name, s_capture, NULL, NULL);
 }
 

@@ -706,18 +706,22 @@ s_check_fixed(const pb_config_t *old, const pb_config_t *cfg, pb_diag_t *diag)
     int rc = 0;
     struct {
         const char *name, *a, *b;
+        int line; /* of the new value; 0 when the file leaves it out */
     } fixed[] = {
-        {"plugboard.data_dir", old->data_dir, cfg->data_dir},
-        {"plugboard.run_dir", old->run_dir, cfg->run_dir},
-        {"plugboard.http.listen", old->listen, cfg->listen},
+        {"plugboard.data_dir", old->data_dir, cfg->data_dir,
+         cfg->data_dir_line},
+        {"plugboard.run_dir", old->run_dir, cfg->run_dir, cfg->run_dir_line},
+        {"plugboard.http.listen", old->listen, cfg->listen, cfg->listen_line},
     };
     for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) {
         if (s_streq(fixed[i].a, fixed[i].b))
             continue;
+        char where[4200];
         pb_diag_add(diag,
                     "%s: %s cannot change while the host runs ('%s' -> "
                     "'%s'); restart the host for it",
-                    cfg->path, fixed[i].name, fixed[i].a ? fixed[i].a : "",
+                    pb_config_where(cfg, fixed[i].line, where, sizeof where),
+                    fixed[i].name, fixed[i].a ? fixed[i].a : "",
                     fixed[i].b ? fixed[i].b : "");
         rc = PB_ECONFIG;
     }

@@ -142,13 +142,18 @@ s_prepare(pb_runtime_t *rt, const char *path, bool private_copies,
         pb_log_parse_level(rt->cfg->log_level, &level) == 0)
         pb_log_set_level(level);
     if (private_copies) {
+        char where[4200];
         if (mkdir(rt->cfg->data_dir, 0700) != 0 && errno != EEXIST) {
-            pb_diag_add(diag, "cannot create data_dir '%s': %s",
+            pb_diag_add(diag, "%s: plugboard.data_dir: cannot create '%s': %s",
+                        pb_config_where(rt->cfg, rt->cfg->data_dir_line, where,
+                                        sizeof where),
                         rt->cfg->data_dir, strerror(errno));
             return PB_ECONFIG;
         }
         if (mkdir(rt->cfg->run_dir, 0700) != 0 && errno != EEXIST) {
-            pb_diag_add(diag, "cannot create run_dir '%s': %s",
+            pb_diag_add(diag, "%s: plugboard.run_dir: cannot create '%s': %s",
+                        pb_config_where(rt->cfg, rt->cfg->run_dir_line, where,
+                                        sizeof where),
                         rt->cfg->run_dir, strerror(errno));
             return PB_ECONFIG;
         }
@@ -280,8 +285,11 @@ s_start_admin(pb_runtime_t *rt, pb_diag_t *diag)
         };
         rt->admin_http = pb_http_start(&ao, err, sizeof err);
         if (!rt->admin_http) {
+            char where[4200];
             pb_diag_add(diag, "%s: plugboard.http.admin_listen: %s",
-                        cfg->path, err);
+                        pb_config_where(cfg, cfg->admin_listen_line, where,
+                                        sizeof where),
+                        err);
             return PB_EIO;
         }
         pb_info("runtime", "admin pages on %s port=%u", cfg->admin_listen,
@@ -426,8 +434,11 @@ s_start_parts(pb_runtime_t *rt, pb_diag_t *diag)
         };
         rt->http = pb_http_start(&ho, err, sizeof err);
         if (!rt->http) {
-            pb_diag_add(diag, "%s: plugboard.http.listen: %s", cfg->path,
-                        err);
+            char where[4200];
+            pb_diag_add(
+                diag, "%s: plugboard.http.listen: %s",
+                pb_config_where(cfg, cfg->listen_line, where, sizeof where),
+                err);
             return PB_EIO;
         }
         pb_info("runtime", "listening on %s port=%u", cfg->listen,

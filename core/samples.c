@@ -192,7 +192,8 @@ pb_event_from_json(const char *json, size_t len, uint32_t attempt, char *why,
         json_decref(root);
         return NULL;
     }
-    pb_envelope_t *env = s_from_object(root, "sample", attempt, why, why_len);
+    pb_envelope_t *env =
+        s_from_object(root, PLUGBOARD_HARNESS_SOURCE, attempt, why, why_len);
     json_decref(root);
     return env;
 }
@@ -219,7 +220,8 @@ pb_event_from_parts(const char *source, const char *type, const char *key,
         return NULL;
     }
     pb_envelope_t *env =
-        s_from_object(root, source ? source : "harness", attempt, why, why_len);
+        s_from_object(root, source ? source : PLUGBOARD_HARNESS_SOURCE, attempt,
+                      why, why_len);
     json_decref(root);
     return env;
 }

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <plugboard/harness.h> /* PLUGBOARD_HARNESS_SOURCE */
 #include <plugboard/plugboard.h>
 
 #include "envelope.h"
@@ -31,17 +32,19 @@ const char *pb_sample_json(const char *type, size_t *len);
 
 /*
  * Build the event a destination would receive from JSON text: an object
- * with "type" (required), "key", "time", "dedupe", "source" and "data" (an
- * object; "{}" when absent).  The id is new; attempt is as given (0 is
- * taken as 1).  Returns NULL and writes the reason to why.  Caller owns
- * the result (pb_envelope_destroy).
+ * with "type" (required), "key", "time", "dedupe", "source"
+ * (PLUGBOARD_HARNESS_SOURCE when absent), "correlation", "causation" and
+ * "data" (an object; "{}" when absent).  The id is new; attempt is as given (0
+ * is taken as 1).  Returns NULL and writes the reason to why.  Caller owns the
+ * result (pb_envelope_destroy).
  */
 pb_envelope_t *pb_event_from_json(const char *json, size_t len,
                                   uint32_t attempt, char *why, size_t why_len);
 
 /*
  * The same from parts: type, key (NULL for none) and data as JSON object
- * text (NULL for "{}").  source names the emitter ("harness").
+ * text (NULL for "{}").  source names the emitter (NULL for
+ * PLUGBOARD_HARNESS_SOURCE).
  */
 pb_envelope_t *pb_event_from_parts(const char *source, const char *type,
                                    const char *key, const char *json_data,

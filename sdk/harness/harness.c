@@ -180,6 +180,13 @@ plugboard_harness_t *
 plugboard_harness_open(const char *plugin_path, const char *name,
                        const char *const *settings, char *err, size_t err_len)
 {
+    if (name && !pb_config_name_valid(name)) {
+        snprintf(err, err_len,
+                 "'%s' is not a valid connector name (use 1 to 63 of a-z, "
+                 "0-9, '_' and '-')",
+                 name);
+        return NULL;
+    }
     plugboard_harness_t *h = calloc(1, sizeof *h);
     if (!h) {
         snprintf(err, err_len, "out of memory");
@@ -280,12 +287,12 @@ plugboard_harness_deliver(plugboard_harness_t *h, const char *type,
                           const char *key, const char *json_data,
                           uint32_t attempt, plugboard_result_t *result)
 {
-    if (!h->desc->deliver)
+    if (!h->desc->deliver || attempt == 0)
         return PLUGBOARD_E_INVALID;
     char why[256];
     return s_deliver(h,
-                     pb_event_from_parts("harness", type, key, json_data,
-                                         attempt, why, sizeof why),
+                     pb_event_from_parts(PLUGBOARD_HARNESS_SOURCE, type, key,
+                                         json_data, attempt, why, sizeof why),
                      result);
 }
 
@@ -293,7 +300,7 @@ int
 plugboard_harness_deliver_json(plugboard_harness_t *h, const char *json,
                                uint32_t attempt, plugboard_result_t *result)
 {
-    if (!h->desc->deliver || !json)
+    if (!h->desc->deliver || !json || attempt == 0)
         return PLUGBOARD_E_INVALID;
     char why[256];
     return s_deliver(

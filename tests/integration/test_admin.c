@@ -382,9 +382,9 @@ Test(admin_host, a_refused_reload_is_logged_once_per_reason)
     char *out = NULL;
     const char *args[] = {"reload", NULL};
     cr_expect_eq(ctl(args, &out), 1, "%s", out);
-    /* (no line: the config model keeps none for plugboard settings) */
+    /* file and line of the new value (s_http is line 5) */
     char want[4300];
-    snprintf(want, sizeof want, "%s: plugboard.http.listen cannot change",
+    snprintf(want, sizeof want, "%s:5: plugboard.http.listen cannot change",
              s_host.config);
     cr_expect(strstr(out, want), "want '%s' in:\n%s", want, out);
     free(out);
@@ -431,15 +431,14 @@ Test(admin_host, a_successful_reload_is_logged_as_key_value)
     free(log);
 }
 
-Test(admin_host, run_on_a_port_in_use_names_file_and_setting)
+/* Write a second host's config (s_head, http, s_tail) into DIR/second.cfg
+ * under dir, @DIR@ and @PORT@ (s_host's port) filled in; path gets it. */
+static void
+write_second(const char *dir, const char *http, char *path, size_t path_len)
 {
-    /* another host (its own data_dir) on the same listen address */
-    char dir[4200];
-    snprintf(dir, sizeof dir, "%s/second", s_dir);
-    cr_assert_eq(mkdir(dir, 0700), 0);
-    char cfg[4096], path[4300];
-    snprintf(cfg, sizeof cfg, "%s%s%s", s_head, s_http, s_tail);
-    snprintf(path, sizeof path, "%s/second.cfg", dir);
+    char cfg[4096];
+    snprintf(cfg, sizeof cfg, "%s%s%s", s_head, http, s_tail);
+    snprintf(path, path_len, "%s/second.cfg", dir);
     char text[8192];
     size_t o = 0;
     for (const char *p = cfg; *p;) {
@@ -459,13 +458,67 @@ Test(admin_host, run_on_a_port_in_use_names_file_and_setting)
     cr_assert_not_null(f);
     fputs(text, f);
     fclose(f);
+}
+
+/* `plugboard run -c path` in dir fails; its output names want. */
+static void
+expect_run_fails(const char *dir, const char *path, const char *want,
+                 const char *cause)
+{
     char *out = NULL;
     const char *args[] = {"run", "-c", path, NULL};
     cr_expect_eq(pb_hostproc_run_cli(dir, args, s_env, &out), 1, "%s", out);
-    char want[4400];
-    snprintf(want, sizeof want, "error: %s: plugboard.http.listen: ",
-             path);
     cr_expect(strstr(out, want), "want '%s' in:\n%s", want, out);
-    cr_expect(strstr(out, "Address already in use"), "%s", out);
+    cr_expect(strstr(out, cause), "want '%s' in:\n%s", cause, out);
     free(out);
+}
+
+Test(admin_host, run_on_a_port_in_use_names_file_and_setting)
+{
+    /* another host (its own data_dir) on the same listen address */
+    char dir[4200], path[4300], want[4400];
+    snprintf(dir, sizeof dir, "%s/second", s_dir);
+    cr_assert_eq(mkdir(dir, 0700), 0);
+    write_second(dir, s_http, path, sizeof path);
+    /* s_http is line 5 */
+    snprintf(want, sizeof want, "error: %s:5: plugboard.http.listen: ", path);
+    expect_run_fails(dir, path, want, "Address already in use");
+
+    /* the admin listener on it, its own line */
+    char http[256];
+    snprintf(http, sizeof http,
+             "  http = { listen = \"127.0.0.1:%d\";\n"
+             "           admin_listen = \"127.0.0.1:@PORT@\"; };\n",
+             pb_test_free_port());
+    write_second(dir, http, path, sizeof path);
+    snprintf(want, sizeof want,
+             "error: %s:6: plugboard.http.admin_listen: ", path);
+    expect_run_fails(dir, path, want, "Address already in use");
+}
+
+Test(admin_host, run_with_a_data_dir_it_cannot_create_names_the_line)
+{
+    char dir[4200], path[4300], want[4400], file[4300];
+    snprintf(dir, sizeof dir, "%s/second", s_dir);
+    cr_assert_eq(mkdir(dir, 0700), 0);
+    /* data_dir = "@DIR@/var" (line 2) under a regular file */
+    snprintf(file, sizeof file, "%s/second/x", s_dir);
+    FILE *f = fopen(file, "w");
+    cr_assert_not_null(f);
+    fclose(f);
+    write_second(dir, s_http, path, sizeof path);
+    char *text = pb_test_read_file(path, NULL);
+    cr_assert_not_null(text);
+    char *at = strstr(text, "/var\"");
+    cr_assert_not_null(at);
+    char moved[8300];
+    snprintf(moved, sizeof moved, "%.*s/x/var%s", (int)(at - text), text,
+             at + 4);
+    free(text);
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(moved, f);
+    fclose(f);
+    snprintf(want, sizeof want, "error: %s:2: plugboard.data_dir: ", path);
+    expect_run_fails(dir, path, want, "Not a directory");
 }

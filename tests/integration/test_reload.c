@@ -544,6 +544,10 @@ Test(reload, failures_keep_the_old_configuration)
     free(moved);
     free(text);
     s_refused("listen changed", "restart the host", true);
+    char where[4300]; /* the new value's file and line (line 5) */
+    snprintf(where, sizeof where, "%s:5: plugboard.http.listen cannot change",
+             s_host.config);
+    s_refused("listen changed", where, true);
     cr_assert_str_eq(s_marker("out", "e@example.com").label, "old");
 
     /* a moved data_dir: the command cannot even find the host through the

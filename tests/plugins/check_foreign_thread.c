@@ -3,6 +3,10 @@
  * thread that calls api->count (a host API function only the thread the
  * host called in from may use) and close joins it properly.  plugin-check
  * must fail `threads` naming count, and nothing else.
+ *
+ * Built once more as check_foreign_event_count.so (FOREIGN_EVENT_COUNT),
+ * whose thread calls api->event_count instead (an ABI 1.1 entry, which
+ * plugin-check must wrap like the others).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -19,7 +23,11 @@ static void *
 s_worker(void *arg)
 {
     s_state_t *st = arg;
-    st->api->count(st->host, "ticks", 1);                /* BUG (on purpose) */
+#ifdef FOREIGN_EVENT_COUNT
+    (void)st->api->event_count(NULL, "tags"); /* BUG (on purpose) */
+#else
+    st->api->count(st->host, "ticks", 1); /* BUG (on purpose) */
+#endif
     st->api->log(st->host, PLUGBOARD_LOG_DEBUG, "tick"); /* allowed */
     return NULL;
 }

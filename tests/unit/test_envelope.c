@@ -382,11 +382,12 @@ Test(envelope, lookups_miss_cleanly)
     cr_assert_eq(pb_event_kind(env, "customer.phone"), PLUGBOARD_VALUE_MISSING);
     cr_assert_not(pb_event_string(env, "customer.phone", &s, &n));
     cr_assert_not(pb_event_string(env, "nobody.email", &s, &n));
-    /* crossing a scalar or an array */
+    /* crossing a scalar, or an array by a key */
     cr_assert_eq(pb_event_kind(env, "n.x"), PLUGBOARD_VALUE_MISSING);
     cr_assert_eq(pb_event_kind(env, "customer.email.domain"),
                  PLUGBOARD_VALUE_MISSING);
-    cr_assert_eq(pb_event_kind(env, "tags.0"), PLUGBOARD_VALUE_MISSING);
+    cr_assert_eq(pb_event_kind(env, "tags.x"), PLUGBOARD_VALUE_MISSING);
+    cr_assert_eq(pb_event_kind(env, "tags.1"), PLUGBOARD_VALUE_MISSING);
     /* wrong kind */
     cr_assert_not(pb_event_int(env, "customer.email", &i));
     cr_assert_not(pb_event_string(env, "customer.age", &s, &n));
@@ -411,6 +412,144 @@ Test(envelope, lookups_miss_cleanly)
     pb_envelope_destroy(&env);
     free(frame);
     pb_builder_destroy(&b);
+}
+
+/* Arrays are indexed by decimal segments, from 0: "ticket.tags.0". */
+Test(envelope, array_elements_read_by_index)
+{
+    pb_builder_t *b = pb_builder_new("desk", "ticket.created");
+    const char *tags = "[\"hardware\", \"urgent\"]";
+    cr_assert_eq(pb_builder_set_json(b, "ticket.tags", tags, strlen(tags)), 0);
+    const char *mix = "[7, true, null, {\"id\": \"c_1\", \"n\": [10, 20]},"
+                      " [\"deep\"]]";
+    cr_assert_eq(pb_builder_set_json(b, "mix", mix, strlen(mix)), 0);
+    const char *obj = "{\"0\": \"key zero\", \"01\": \"key 01\"}";
+    cr_assert_eq(pb_builder_set_json(b, "numbered", obj, strlen(obj)), 0);
+    cr_assert_eq(pb_builder_set_json(b, "none", "[]", 2), 0);
+
+    uint8_t *frame;
+    size_t len;
+    pb_envelope_t *env = round_trip(b, &frame, &len);
+    const char *s;
+    size_t n;
+    int64_t i;
+    bool flag = false;
+
+    cr_assert_eq(pb_event_kind(env, "ticket.tags.0"), PLUGBOARD_VALUE_STRING);
+    cr_assert(pb_event_string(env, "ticket.tags.0", &s, &n));
+    cr_expect(n == 8 && memcmp(s, "hardware", 8) == 0);
+    cr_assert(pb_event_string(env, "ticket.tags.1", &s, &n));
+    cr_expect(n == 6 && memcmp(s, "urgent", 6) == 0);
+    cr_expect_eq(pb_event_kind(env, "ticket.tags.2"), PLUGBOARD_VALUE_MISSING);
+    cr_assert(pb_event_int(env, "mix.0", &i));
+    cr_expect_eq(i, 7);
+    cr_assert(pb_event_bool(env, "mix.1", &flag));
+    cr_expect(flag);
+    cr_expect_eq(pb_event_kind(env, "mix.2"), PLUGBOARD_VALUE_NIL);
+    /* nested: through a map in an array, an array in a map in an array */
+    cr_assert(pb_event_string(env, "mix.3.id", &s, &n));
+    cr_expect(n == 3 && memcmp(s, "c_1", 3) == 0);
+    cr_assert(pb_event_int(env, "mix.3.n.1", &i));
+    cr_expect_eq(i, 20);
+    cr_assert(pb_event_string(env, "mix.4.0", &s, &n));
+    cr_expect(n == 4 && memcmp(s, "deep", 4) == 0);
+    cr_expect_eq(pb_event_kind(env, "mix.4"), PLUGBOARD_VALUE_ARRAY);
+    /* in a map, a digit segment is a key like any other */
+    cr_assert(pb_event_string(env, "numbered.0", &s, &n));
+    cr_expect(n == 8 && memcmp(s, "key zero", 8) == 0);
+    cr_assert(pb_event_string(env, "numbered.01", &s, &n));
+    cr_expect(n == 6 && memcmp(s, "key 01", 6) == 0);
+    cr_expect_eq(pb_event_kind(env, "none.0"), PLUGBOARD_VALUE_MISSING);
+
+    /* counts: elements of an array, entries of a map, 0 for the rest */
+    cr_expect_eq(pb_event_count(env, "ticket.tags"), 2);
+    cr_expect_eq(pb_event_count(env, "mix"), 5);
+    cr_expect_eq(pb_event_count(env, "mix.3"), 2);
+    cr_expect_eq(pb_event_count(env, "mix.3.n"), 2);
+    cr_expect_eq(pb_event_count(env, "ticket"), 1);
+    cr_expect_eq(pb_event_count(env, "none"), 0);
+    cr_expect_eq(pb_event_count(env, "mix.0"), 0, "a scalar");
+    cr_expect_eq(pb_event_count(env, "ticket.tags.0"), 0, "a string");
+    cr_expect_eq(pb_event_count(env, "absent"), 0);
+    cr_expect_eq(pb_event_count(env, ""), 0);
+    cr_expect_eq(pb_event_count(env, NULL), 0);
+    cr_expect_eq(pb_event_count(NULL, "mix"), 0);
+
+    pb_envelope_destroy(&env);
+    free(frame);
+    pb_builder_destroy(&b);
+}
+
+/* An index segment that is not the plain decimal of an element in range
+ * misses, whatever it holds. */
+Test(envelope, hostile_indexes_miss)
+{
+    pb_builder_t *b = pb_builder_new("desk", "ticket.created");
+    const char *tags = "[\"a\", \"b\", \"c\"]";
+    cr_assert_eq(pb_builder_set_json(b, "tags", tags, strlen(tags)), 0);
+    uint8_t *frame;
+    size_t len;
+    pb_envelope_t *env = round_trip(b, &frame, &len);
+    const char *s = "untouched";
+    size_t n = 99;
+
+    static const char *const bad[] = {
+        "tags.3",  /* one past the end */
+        "tags.-1", /* signs */
+        "tags.+1",
+        "tags.01", /* leading zeros */
+        "tags.00",
+        "tags. 1", /* spaces, other text */
+        "tags.1 ",
+        "tags.1x",
+        "tags.0x1",
+        "tags.1e0",
+        "tags.1.5",        /* crossing a string */
+        "tags.4294967296", /* 2^32, which a 32-bit index would wrap to 0 */
+        "tags.18446744073709551616", /* 2^64, wraps a uint64 to 0 */
+        "tags.18446744073709551617", /* wraps to 1 */
+        "tags.99999999999999999999999999999999999999",
+        "tags.",
+        "tags..0",
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        cr_expect_eq(pb_event_kind(env, bad[k]), PLUGBOARD_VALUE_MISSING, "%s",
+                     bad[k]);
+        cr_expect_not(pb_event_string(env, bad[k], &s, &n), "%s", bad[k]);
+        cr_expect_eq(pb_event_count(env, bad[k]), 0, "%s", bad[k]);
+    }
+    cr_expect_str_eq(s, "untouched");
+    cr_expect_eq(n, 99);
+    cr_assert(pb_event_string(env, "tags.2", &s, &n));
+    cr_expect(n == 1 && s[0] == 'c');
+    pb_envelope_destroy(&env);
+    free(frame);
+    pb_builder_destroy(&b);
+}
+
+/* An array declaring more elements than its frame holds is refused at
+ * decode, so an index never walks past the frame; an index into a huge
+ * (but honest) array16 reads its last element. */
+Test(envelope, index_into_a_long_array_stays_in_the_frame)
+{
+    struct bytes b = envelope_head();
+    put_u8(&b, 0x81);
+    put_str(&b, "a");
+    put_u8(&b, 0xdc); /* array16 of 300 fixints */
+    put_be(&b, 300, 2);
+    for (int k = 0; k < 300; k++)
+        put_u8(&b, (uint8_t)(k % 128));
+    char why[256] = "";
+    int err = -1;
+    pb_envelope_t *env = decode(&b, &err, why, sizeof why);
+    cr_assert_not_null(env, "%s", why);
+    int64_t i = -1;
+    cr_expect(pb_event_int(env, "a.299", &i));
+    cr_expect_eq(i, 299 % 128);
+    cr_expect_eq(pb_event_kind(env, "a.300"), PLUGBOARD_VALUE_MISSING);
+    cr_expect_eq(pb_event_count(env, "a"), 300);
+    pb_envelope_destroy(&env);
+    free(b.p);
 }
 
 /* Every MessagePack format, written by hand, is walked and read. */

@@ -196,6 +196,16 @@ Test(plugin_check, fails_host_api_calls_from_a_foreign_thread)
     free(out);
 }
 
+/* The ABI 1.1 entries are wrapped too: event_count from a foreign thread */
+Test(plugin_check, fails_event_count_from_a_foreign_thread)
+{
+    char *out = NULL;
+    cr_expect_eq(check("check_foreign_event_count", NULL, &out), 1);
+    expect_line(out, "FAIL", "threads",
+                (const char *const[]){"called event_count", NULL});
+    free(out);
+}
+
 Test(plugin_check, fails_a_deliver_past_its_deadline)
 {
     char *out = NULL;

@@ -110,6 +110,43 @@ Test(sdk_harness, captures_what_a_webhook_emits)
     plugboard_harness_close(&h);
 }
 
+/* Array fields (docs/events.md has ticket.tags, ticket.changed,
+ * email.tags) read through the table the harness hands out: an element
+ * by index, the length by api->event_count (ABI 1.1).  "good" emits only
+ * contact.upserted and payment.failed, so the arrays ride in one of
+ * those, shaped as a ticket's. */
+Test(sdk_harness, reads_array_fields_by_index_and_count)
+{
+    plugboard_harness_t *h = open_good(NULL);
+    const char body[] =
+        "{\"type\":\"contact.upserted\",\"key\":\"ada@example.com\","
+        "\"data\":{\"contact\":{\"email\":\"ada@example.com\"},"
+        "\"ticket\":{\"id\":\"4711\",\"tags\":[\"hardware\","
+        "\"urgent\"]},\"changed\":[]}}";
+    int status = 0;
+    cr_assert_eq(plugboard_harness_webhook(h, "POST", NULL, body,
+                                           sizeof body - 1, &status, NULL),
+                 0);
+    cr_assert_eq(status, 200);
+    cr_assert_eq(plugboard_harness_emitted_count(h), 1);
+    const plugboard_host_api_t *api = plugboard_harness_api();
+    const plugboard_event_t *ev = plugboard_harness_emitted(h, 0);
+    cr_assert(PLUGBOARD_API_HAS(api, event_count));
+    cr_expect_eq(api->event_kind(ev, "ticket.tags"), PLUGBOARD_VALUE_ARRAY);
+    cr_expect_eq(api->event_count(ev, "ticket.tags"), 2);
+    cr_expect_eq(api->event_count(ev, "changed"), 0);
+    cr_expect_eq(api->event_count(ev, "ticket"), 2, "a map's entries");
+    cr_expect_eq(api->event_count(ev, "ticket.id"), 0);
+    const char *tag = NULL;
+    size_t len = 0;
+    cr_expect(api->event_string(ev, "ticket.tags.1", &tag, &len));
+    cr_expect(len == 6 && memcmp(tag, "urgent", 6) == 0);
+    cr_expect_eq(api->event_kind(ev, "ticket.tags.2"), PLUGBOARD_VALUE_MISSING);
+    cr_expect_eq(api->event_kind(ev, "ticket.tags.01"),
+                 PLUGBOARD_VALUE_MISSING);
+    plugboard_harness_close(&h);
+}
+
 Test(sdk_harness, refuses_bad_settings_before_open)
 {
     char err[512];
@@ -123,6 +160,98 @@ Test(sdk_harness, refuses_bad_settings_before_open)
     cr_expect_null(plugboard_harness_open(PB_TEST_PLUGIN_DIR "/wrong_abi.so",
                                           NULL, NULL, err, sizeof err));
     cr_expect(strstr(err, "ABI 2"), "%s", err);
+}
+
+/* Attempts count from 1, as the host's do: 0 is a mistake in the test,
+ * not a first attempt. */
+Test(sdk_harness, attempt_zero_is_refused)
+{
+    plugboard_harness_t *h = open_good(NULL);
+    plugboard_result_t r;
+    cr_expect_eq(
+        plugboard_harness_deliver(h, "payment.failed", NULL, NULL, 0, &r),
+        PLUGBOARD_E_INVALID);
+    cr_expect_eq(plugboard_harness_deliver_json(
+                     h, "{\"type\":\"payment.failed\"}", 0, &r),
+                 PLUGBOARD_E_INVALID);
+    char *rec = pb_test_read_file(s_record, NULL);
+    cr_expect(!rec || !*rec, "nothing was delivered: %s", rec ? rec : "");
+    free(rec);
+    cr_assert_eq(
+        plugboard_harness_deliver(h, "payment.failed", NULL, NULL, 2, &r), 0);
+    cr_expect_eq(r.outcome, PLUGBOARD_OK, "%s", r.reason);
+    rec = pb_test_read_file(s_record, NULL);
+    cr_assert_not_null(rec);
+    cr_expect(strstr(rec, "\"attempt\":2"), "%s", rec);
+    free(rec);
+    plugboard_harness_close(&h);
+}
+
+/* An event the harness builds, from parts or from JSON without a
+ * "source", comes from "harness" (PLUGBOARD_HARNESS_SOURCE); a JSON
+ * event's own source is kept. */
+Test(sdk_harness, built_events_come_from_one_documented_source)
+{
+    plugboard_harness_t *h = open_good(NULL);
+    plugboard_result_t r;
+    cr_assert_eq(
+        plugboard_harness_deliver(h, "payment.failed", "a@x.io", NULL, 1, &r),
+        0);
+    cr_assert_eq(
+        plugboard_harness_deliver_json(
+            h, "{\"type\":\"payment.failed\",\"key\":\"b@x.io\"}", 1, &r),
+        0);
+    cr_assert_eq(plugboard_harness_deliver_json(
+                     h,
+                     "{\"type\":\"payment.failed\",\"key\":\"c@x.io\","
+                     "\"source\":\"payments\"}",
+                     1, &r),
+                 0);
+    char *rec = pb_test_read_file(s_record, NULL);
+    cr_assert_not_null(rec);
+    char *second = strchr(rec, '\n');
+    cr_assert_not_null(second);
+    char *third = strchr(second + 1, '\n');
+    cr_assert_not_null(third);
+    *second = *third = '\0';
+    cr_expect(strstr(rec, "\"source\":\"" PLUGBOARD_HARNESS_SOURCE "\""),
+              "deliver: %s", rec);
+    cr_expect(strstr(second + 1, "\"source\":\"harness\""), "deliver_json: %s",
+              second + 1);
+    cr_expect(strstr(third + 1, "\"source\":\"payments\""), "own source: %s",
+              third + 1);
+    free(rec);
+    plugboard_harness_close(&h);
+}
+
+/* The harness takes only an instance name a config would take. */
+Test(sdk_harness, refuses_a_name_the_config_would_refuse)
+{
+    char err[512] = "";
+    static const char *const bad[] = {"Bad Name", "", "shop.eu", "UPPER",
+                                      "x/y"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = '\0';
+        cr_expect_null(
+            plugboard_harness_open(GOOD, bad[i], NULL, err, sizeof err), "%s",
+            bad[i]);
+        cr_expect(strstr(err, "not a valid connector name"), "'%s': %s", bad[i],
+                  err);
+    }
+    char long_name[66];
+    memset(long_name, 'a', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    cr_expect_null(
+        plugboard_harness_open(GOOD, long_name, NULL, err, sizeof err));
+    cr_expect(strstr(err, "1 to 63"), "%s", err);
+    long_name[63] = '\0';
+    plugboard_harness_t *h =
+        plugboard_harness_open(GOOD, long_name, NULL, err, sizeof err);
+    cr_expect_not_null(h, "63 characters are fine: %s", err);
+    plugboard_harness_close(&h);
+    h = plugboard_harness_open(GOOD, "shop-eu_2", NULL, err, sizeof err);
+    cr_expect_not_null(h, "%s", err);
+    plugboard_harness_close(&h);
 }
 
 Test(sdk_harness, samples_are_the_documented_examples)

@@ -46,6 +46,13 @@ extern "C" {
 
 typedef struct plugboard_harness plugboard_harness_t;
 
+/* The source (api->event_source) of every event the harness builds for
+ * deliver, deliver_json and deliver_sample when the JSON names none.  A
+ * JSON event's own "source" is kept (the docs/events.md samples have
+ * theirs: "payments", "support", ...).  plugin-check's events use it
+ * too. */
+#define PLUGBOARD_HARNESS_SOURCE "harness"
+
 /*
  * Load plugin_path (a path to the .so) and open one instance.  settings
  * is a NULL-terminated array of "name=value" strings (NULL for none);
@@ -53,9 +60,11 @@ typedef struct plugboard_harness plugboard_harness_t;
  * true/false, durations as text ("5s"), strings as they are, secrets as
  * env:NAME or file:PATH.  The instance is named after the plugin unless
  * name is non-NULL (the name is the emitted events' source and the
- * webhook path /hooks/<name>).
- * Returns NULL and writes the reason to err (err_len bytes): the loader's
- * or the settings binding's message, or "open failed: <open's errbuf>".
+ * webhook path /hooks/<name>); a name must be one a config would take, 1
+ * to 63 of a-z, 0-9, '_' and '-'.
+ * Returns NULL and writes the reason to err (err_len bytes): "'NAME' is
+ * not a valid connector name (...)", the loader's or the settings
+ * binding's message, or "open failed: <open's errbuf>".
  * Caller owns the result (plugboard_harness_close).
  */
 plugboard_harness_t *plugboard_harness_open(const char *plugin_path,
@@ -78,9 +87,11 @@ const plugboard_host_api_t *plugboard_harness_api(void);
 /*
  * Deliver one event of type with ordering key (NULL for "") and data given
  * as JSON object text (NULL for {}), as delivery attempt number attempt
- * (1 for the first).  *result is zeroed before deliver() runs, as the host
- * does.  Returns 0, or PLUGBOARD_E_INVALID when the connector has no
- * deliver, the type is not a valid type name or the JSON is not an object.
+ * (1 for the first, as api->event_attempt counts).  The event's source is
+ * PLUGBOARD_HARNESS_SOURCE.  *result is zeroed before deliver() runs, as
+ * the host does.  Returns 0, or PLUGBOARD_E_INVALID (and deliver() is not
+ * called) when the connector has no deliver, attempt is 0, the type is
+ * not a valid type name or the JSON is not an object.
  */
 int plugboard_harness_deliver(plugboard_harness_t *h, const char *type,
                               const char *key, const char *json_data,
@@ -97,8 +108,10 @@ int plugboard_harness_deliver_sample(plugboard_harness_t *h, const char *type,
 
 /*
  * Deliver an event given as one JSON object: "type" (required), "key",
- * "time", "dedupe", "data" (the shape docs/events.md shows and
- * api->event_to_json writes).  Same returns as plugboard_harness_deliver.
+ * "time", "dedupe", "source" (PLUGBOARD_HARNESS_SOURCE when absent),
+ * "correlation", "causation", "data" (the shape docs/events.md shows and
+ * api->event_to_json writes); the id is new.  Same returns as
+ * plugboard_harness_deliver, attempt 0 refused likewise.
  */
 int plugboard_harness_deliver_json(plugboard_harness_t *h, const char *json,
                                    uint32_t attempt,

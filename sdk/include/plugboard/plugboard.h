@@ -263,8 +263,12 @@ typedef struct plugboard_host_api {
     bool (*setting_bool)(const plugboard_settings_t *s, const char *name);
     bool (*setting_is_set)(const plugboard_settings_t *s, const char *name);
 
-    /* Reading an event.  Paths are dot-separated map keys into the event's
-     * data ("customer.email"); the envelope fields are separate calls.
+    /* Reading an event.  Paths are dot-separated segments into the
+     * event's data ("customer.email"): in a map a segment is a key, in an
+     * array the decimal index of an element from 0 ("ticket.tags.0",
+     * "items.1.sku"; no sign, no leading zero, below the array's length,
+     * or the path is missing).  api->event_count (ABI 1.1) gives an
+     * array's length.  The envelope fields are separate calls.
      * Returned strings are borrowed from the view and NOT NUL-terminated
      * unless noted: use the length. */
     const char *(*event_type)(const plugboard_event_t *ev);  /* NUL-term */
@@ -367,6 +371,12 @@ typedef struct plugboard_host_api {
      * never into a label; it must not contain the secret or any part of
      * it ("HTTP 401: token expired", not the token). */
     void (*auth_failed)(plugboard_host_t *host, const char *reason);
+
+    /* How many elements the array, or entries the map, at path holds
+     * (paths as for event_kind); 0 for any other value and for a missing
+     * path.  So a connector walks "ticket.tags" with event_count and
+     * event_string(ev, "ticket.tags.<i>", ...). */
+    size_t (*event_count)(const plugboard_event_t *ev, const char *path);
 } plugboard_host_api_t;
 
 /*
