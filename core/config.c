@@ -2429,6 +2429,15 @@ pb_config_bind(pb_config_t *cfg, pb_descriptor_fn describe, void *ctx,
                                       conn->settings_count);
         if (!conn->bound)
             ok = false;
+        if (descs[i]->run && conn->isolation &&
+            strcmp(conn->isolation, "process") == 0) {
+            pb_diag_add(diag,
+                        "%s:%d: connectors.[%zu] ('%s').isolation: plugin "
+                        "'%s' is a pull source (run), which a worker "
+                        "process does not run: use isolation = \"thread\"",
+                        cfg->path, conn->line, i, conn->name, conn->plugin);
+            ok = false;
+        }
     }
     for (size_t r = 0; r < cfg->route_count; r++)
         ok &= s_check_route(cfg, r, descs, diag);

@@ -48,6 +48,17 @@ typedef struct s_pool_thread {
     bool started;
 } pool_thread_t;
 
+/* Events a pull source flushed, waiting for the actor to send them. */
+typedef struct s_batch {
+    struct s_batch *next;
+    uint64_t ticket;
+    pb_builder_t **staged;
+    size_t count;
+} batch_t;
+
+#define S_RUN_TOKEN (1ull << 63) /* EMIT tokens of a pull source's batches */
+#define S_RUN_REFUSED_MAX 1024   /* refused batches remembered */
+
 typedef struct s_parked {
     uint64_t token;
     pb_webhook_t *w;
@@ -101,6 +112,26 @@ struct pb_connector {
     bool pool_stop;
     atomic_int jobs_out;        /* handed to the pool, result not sent */
 
+    /* a pull source's run thread (desc->run); under run_lock unless
+     * noted */
+    bool run_started;           /* actor thread */
+    pthread_t run_thread;
+    atomic_bool run_alive;      /* run has not returned yet */
+    atomic_bool run_stop;       /* run_wait answers false */
+    pthread_mutex_t run_lock;
+    pthread_cond_t run_cond;
+    pb_builder_t **run_staged;  /* run thread only: emitted, not flushed */
+    size_t run_staged_count, run_staged_cap;
+    uint64_t run_next_ticket;   /* run thread only */
+    batch_t *out_head, *out_tail; /* flushed, not yet sent */
+    uint64_t *pending;          /* flushed, not yet answered */
+    size_t pending_count, pending_cap;
+    struct {
+        uint64_t ticket;
+        int status;
+    } refused[S_RUN_REFUSED_MAX]; /* a ring of the latest refusals */
+    size_t refused_next;
+
     /* actor-thread only */
     void *sock;
     void *state;
@@ -118,9 +149,13 @@ struct pb_connector {
 /* staging emitted events                                            */
 /* ---------------------------------------------------------------- */
 
+static void s_run_answered(pb_connector_t *c, uint64_t ticket, int status);
+
 /* The delivery a pool thread is running, so emit() knows where to stage. */
 static __thread job_t *s_current_job;
 static __thread const pb_connector_t *s_current_owner;
+/* The connector whose run() this thread is. */
+static __thread const pb_connector_t *s_current_run;
 
 static int
 s_push_staged(pb_builder_t ***list, size_t *count, size_t *cap,
@@ -152,6 +187,9 @@ s_stage(void *ctx, pb_builder_t *b)
         return s_push_staged(&s_current_job->staged,
                              &s_current_job->staged_count,
                              &s_current_job->staged_cap, b);
+    if (s_current_run == c)
+        return s_push_staged(&c->run_staged, &c->run_staged_count,
+                             &c->run_staged_cap, b);
     if (c->opening && pthread_equal(pthread_self(), c->self)) {
         pb_warn("connector", "connector=%s emitted during open; event "
                 "refused", c->name);
@@ -326,6 +364,10 @@ s_handle_ack(pb_connector_t *c, const uint8_t *p, size_t len)
     int32_t status;
     memcpy(&token, p, 8);
     memcpy(&status, p + 8, 4);
+    if (token & S_RUN_TOKEN) {
+        s_run_answered(c, token & ~S_RUN_TOKEN, status);
+        return;
+    }
     if (token == 0) {
         if (status < 0)
             pb_error("connector", "connector=%s events emitted during "
@@ -698,6 +740,223 @@ s_handle_message(pb_connector_t *c)
 }
 
 /* ---------------------------------------------------------------- */
+/* pull sources: run, flush, durable, run_wait                       */
+/* ---------------------------------------------------------------- */
+
+/* Under run_lock: forget ticket as pending; true when it was. */
+static bool
+s_unpend(pb_connector_t *c, uint64_t ticket)
+{
+    for (size_t i = 0; i < c->pending_count; i++)
+        if (c->pending[i] == ticket) {
+            c->pending[i] = c->pending[--c->pending_count];
+            return true;
+        }
+    return false;
+}
+
+/* The router's answer to batch ticket (or the actor's, when it could not
+ * be sent): wake run. */
+static void
+s_run_answered(pb_connector_t *c, uint64_t ticket, int status)
+{
+    pthread_mutex_lock(&c->run_lock);
+    if (s_unpend(c, ticket) && status < 0) {
+        c->refused[c->refused_next].ticket = ticket;
+        c->refused[c->refused_next].status = status;
+        c->refused_next = (c->refused_next + 1) % S_RUN_REFUSED_MAX;
+    }
+    pthread_cond_broadcast(&c->run_cond);
+    pthread_mutex_unlock(&c->run_lock);
+    if (status < 0)
+        pb_error("connector", "connector=%s batch=%llu not accepted: %s",
+                 c->name, (unsigned long long)ticket, pb_strerror(status));
+}
+
+/* Actor thread: send what run flushed, in order. */
+static void
+s_send_batches(pb_connector_t *c)
+{
+    if (!c->run_started)
+        return;
+    pthread_mutex_lock(&c->run_lock);
+    batch_t *b = c->out_head;
+    c->out_head = c->out_tail = NULL;
+    pthread_mutex_unlock(&c->run_lock);
+    while (b) {
+        batch_t *next = b->next;
+        int rc = s_send_events(c, S_RUN_TOKEN | b->ticket, b->staged,
+                               &b->count);
+        if (rc != 0)
+            s_run_answered(c, b->ticket, rc);
+        free(b->staged);
+        free(b);
+        b = next;
+    }
+}
+
+static int
+s_run_flush(void *ctx, uint64_t *ticket)
+{
+    pb_connector_t *c = ctx;
+    *ticket = 0;
+    if (s_current_run != c)
+        return PLUGBOARD_E_INVALID;
+    if (atomic_load(&c->run_stop)) {
+        s_destroy_builders(c->run_staged, &c->run_staged_count);
+        return PLUGBOARD_E_STOPPING;
+    }
+    if (c->run_staged_count == 0)
+        return 0;
+    batch_t *b = calloc(1, sizeof *b);
+    pthread_mutex_lock(&c->run_lock);
+    if (b && c->pending_count == c->pending_cap) {
+        size_t cap = c->pending_cap ? c->pending_cap * 2 : 16;
+        uint64_t *n = realloc(c->pending, cap * sizeof *n);
+        if (n) {
+            c->pending = n;
+            c->pending_cap = cap;
+        }
+    }
+    if (!b || c->pending_count == c->pending_cap) {
+        pthread_mutex_unlock(&c->run_lock);
+        free(b);
+        s_destroy_builders(c->run_staged, &c->run_staged_count);
+        return PLUGBOARD_E_NOMEM;
+    }
+    b->ticket = ++c->run_next_ticket;
+    b->staged = c->run_staged;
+    b->count = c->run_staged_count;
+    c->run_staged = NULL;
+    c->run_staged_count = c->run_staged_cap = 0;
+    c->pending[c->pending_count++] = b->ticket;
+    if (c->out_tail)
+        c->out_tail->next = b;
+    else
+        c->out_head = b;
+    c->out_tail = b;
+    pthread_mutex_unlock(&c->run_lock);
+    *ticket = b->ticket;
+    uint64_t one = 1;
+    ssize_t w = write(c->wake_fd, &one, sizeof one);
+    (void)w;
+    return 0;
+}
+
+static int
+s_run_durable(void *ctx, uint64_t ticket)
+{
+    pb_connector_t *c = ctx;
+    if (s_current_run != c || ticket == 0 || ticket > c->run_next_ticket)
+        return PLUGBOARD_E_INVALID;
+    int answer = 1;
+    pthread_mutex_lock(&c->run_lock);
+    for (size_t i = 0; i < c->pending_count && answer == 1; i++)
+        if (c->pending[i] == ticket)
+            answer = 0;
+    for (size_t i = 0; i < S_RUN_REFUSED_MAX && answer == 1; i++)
+        if (c->refused[i].ticket == ticket)
+            answer = c->refused[i].status;
+    pthread_mutex_unlock(&c->run_lock);
+    return answer;
+}
+
+static bool
+s_run_wait(void *ctx, int64_t timeout_ms)
+{
+    pb_connector_t *c = ctx;
+    if (s_current_run != c || atomic_load(&c->run_stop))
+        return false;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    int64_t ns = until.tv_nsec + (timeout_ms > 0 ? timeout_ms : 0) * 1000000;
+    until.tv_sec += (time_t)(ns / 1000000000);
+    until.tv_nsec = (long)(ns % 1000000000);
+    pthread_mutex_lock(&c->run_lock);
+    if (!atomic_load(&c->run_stop) && timeout_ms > 0)
+        pthread_cond_timedwait(&c->run_cond, &c->run_lock, &until);
+    pthread_mutex_unlock(&c->run_lock);
+    return !atomic_load(&c->run_stop);
+}
+
+static const pb_run_fns_t s_run_fns = {
+    .flush = s_run_flush,
+    .durable = s_run_durable,
+    .wait = s_run_wait,
+};
+
+static void *
+s_run_main(void *arg)
+{
+    pb_connector_t *c = arg;
+    s_current_run = c;
+    c->desc->run(c->state);
+    if (!atomic_load(&c->run_stop))
+        pb_warn("connector", "connector=%s run returned before the host "
+                "asked it to; it polls no more until a restart", c->name);
+    s_destroy_builders(c->run_staged, &c->run_staged_count);
+    free(c->run_staged);
+    c->run_staged = NULL;
+    c->run_staged_cap = 0;
+    atomic_store(&c->run_alive, false);
+    uint64_t one = 1;
+    ssize_t w = write(c->wake_fd, &one, sizeof one);
+    (void)w;
+    return NULL;
+}
+
+/* Actor thread, in s_open: start run.  0, or -1 with open_err set. */
+static int
+s_run_start(pb_connector_t *c)
+{
+    atomic_store(&c->run_alive, true);
+    if (pthread_create(&c->run_thread, NULL, s_run_main, c) != 0) {
+        atomic_store(&c->run_alive, false);
+        snprintf(c->open_err, sizeof c->open_err,
+                 "cannot start the run thread: %s", strerror(errno));
+        return -1;
+    }
+    c->run_started = true;
+    return 0;
+}
+
+/* Ask run to return (run_wait answers false from now on). */
+static void
+s_run_ask_stop(pb_connector_t *c)
+{
+    if (!c->run_started || atomic_load(&c->run_stop))
+        return;
+    pthread_mutex_lock(&c->run_lock);
+    atomic_store(&c->run_stop, true);
+    pthread_cond_broadcast(&c->run_cond);
+    pthread_mutex_unlock(&c->run_lock);
+}
+
+/* Actor thread, run has returned: join it and free what it left. */
+static void
+s_run_join(pb_connector_t *c)
+{
+    if (!c->run_started)
+        return;
+    pthread_join(c->run_thread, NULL);
+    c->run_started = false;
+    pthread_mutex_lock(&c->run_lock);
+    batch_t *b = c->out_head;
+    c->out_head = c->out_tail = NULL;
+    pthread_mutex_unlock(&c->run_lock);
+    while (b) {
+        batch_t *next = b->next;
+        s_destroy_builders(b->staged, &b->count);
+        free(b->staged);
+        free(b);
+        b = next;
+    }
+    free(c->pending);
+    c->pending = NULL;
+    c->pending_count = c->pending_cap = 0;
+}
+
+/* ---------------------------------------------------------------- */
 /* the actor                                                         */
 /* ---------------------------------------------------------------- */
 
@@ -725,6 +984,13 @@ s_open(pb_connector_t *c)
                  "cannot connect to the router: %s", zmq_strerror(errno));
         return -1;
     }
+    if (c->isolated && c->desc->run) {
+        snprintf(c->open_err, sizeof c->open_err,
+                 "plugin '%s' is a pull source (run): it needs isolation "
+                 "= \"thread\"; a worker process does not run it",
+                 c->desc->name);
+        return -1;
+    }
     if (c->isolated) { /* the plugin opens in a worker process */
         c->worker = pb_worker_start(&c->wopt, c->open_err,
                                     sizeof c->open_err);
@@ -745,7 +1011,8 @@ s_open(pb_connector_t *c)
                  errbuf[0] ? errbuf : "no reason given");
         return -1;
     }
-    if (c->concurrency > 1 && c->desc->deliver && s_pool_start(c) != 0) {
+    if ((c->concurrency > 1 && c->desc->deliver && s_pool_start(c) != 0) ||
+        (c->desc->run && s_run_start(c) != 0)) {
         s_pool_stop(c);
         c->desc->close(c->state);
         c->state = NULL;
@@ -793,10 +1060,14 @@ s_thread(void *arg)
         if (stopping) {
             if (!stop_deadline)
                 stop_deadline = now + c->ack_timeout_ms;
+            s_run_ask_stop(c);
             pthread_mutex_lock(&c->lock);
             bool inbox_empty = c->inbox_count == 0;
             pthread_mutex_unlock(&c->lock);
-            if (inbox_empty && (c->parked_count == 0 || now >= stop_deadline))
+            /* run is waited for however long it takes: close must not
+             * free its state under it */
+            if (inbox_empty && !atomic_load(&c->run_alive) &&
+                (c->parked_count == 0 || now >= stop_deadline))
                 break;
         }
         zmq_pollitem_t items[] = {
@@ -812,6 +1083,7 @@ s_thread(void *arg)
         }
         s_drain_inbox(c);
         s_pool_results(c);
+        s_send_batches(c);
         for (int i = 0; i < 256; i++) {
             int events = 0;
             size_t sz = sizeof events;
@@ -826,6 +1098,8 @@ s_thread(void *arg)
     }
     while (c->parked_count)
         s_unpark(c, 0, 503, "shutting down; retry later\n");
+    s_run_ask_stop(c);
+    s_run_join(c);
     s_pool_stop(c);
     if (!c->counted_down)
         pb_mconn_running(c->mc, -1);
@@ -941,11 +1215,14 @@ pb_connector_spawn(const pb_connector_options_t *opt, char *err,
     pb_mconn_set_workers(c->mc, c->concurrency);
     pb_host_init(&c->host, c->name, s_stage, s_count, c);
     pb_host_on_auth_failed(&c->host, s_auth_failed);
+    pb_host_on_run(&c->host, &s_run_fns);
     pb_auth_init(&c->auth);
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->cond, NULL);
     pthread_mutex_init(&c->pool_lock, NULL);
     pthread_cond_init(&c->pool_cond, NULL);
+    pthread_mutex_init(&c->run_lock, NULL);
+    pthread_cond_init(&c->run_cond, NULL);
     c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (c->wake_fd < 0 || pthread_create(&c->thread, NULL, s_thread, c)) {
         snprintf(err, err_len, "cannot start connector '%s': %s", c->name,
@@ -963,6 +1240,8 @@ out_free:
     pthread_cond_destroy(&c->cond);
     pthread_mutex_destroy(&c->pool_lock);
     pthread_cond_destroy(&c->pool_cond);
+    pthread_mutex_destroy(&c->run_lock);
+    pthread_cond_destroy(&c->run_cond);
     free(c);
     return NULL;
 }
@@ -992,6 +1271,8 @@ pb_connector_stop(pb_connector_t **cp)
     pthread_cond_destroy(&c->cond);
     pthread_mutex_destroy(&c->pool_lock);
     pthread_cond_destroy(&c->pool_cond);
+    pthread_mutex_destroy(&c->run_lock);
+    pthread_cond_destroy(&c->run_cond);
     pb_auth_release(&c->auth);
     free(c);
 }

@@ -100,6 +100,32 @@ s_auth_failed(plugboard_host_t *host, const char *reason)
         host->auth_failed(host->ctx, reason);
 }
 
+static int
+s_flush(plugboard_host_t *host, uint64_t *ticket)
+{
+    if (ticket)
+        *ticket = 0;
+    if (!host || !host->run || !ticket)
+        return PLUGBOARD_E_INVALID;
+    return host->run->flush(host->ctx, ticket);
+}
+
+static int
+s_durable(plugboard_host_t *host, uint64_t ticket)
+{
+    if (!host || !host->run)
+        return PLUGBOARD_E_INVALID;
+    return host->run->durable(host->ctx, ticket);
+}
+
+static bool
+s_run_wait(plugboard_host_t *host, int64_t timeout_ms)
+{
+    if (!host || !host->run)
+        return false;
+    return host->run->wait(host->ctx, timeout_ms);
+}
+
 static char *
 s_event_to_json(const plugboard_event_t *ev)
 {
@@ -147,6 +173,9 @@ static const plugboard_host_api_t s_api = {
     /* ABI 1.1 */
     .auth_failed = s_auth_failed,
     .event_count = pb_event_count,
+    .flush = s_flush,
+    .durable = s_durable,
+    .run_wait = s_run_wait,
 };
 
 const plugboard_host_api_t *
@@ -164,6 +193,12 @@ pb_host_init(plugboard_host_t *host, const char *name, pb_emit_fn emit,
     host->emit = emit;
     host->count = count;
     host->ctx = ctx;
+}
+
+void
+pb_host_on_run(plugboard_host_t *host, const pb_run_fns_t *fns)
+{
+    host->run = fns;
 }
 
 void

@@ -21,11 +21,20 @@ typedef void (*pb_count_fn)(void *ctx, const char *name, int64_t delta);
 /* The vendor refused the connector's credentials (reason may be NULL). */
 typedef void (*pb_auth_failed_fn)(void *ctx, const char *reason);
 
+/* A pull source's calls (api->flush, durable, run_wait): see plugboard.h.
+ * The connector checks that the caller is its run thread. */
+typedef struct pb_run_fns {
+    int (*flush)(void *ctx, uint64_t *ticket);
+    int (*durable)(void *ctx, uint64_t ticket);
+    bool (*wait)(void *ctx, int64_t timeout_ms);
+} pb_run_fns_t;
+
 struct plugboard_host {
     char name[64];     /* connector instance name, for logs and sources */
     pb_emit_fn emit;
     pb_count_fn count;
     pb_auth_failed_fn auth_failed; /* NULL: the call does nothing */
+    const pb_run_fns_t *run;       /* NULL: not a pull source's host */
     void *ctx;
 };
 
@@ -38,6 +47,9 @@ void pb_host_init(plugboard_host_t *host, const char *name, pb_emit_fn emit,
 
 /* Where api->auth_failed goes for this handle (after pb_host_init). */
 void pb_host_on_auth_failed(plugboard_host_t *host, pb_auth_failed_fn fn);
+
+/* Where api->flush, durable and run_wait go (fns borrowed, static). */
+void pb_host_on_run(plugboard_host_t *host, const pb_run_fns_t *fns);
 
 /* Wall and monotonic clocks in ms (also host API entries). */
 int64_t pb_now_ms(void);

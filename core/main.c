@@ -294,10 +294,14 @@ s_cmd_describe(int argc, char **argv)
     printf("\n");
     s_print_types("consumes", d->consumes);
     s_print_types("emits", d->emits);
-    printf("callbacks:%s%s%s%s\n", " open close",
+    printf("callbacks:%s%s%s%s%s\n", " open close",
            d->deliver ? " deliver" : "", d->webhook ? " webhook" : "",
+           d->run ? " run" : "",
            (d->flags & PLUGBOARD_DELIVER_THREAD_SAFE) ? " (thread-safe)"
                                                        : "");
+    if (d->run)
+        printf("pull source: polls on a thread of its own; needs isolation "
+               "= \"thread\"\n");
     if (d->webhook)
         printf("webhook path: /hooks/<connector name>\n");
     pb_plugin_destroy(&p);

@@ -64,6 +64,7 @@ size_t __sanitizer_get_current_allocated_bytes(void);
 #endif
 
 #define S_CALL_DEADLINE_MS 10000   /* open, close, webhook */
+#define S_RUN_STOP_MS 3000         /* run returning once asked to */
 #define S_DELIVER_DEFAULT_MS 30000 /* the router's default deadline */
 #define S_LINE_MAX 1024
 #define S_WARMUP_CYCLES 5
@@ -1100,13 +1101,14 @@ s_check_types(const plugboard_connector_t *d, char *probs, size_t len,
               "reach it");
     if (!d->deliver && nc > 0)
         s_add(probs, len, "consumes events but has no deliver");
-    if (!d->deliver && !d->webhook)
+    if (!d->deliver && !d->webhook && !d->run)
         s_add(probs, len,
-              "has neither deliver nor webhook: it can do "
+              "has neither deliver, webhook nor run: it can do "
               "nothing");
     /* a sink may emit from deliver: emits without a webhook is fine */
-    if (d->webhook && ne == 0)
-        s_add(warns, wlen, "has a webhook but declares no emits");
+    if ((d->webhook || d->run) && ne == 0)
+        s_add(warns, wlen, "%s but declares no emits",
+              d->webhook ? "has a webhook" : "has run (a pull source)");
 }
 
 /* Text the scaffold left for the author to write. */
@@ -1740,6 +1742,103 @@ s_child_inflight(s_check_t *c, s_child_t *ch)
                  n == 1 ? "" : "s", took);
 }
 
+/* ---- run (pull sources) -------------------------------------------- */
+
+static atomic_bool s_run_stop;
+static atomic_uint s_run_batches;
+static uint64_t s_run_tickets;
+
+static int
+s_pc_flush(void *ctx, uint64_t *ticket)
+{
+    (void)ctx;
+    *ticket = ++s_run_tickets;
+    atomic_fetch_add(&s_run_batches, 1);
+    return 0;
+}
+
+static int
+s_pc_durable(void *ctx, uint64_t ticket)
+{
+    (void)ctx;
+    return ticket > 0 && ticket <= s_run_tickets ? 1 : PLUGBOARD_E_INVALID;
+}
+
+static bool
+s_pc_wait(void *ctx, int64_t timeout_ms)
+{
+    (void)ctx;
+    int64_t until = pb_monotonic_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    while (!atomic_load(&s_run_stop) && pb_monotonic_ms() < until)
+        usleep(1000);
+    return !atomic_load(&s_run_stop);
+}
+
+static const pb_run_fns_t s_pc_run_fns = {
+    .flush = s_pc_flush,
+    .durable = s_pc_durable,
+    .wait = s_pc_wait,
+};
+
+typedef struct s_runner {
+    const plugboard_connector_t *desc;
+    void *state;
+    atomic_bool done;
+} s_runner_t;
+
+static void *
+s_runner_main(void *arg)
+{
+    s_runner_t *r = arg;
+    s_in_call = true; /* the host runs run: its calls are allowed */
+    r->desc->run(r->state);
+    atomic_store(&r->done, true);
+    return NULL;
+}
+
+/* run polls for a while, then the host asks it to stop: it must return
+ * promptly and leave no thread behind. */
+static void
+s_child_run(s_check_t *c, s_child_t *ch)
+{
+    long threads0 = s_threads();
+    void *state;
+    char errbuf[PLUGBOARD_ERRBUF_MAX];
+    pb_host_on_run(&s_host, &s_pc_run_fns);
+    if (s_open(c, ch, &state, errbuf) != 0) {
+        s_report(ch, "run", S_FAIL, "open failed: %s", errbuf);
+        return;
+    }
+    s_runner_t r = {.desc = c->desc, .state = state};
+    pthread_t t;
+    if (pthread_create(&t, NULL, s_runner_main, &r) != 0) {
+        s_report(ch, "run", S_FAIL, "cannot start a thread");
+        return;
+    }
+    s_note(ch, "run polling for 300 ms");
+    usleep(300 * 1000);
+    atomic_store(&s_run_stop, true);
+    int64_t t0 = pb_monotonic_ms();
+    s_expect(ch, S_RUN_STOP_MS,
+             "after run_wait answered false (return from run as soon as "
+             "it does)");
+    pthread_join(t, NULL);
+    s_disarm();
+    int64_t took = pb_monotonic_ms() - t0;
+    s_close(c, ch, state);
+    long threads1 = s_threads_settled(threads0);
+    if (threads1 > threads0)
+        s_report(ch, "run", S_FAIL,
+                 "%ld thread%s still running after close", threads1 - threads0,
+                 threads1 - threads0 == 1 ? "" : "s");
+    else
+        s_report(ch, "run", S_OK,
+                 "%u batch%s flushed in 300 ms; run returned %" PRId64
+                 " ms after the host asked",
+                 atomic_load(&s_run_batches),
+                 atomic_load(&s_run_batches) == 1 ? "" : "es", took);
+}
+
 static void
 s_child_usage(s_check_t *c, s_child_t *ch)
 {
@@ -1814,20 +1913,21 @@ s_run_children(s_check_t *c)
     static const char *const n_malformed[] = {"malformed"};
     static const char *const n_webhook[] = {"webhook"};
     static const char *const n_inflight[] = {"in-flight"};
+    static const char *const n_run[] = {"run"};
     static const char *const n_usage[] = {"threads", "settings-read"};
     static const char *const n_after_open[] = {
-        "lifecycle", "samples", "malformed",    "webhook",
-        "in-flight", "threads", "settings-read"};
+        "lifecycle", "samples", "malformed",     "webhook",
+        "in-flight", "threads", "settings-read", "run"};
     int64_t deliver_ms = s_deliver_deadline(c);
     unsigned failed = c->failed;
 
     if (!s_bind_given(c)) {
-        s_skip(c, n_after_open, 7, "needs settings the plugin accepts");
+        s_skip(c, n_after_open, 8, "needs settings the plugin accepts");
         return;
     }
     s_run_child(c, n_open, 1, s_child_open, 3 * S_CALL_DEADLINE_MS);
     if (c->failed > failed) {
-        s_skip(c, n_after_open, 7, "needs a plugin that opens");
+        s_skip(c, n_after_open, 8, "needs a plugin that opens");
         return;
     }
     s_run_child(c, n_life, 1, s_child_lifecycle,
@@ -1846,8 +1946,16 @@ s_run_children(s_check_t *c)
         s_run_child(c, n_webhook, 1, s_child_webhook, 10 * S_CALL_DEADLINE_MS);
     else
         s_skip(c, n_webhook, 1, "no webhook");
-    s_run_child(c, n_inflight, 1, s_child_inflight,
-                deliver_ms + 4 * S_CALL_DEADLINE_MS);
+    if (c->desc->deliver || c->desc->webhook)
+        s_run_child(c, n_inflight, 1, s_child_inflight,
+                    deliver_ms + 4 * S_CALL_DEADLINE_MS);
+    else
+        s_skip(c, n_inflight, 1, "no deliver and no webhook");
+    if (c->desc->run)
+        s_run_child(c, n_run, 1, s_child_run,
+                    S_RUN_STOP_MS + 3 * S_CALL_DEADLINE_MS);
+    else
+        s_skip(c, n_run, 1, "no run: not a pull source");
     s_run_child(c, n_usage, 2, s_child_usage,
                 20 * deliver_ms + 4 * S_CALL_DEADLINE_MS);
 }

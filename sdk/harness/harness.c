@@ -10,9 +10,11 @@
 #include <plugboard/harness.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "config.h"
 #include "envelope.h"
@@ -36,6 +38,12 @@ struct plugboard_harness {
     const pb_envelope_t *delivering; /* during deliver: its event */
     bool opening;                    /* in open: emit is refused */
     size_t call_emits;               /* emitted in the current call */
+    /* plugboard_harness_run */
+    bool running;
+    pthread_t run_thread;
+    int64_t run_until_ms;   /* monotonic: run_wait answers false after */
+    uint64_t run_tickets;   /* batches flushed */
+    size_t run_flushed;     /* emitted_count at the last flush */
 };
 
 /* The host handle's emit: encode, decode back, keep. */
@@ -176,6 +184,86 @@ out_free:
     return bound;
 }
 
+/* A pull source's calls, from its run thread (plugboard_harness_run). */
+static int
+s_h_flush(void *ctx, uint64_t *ticket)
+{
+    plugboard_harness_t *h = ctx;
+    *ticket = 0;
+    if (!h->running || !pthread_equal(pthread_self(), h->run_thread))
+        return PLUGBOARD_E_INVALID;
+    if (h->emitted_count == h->run_flushed)
+        return 0;
+    h->run_flushed = h->emitted_count;
+    h->call_emits = 0;
+    *ticket = ++h->run_tickets;
+    return 0;
+}
+
+static int
+s_h_durable(void *ctx, uint64_t ticket)
+{
+    plugboard_harness_t *h = ctx;
+    if (!h->running || !pthread_equal(pthread_self(), h->run_thread) ||
+        ticket == 0 || ticket > h->run_tickets)
+        return PLUGBOARD_E_INVALID;
+    return 1; /* the harness has no journal: every batch is kept */
+}
+
+static bool
+s_h_wait(void *ctx, int64_t timeout_ms)
+{
+    plugboard_harness_t *h = ctx;
+    if (!h->running || !pthread_equal(pthread_self(), h->run_thread))
+        return false;
+    int64_t left = h->run_until_ms - pb_monotonic_ms();
+    if (left <= 0)
+        return false;
+    int64_t ms = timeout_ms < left ? timeout_ms : left;
+    if (ms > 0) {
+        struct timespec ts = {.tv_sec = ms / 1000,
+                              .tv_nsec = (long)(ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+    }
+    return pb_monotonic_ms() < h->run_until_ms;
+}
+
+static const pb_run_fns_t s_harness_run_fns = {
+    .flush = s_h_flush,
+    .durable = s_h_durable,
+    .wait = s_h_wait,
+};
+
+static void *
+s_h_run(void *arg)
+{
+    plugboard_harness_t *h = arg;
+    h->desc->run(h->state);
+    return NULL;
+}
+
+int
+plugboard_harness_run(plugboard_harness_t *h, int64_t run_ms)
+{
+    if (!h || !h->desc->run || h->running)
+        return PLUGBOARD_E_INVALID;
+    h->run_flushed = h->emitted_count;
+    h->run_until_ms = pb_monotonic_ms() + (run_ms > 0 ? run_ms : 0);
+    h->running = true;
+    h->call_emits = 0;
+    if (pthread_create(&h->run_thread, NULL, s_h_run, h) != 0) {
+        h->running = false;
+        return PLUGBOARD_E_NOMEM;
+    }
+    pthread_join(h->run_thread, NULL);
+    h->running = false;
+    /* emitted and never flushed: dropped, as the host drops them */
+    while (h->emitted_count > h->run_flushed)
+        pb_envelope_destroy(&h->emitted[--h->emitted_count]);
+    return 0;
+}
+
 plugboard_harness_t *
 plugboard_harness_open(const char *plugin_path, const char *name,
                        const char *const *settings, char *err, size_t err_len)
@@ -202,6 +290,7 @@ plugboard_harness_open(const char *plugin_path, const char *name,
 
     pb_host_init(&h->host, name ? name : h->desc->name, s_capture, NULL, h);
     pb_host_on_auth_failed(&h->host, s_auth_failed);
+    pb_host_on_run(&h->host, &s_harness_run_fns);
     char errbuf[PLUGBOARD_ERRBUF_MAX] = "";
     h->opening = true;
     int rc =

@@ -88,7 +88,22 @@ static const char *const s_file_consumes[] = {"contact.upserted", NULL};
         .summary = "fake " n, .settings = set, .consumes = cons, .emits = em   \
     }
 
+static void
+s_fake_run(void *state)
+{
+    (void)state;
+}
+
+static const char *const s_poller_emits[] = {"contact.upserted", NULL};
+
 static const plugboard_connector_t s_plugins[] = {
+    {.abi_version = PLUGBOARD_ABI_VERSION,
+     .size = sizeof(plugboard_connector_t),
+     .name = "poller",
+     .version = "1",
+     .summary = "fake pull source",
+     .emits = s_poller_emits,
+     .run = s_fake_run},
     FAKE("stripe", s_stripe_settings, NULL, s_stripe_emits),
     FAKE("hubspot", s_hubspot_settings, s_hubspot_consumes, NULL),
     FAKE("smtp", s_smtp_settings, s_any, NULL),
@@ -922,6 +937,19 @@ Test(config, bind_reads_file_secret_and_strips_the_newline)
     expect_msg(4, "connectors.[1].settings.token: cannot read secret file '",
                ".missing': No such file or directory");
     s_assert_nowhere("s3cr3t");
+    pb_config_destroy(&cfg);
+}
+
+Test(config, bind_refuses_a_pull_source_in_a_worker_process)
+{
+    pb_config_t *cfg = s_load("connectors = (\n"
+                              "  { name = \"feed\"; plugin = \"poller\";\n"
+                              "    isolation = \"process\"; }\n"
+                              ");\n");
+    cr_assert_not_null(cfg, "errors:\n%s", s_dump());
+    cr_assert_eq(pb_config_bind(cfg, s_describe, NULL, &s_diag), PB_ECONFIG);
+    expect_msg(2, "connectors.[0] ('feed').isolation: plugin 'poller' is a "
+                  "pull source (run), which a worker process does not run");
     pb_config_destroy(&cfg);
 }
 

@@ -434,7 +434,26 @@ Test(plugin_check, passes_a_sink_that_emits_from_deliver_without_warning)
     cr_expect_eq(check("relay", NULL, &out), 0, "%s", out);
     cr_expect(line_of(out, "ok", "metadata"), "%s", out);
     cr_expect(!line_of(out, "warn", "metadata"), "%s", out);
-    cr_expect(strstr(out, " 0 failed, 1 skipped, 0 warnings"), "%s", out);
+    cr_expect(strstr(out, " 0 failed, 2 skipped, 0 warnings"), "%s", out);
+    free(out);
+}
+
+Test(plugin_check, passes_a_pull_source_whose_run_stops_when_asked)
+{
+    char *out = NULL;
+    cr_expect_eq(check("ticker", NULL, &out), 0, "%s", out);
+    cr_expect(line_of(out, "ok", "run"), "%s", out);
+    cr_expect(line_of(out, "ok", "metadata"), "%s", out);
+    free(out);
+}
+
+Test(plugin_check, fails_a_run_that_ignores_run_wait)
+{
+    char *out = NULL;
+    cr_expect_eq(check("check_stuck_run", NULL, &out), 1, "%s", out);
+    expect_line(out, "FAIL", "run",
+                (const char *const[]){"did not return within 3000 ms",
+                                      "run_wait answered false", NULL});
     free(out);
 }
 

@@ -387,3 +387,33 @@ Test(sdk_harness, builder_and_emit_limits_are_as_documented)
     free(frame);
     pb_builder_destroy(&b);
 }
+
+Test(sdk_harness, runs_a_pull_source_and_marks_its_batches_durable)
+{
+    char cursor[4300], err[512];
+    snprintf(cursor, sizeof cursor, "cursor=%s/cursor.txt", s_dir);
+    const char *settings[] = {"count=5", "interval=5ms", cursor, NULL};
+    plugboard_harness_t *h = plugboard_harness_open(
+        PB_TEST_PLUGIN_DIR "/ticker.so", NULL, settings, err, sizeof err);
+    cr_assert_not_null(h, "%s", err);
+    cr_assert_eq(plugboard_harness_run(h, 400), 0);
+    cr_assert_eq(plugboard_harness_emitted_count(h), 5);
+    for (size_t i = 0; i < 5; i++) {
+        int64_t seq = -1;
+        cr_expect(pb_event_int(plugboard_harness_emitted(h, i), "seq", &seq));
+        cr_expect_eq(seq, (int64_t)i);
+    }
+    pb_harness_close(&h);
+    /* the ticker advanced its cursor over every batch: durable said so */
+    char path[4300];
+    snprintf(path, sizeof path, "%s/cursor.txt", s_dir);
+    char *text = pb_test_read_file(path, NULL);
+    cr_assert_not_null(text);
+    cr_expect(strstr(text, "durable 4\n"), "%s", text);
+    free(text);
+
+    /* a connector without run has nothing to run */
+    h = open_good(NULL);
+    cr_expect_eq(plugboard_harness_run(h, 10), PLUGBOARD_E_INVALID);
+    pb_harness_close(&h);
+}

@@ -148,6 +148,19 @@ size_t plugboard_harness_emitted_count(const plugboard_harness_t *h);
 const plugboard_event_t *plugboard_harness_emitted(const plugboard_harness_t *h,
                                                    size_t i);
 /*
+ * Run the connector's run callback (a pull source, ABI 1.1) on a thread of
+ * its own for about run_ms: api->run_wait answers true until then and
+ * false after, api->flush hands a batch over (its events join the emitted
+ * list, see plugboard_harness_emitted) and api->durable answers 1 for
+ * every batch flushed (the harness has no journal).  Blocks until run
+ * returns, so a run that ignores run_wait hangs the test (its timeout
+ * catches it).  Events emitted and never flushed are dropped, as the host
+ * drops them.  Returns 0, or PLUGBOARD_E_INVALID when the connector has
+ * no run.
+ */
+int plugboard_harness_run(plugboard_harness_t *h, int64_t run_ms);
+
+/*
  * The connector's api->auth_failed calls (ABI 1.1), in order: how many,
  * and the reason of call i as given ("" for NULL; NULL when i is past
  * the last).  Borrowed until the next clear or close.  So a test can

@@ -377,6 +377,29 @@ typedef struct plugboard_host_api {
      * path.  So a connector walks "ticket.tags" with event_count and
      * event_string(ev, "ticket.tags.<i>", ...). */
     size_t (*event_count)(const plugboard_event_t *ev, const char *path);
+
+    /* Pull sources (the descriptor's run callback), from run's thread
+     * only; anywhere else they answer PLUGBOARD_E_INVALID (flush,
+     * durable) or false (run_wait).
+     *
+     * flush: hand the events emitted since the last flush to the host as
+     * one batch, which becomes durable (or is refused) as a whole; *ticket
+     * gets its number (increasing, > 0), or 0 when nothing was emitted.
+     * Returns 0, PLUGBOARD_E_STOPPING when the host is stopping (the
+     * events are discarded), or another negative code.  Events emitted in
+     * run and never flushed are discarded when run returns. */
+    int (*flush)(plugboard_host_t *host, uint64_t *ticket);
+    /* Has batch ticket been made durable?  1 once it is in the journal
+     * (advance your own cursor past its events only then), 0 while the
+     * host still works on it, or a negative code when it was refused
+     * (emit its events again later).  Never blocks.  A refusal is
+     * remembered for the last 1024 refused batches. */
+    int (*durable)(plugboard_host_t *host, uint64_t ticket);
+    /* Wait up to timeout_ms (also woken early when a batch becomes
+     * durable or is refused).  Returns false when run must return now
+     * (the host is stopping, or replacing this instance), true when the
+     * wait just ended. */
+    bool (*run_wait)(plugboard_host_t *host, int64_t timeout_ms);
 } plugboard_host_api_t;
 
 /*
@@ -445,6 +468,23 @@ typedef struct plugboard_connector {
      * with api->emit, and set the answer with api->respond. */
     void (*webhook)(void *state, const plugboard_request_t *request,
                     plugboard_response_t *response);
+
+    /* ABI 1.1: a plugin built against an ABI 1 header has no fields from
+     * here on (its size does not cover them); the host reads them as
+     * NULL. */
+
+    /*
+     * Pull sources: poll a vendor API or tail a file until the host asks
+     * to stop.  The host calls run once, on a thread of its own, after
+     * open succeeded, and waits for it to return before close; it runs
+     * beside deliver and webhook of the same state, so guard what they
+     * share.  Emit events with api->emit, hand them over with api->flush,
+     * learn with api->durable when a batch is in the journal (advance the
+     * vendor cursor only then), and wait between polls with
+     * api->run_wait, returning as soon as it answers false.  Needs
+     * isolation = "thread" (a worker process does not run it).
+     */
+    void (*run)(void *state);
 } plugboard_connector_t;
 
 /* The function a connector exports under PLUGBOARD_ENTRY_SYMBOL. */
