@@ -545,21 +545,8 @@ hs_webhook(void *state, const plugboard_request_t *req,
         /* signed by HubSpot: a 4xx would only make it retry for a day;
          * kept as a dead letter instead */
         json_decref(root);
-        if (plugboard_emit_unmapped(st->api, st->host, "hubspot:unmapped:",
-                                    "malformed JSON (or a duplicate key)",
-                                    req->body, req->body_len) != 0) {
-            s_refuse(st, resp, 503, "cannot accept events now",
-                     "emit_failed");
-            return;
-        }
-        st->api->count(st->host, "malformed_json", 1);
-        st->api->log(st->host, PLUGBOARD_LOG_WARN,
-                     "unmappable webhook acknowledged reason=\"malformed "
-                     "JSON\" position=%d bytes=%zu",
-                     jerr.position, req->body_len);
-        st->api->respond(resp, 200,
-                         "{\"received\":true,\"events\":0,"
-                         "\"unmappable\":\"malformed JSON\"}");
+        plugboard_webhook_keep_malformed(st->api, st->host, resp,
+                                         "hubspot:unmapped:", req, jerr.position);
         return;
     }
     n = s_read_items(st, root, &items, &failed);

@@ -535,21 +535,8 @@ zd_webhook(void *state, const plugboard_request_t *req,
         /* signed by Zendesk: a 4xx would count toward its circuit breaker;
          * kept as a dead letter instead */
         json_decref(root);
-        if (plugboard_emit_unmapped(st->api, st->host, "zendesk:unmapped:",
-                                    "malformed JSON (or a duplicate key)",
-                                    req->body, req->body_len) != 0) {
-            s_refuse(st, resp, 503, "cannot accept events now",
-                     "emit_failed");
-            return;
-        }
-        st->api->count(st->host, "malformed_json", 1);
-        st->api->log(st->host, PLUGBOARD_LOG_WARN,
-                     "unmappable webhook acknowledged reason=\"malformed "
-                     "JSON\" position=%d bytes=%zu",
-                     jerr.position, req->body_len);
-        st->api->respond(resp, 200,
-                         "{\"received\":true,\"events\":0,"
-                         "\"unmappable\":\"malformed JSON\"}");
+        plugboard_webhook_keep_malformed(st->api, st->host, resp,
+                                         "zendesk:unmapped:", req, jerr.position);
         return;
     }
     memset(&t, 0, sizeof t);

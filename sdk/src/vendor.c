@@ -569,3 +569,32 @@ plugboard_emit_unmapped(const plugboard_host_api_t *api,
     }
     return api->emit(host, &b);
 }
+
+int
+plugboard_webhook_keep_malformed(const plugboard_host_api_t *api,
+                                 plugboard_host_t *host,
+                                 plugboard_response_t *resp,
+                                 const char *dedupe_prefix,
+                                 const plugboard_request_t *req, int position)
+{
+    int rc = plugboard_emit_unmapped(api, host, dedupe_prefix,
+                                     "malformed JSON (or a duplicate key)",
+                                     req->body, req->body_len);
+    if (rc != 0) {
+        api->count(host, "emit_failed", 1);
+        api->log(host, PLUGBOARD_LOG_ERROR,
+                 "webhook refused status=503 reason=\"cannot accept events "
+                 "now\"");
+        api->respond(resp, 503, "cannot accept events now");
+        return rc;
+    }
+    api->count(host, "malformed_json", 1);
+    api->log(host, PLUGBOARD_LOG_WARN,
+             "unmappable webhook acknowledged reason=\"malformed JSON\" "
+             "position=%d bytes=%zu",
+             position, req->body_len);
+    api->respond(resp, 200,
+                 "{\"received\":true,\"events\":0,"
+                 "\"unmappable\":\"malformed JSON\"}");
+    return 0;
+}

@@ -167,6 +167,23 @@ int plugboard_emit_unmapped(const plugboard_host_api_t *api,
                             plugboard_host_t *host, const char *dedupe_prefix,
                             const char *reason, const void *item, size_t len);
 
+/*
+ * Inside webhook(), for a verified request whose body is not JSON (or has
+ * a duplicate key): keep the body as one unmapped dead letter (as
+ * plugboard_emit_unmapped, reason "malformed JSON (or a duplicate key)")
+ * and answer 200 {"received":true,"events":0,"unmappable":"malformed
+ * JSON"}, so the vendor does not retry it for days; when it cannot be
+ * kept, answer 503 so the vendor sends it again later.  position is where
+ * the parser stopped (for the log).  Counts "malformed_json" or
+ * "emit_failed".  Returns emit's result.
+ */
+int plugboard_webhook_keep_malformed(const plugboard_host_api_t *api,
+                                     plugboard_host_t *host,
+                                     plugboard_response_t *resp,
+                                     const char *dedupe_prefix,
+                                     const plugboard_request_t *req,
+                                     int position);
+
 #ifdef __cplusplus
 }
 #endif
