@@ -358,7 +358,7 @@ s_unpark(pb_connector_t *c, size_t i, int status, const char *body)
 static void
 s_handle_ack(pb_connector_t *c, const uint8_t *p, size_t len)
 {
-    if (len != 20)
+    if (len != PB_ACK_LEN)
         return;
     uint64_t token;
     int32_t status;
@@ -384,15 +384,28 @@ s_handle_ack(pb_connector_t *c, const uint8_t *p, size_t len)
             s_unpark(c, i, 503, "events could not be stored; retry later\n");
         } else {
             /* tell the sender what became of its events */
-            uint32_t accepted, duplicates;
+            uint32_t accepted, duplicates, unmapped;
             memcpy(&accepted, p + 12, 4);
             memcpy(&duplicates, p + 16, 4);
-            char body[96];
-            snprintf(body, sizeof body,
-                     "{\"received\":true,\"accepted\":%u,"
-                     "\"duplicates\":%u}\n",
-                     accepted, duplicates);
+            memcpy(&unmapped, p + 20, 4);
             int st = pb_response_status(pb_webhook_response(c->parked[i].w));
+            if (accepted == 0 && duplicates == 0) {
+                /* nothing routed, only unmapped items kept: the
+                 * connector's own answer says why */
+                s_unpark(c, i, 0, NULL); /* 0: keep its status and body */
+                return;
+            }
+            char body[128];
+            if (unmapped)
+                snprintf(body, sizeof body,
+                         "{\"received\":true,\"accepted\":%u,"
+                         "\"duplicates\":%u,\"unmapped\":%u}\n",
+                         accepted, duplicates, unmapped);
+            else
+                snprintf(body, sizeof body,
+                         "{\"received\":true,\"accepted\":%u,"
+                         "\"duplicates\":%u}\n",
+                         accepted, duplicates);
             s_unpark(c, i, st, body);
         }
         return;

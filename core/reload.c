@@ -785,6 +785,19 @@ s_stage_bind(stage_t *st, pb_diag_t *diag)
     return pb_config_bind(st->cfg, s_describe_new, st, diag);
 }
 
+/* Has this instance's worker failed for good (a crash loop)?  A reload
+ * then starts it afresh, changed entry or not: that is how an admin who
+ * fixed the cause brings it back. */
+static bool
+s_has_failed(inst_t *in)
+{
+    pb_connector_info_t info;
+    if (!in->actor || in->opening)
+        return false;
+    pb_connector_info(in->actor, &info);
+    return info.state && strcmp(info.state, "failed") == 0;
+}
+
 /* Keep unchanged connectors' instances; start the others. */
 static int
 s_stage_start(stage_t *st, pb_diag_t *diag)
@@ -796,7 +809,8 @@ s_stage_start(stage_t *st, pb_diag_t *diag)
         pb_connector_conf_t *conf = &st->cfg->connectors[i];
         int j = s_current(rl, conf->name);
         if (j >= 0 && rl->cur[j]->plug == st->plugs[i] &&
-            s_same_conf(&old->connectors[j], conf)) {
+            s_same_conf(&old->connectors[j], conf) &&
+            !s_has_failed(rl->cur[j])) {
             st->insts[i] = rl->cur[j];
             continue;
         }

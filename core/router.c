@@ -468,12 +468,13 @@ s_send_parts(pb_router_t *r, const char *peer, const char *cmd,
 static void
 s_send_ack(pb_router_t *r, const emit_t *e)
 {
-    uint8_t buf[20];
+    uint8_t buf[PB_ACK_LEN];
     int32_t status = e->status;
     memcpy(buf, &e->token, 8);
     memcpy(buf + 8, &status, 4);
     memcpy(buf + 12, &e->accepted, 4);
     memcpy(buf + 16, &e->duplicates, 4);
+    memcpy(buf + 20, &e->dead, 4);
     if (s_send_parts(r, e->peer, PB_MSG_ACK, buf, sizeof buf, NULL, 0,
                      false) != 0)
         pb_warn("router", "cannot acknowledge connector=%s: %s", e->peer,
@@ -686,6 +687,7 @@ s_notify_dead(pb_router_t *r, const dl_t *d, const char *reason,
         return PB_ENOMEM;
     pb_builder_set_causation(b, d->ev->id);
     pb_builder_set_int(b, "attempts", d->attempts);
+    pb_builder_set_int(b, "delivery_id", d->id);
     pb_builder_set_string(b, "last_error", error, strlen(error));
     pb_builder_set_string(b, "reason", reason, strlen(reason));
     pb_builder_set_string(b, "event.id", d->ev->id, strlen(d->ev->id));
@@ -840,7 +842,8 @@ s_handle_emit(pb_router_t *r, const char *peer, zmq_msg_t *parts,
             e->duplicates++;
             continue;
         }
-        e->accepted++;
+        if (!unmapped)
+            e->accepted++;
         if (unmapped) {
             /* a dead letter of its source at once: no route can take it */
             char why[PLUGBOARD_REASON_MAX];

@@ -14,6 +14,10 @@
  *                     "EMIT" token:u64 frame...   (one or more envelopes)
  *                     "RES"  id:i64 attempt:u32 outcome:u8 after_ms:i64 | reason
  *   router -> actor   "ACK"  token:u64 status:i32 accepted:u32 duplicates:u32
+ *                                 unmapped:u32 (PB_ACK_LEN bytes; accepted
+ *                                 counts routed events, unmapped the
+ *                                 vendor items kept as (ingress) dead
+ *                                 letters)
  *                     "DLV"  id:i64 attempt:u32 | frame
  *   admin  -> router  "CTL"  seq:u64 | request JSON   (routing id "@control")
  *   router -> admin   "CTLR" seq:u64 | answer JSON
@@ -46,6 +50,7 @@ typedef struct pb_router pb_router_t;
 #define PB_MSG_EMIT "EMIT"
 #define PB_MSG_RESULT "RES"
 #define PB_MSG_ACK "ACK"
+#define PB_ACK_LEN 24
 #define PB_MSG_DELIVER "DLV"
 #define PB_MSG_CONTROL "CTL"
 #define PB_MSG_CONTROL_REPLY "CTLR"

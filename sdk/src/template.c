@@ -219,6 +219,25 @@ s_format_date(char *out, size_t out_len, int64_t ms)
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min);
 }
 
+/* Milliseconds in the config's own units: "250ms", "30s", "15m", "1h",
+ * "7d"; a value that is not a whole unit keeps the next smaller one
+ * ("90s"). */
+static void
+s_format_duration(char *out, size_t out_len, int64_t ms)
+{
+    static const struct {
+        int64_t ms;
+        const char *unit;
+    } units[] = {{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}};
+    for (size_t i = 0; i < sizeof units / sizeof *units; i++)
+        if (ms >= units[i].ms && ms % units[i].ms == 0) {
+            snprintf(out, out_len, "%lld%s", (long long)(ms / units[i].ms),
+                     units[i].unit);
+            return;
+        }
+    snprintf(out, out_len, "%lldms", (long long)ms);
+}
+
 /* The value being filtered: text (borrowed or in scratch) or an integer. */
 typedef struct s_value {
     const char *text;
@@ -349,6 +368,14 @@ s_apply_filters(const plugboard_host_api_t *api, const plugboard_event_t *ev,
                 s_value_set_scratch(v);
             } else {
                 v->text = ""; /* not an amount: treat as missing */
+                v->len = 0;
+            }
+        } else if (flen == 8 && strncmp(spec, "duration", 8) == 0) {
+            if (v->is_int && v->num >= 0) {
+                s_format_duration(v->scratch, sizeof v->scratch, v->num);
+                s_value_set_scratch(v);
+            } else {
+                v->text = "";
                 v->len = 0;
             }
         } else if (flen == 4 && strncmp(spec, "date", 4) == 0) {

@@ -401,6 +401,14 @@ Test(isolation, a_crash_loop_marks_the_connector_failed)
     cr_expect(pb_wait_until(s_out_is_down, NULL, T_WAIT_MS),
               "ctl constraint never named the failed connector");
 
+    /* a reload of the same file starts the failed connector afresh */
+    json_decref(s_ask("ctl", "reload", NULL));
+    st = s_ask("ctl", "status", NULL);
+    cr_expect_str_eq(
+        json_string_value(json_object_get(s_connector(st, "out"), "state")),
+        "running", "a plain reload left the failed connector failed");
+    json_decref(st);
+
     /* a reload that fixes the connector brings it back */
     char *text = s_config("crash_key = \"never\";", 10);
     FILE *f = fopen(s_host.config, "w");

@@ -506,6 +506,31 @@ Test(main_flow, truncated_and_ambiguous_bodies_journal_nothing)
                  n);
 }
 
+/* A signed event the connector cannot map: 2xx with the connector's own
+ * reason (the vendor must not retry it for days), not "accepted": it is
+ * kept as an (ingress) dead letter, not routed. */
+Test(main_flow, a_signed_but_unmappable_event_is_answered_with_its_reason)
+{
+    static const char body[] =
+        "{\"id\":\"evt_unmappable_1\",\"object\":\"event\","
+        "\"type\":\"payment_intent.succeeded\",\"data\":{}}";
+    char sig[256], header[300];
+    pb_stripe_sign(SECRET, body, sizeof body - 1, sig, sizeof sig);
+    snprintf(header, sizeof header, "Stripe-Signature: %s", sig);
+    const char *headers[] = {"Content-Type: application/json", header, NULL};
+    char *resp = NULL;
+    cr_assert_eq(pb_http_post(s_host.port, "/hooks/payments", headers, body,
+                              sizeof body - 1, &resp),
+                 200, "%s", resp);
+    cr_expect(strstr(resp, "\"unmappable\"") != NULL, "%s", resp);
+    cr_expect(strstr(resp, "\"accepted\"") == NULL, "%s", resp);
+    free(resp);
+    cr_assert_eq(pb_hostproc_stop(&s_host), 0);
+    cr_expect_eq(journal_count("SELECT count(*) FROM deliveries WHERE "
+                               "route = '(ingress)' AND state = 2"),
+                 1);
+}
+
 Test(main_flow, oversize_bodies_and_unknown_hooks_journal_nothing)
 {
     /* over the 64 KiB body limit: 413 before the body is read */

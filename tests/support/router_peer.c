@@ -11,6 +11,7 @@
 
 #include "error.h"
 #include "hostapi.h"
+#include "router.h"
 
 struct pb_peer {
     void *sock;
@@ -132,13 +133,14 @@ s_parse(pb_peer_msg_t *m, zmq_msg_t *parts, int n)
     memcpy(m->cmd, zmq_msg_data(&parts[0]), clen);
     m->cmd[clen] = '\0';
     if (strcmp(m->cmd, "ACK") == 0) {
-        if (n != 2 || zmq_msg_size(&parts[1]) != 20)
+        if (n != 2 || zmq_msg_size(&parts[1]) != PB_ACK_LEN)
             return PB_EPROTO;
         const uint8_t *b = zmq_msg_data(&parts[1]);
         memcpy(&m->token, b, 8);
         memcpy(&m->status, b + 8, 4);
         memcpy(&m->accepted, b + 12, 4);
         memcpy(&m->duplicates, b + 16, 4);
+        memcpy(&m->unmapped, b + 20, 4);
         return 0;
     }
     if (strcmp(m->cmd, "DLV") == 0) {

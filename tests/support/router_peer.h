@@ -31,6 +31,7 @@ typedef struct pb_peer_msg {
     int32_t status;
     uint32_t accepted;
     uint32_t duplicates;
+    uint32_t unmapped;
     /* DLV */
     int64_t id;
     uint32_t attempt;

@@ -960,7 +960,8 @@ Test(router, an_unmapped_vendor_item_becomes_a_dead_letter_of_its_source)
     free(frame);
     pb_peer_msg_t m = expect_ack(g.src, 7, T_WAIT_MS);
     cr_assert_eq(m.status, 0);
-    cr_assert_eq(m.accepted, 1, "durable before the vendor is answered");
+    cr_assert_eq(m.accepted, 0, "an unmapped item is not an accepted event");
+    cr_assert_eq(m.unmapped, 1, "durable before the vendor is answered");
     expect_silence(g.a, 100);
 
     pb_router_stats_t st;

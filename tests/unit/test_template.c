@@ -155,6 +155,16 @@ Test(template, date_formats_utc_milliseconds)
              PLUGBOARD_ESCAPE_NONE, "unknown");
 }
 
+Test(template, duration_writes_milliseconds_as_the_config_does)
+{
+    s_expect("{\"a\": 30000, \"b\": 3600000, \"c\": 250, \"d\": 90000}",
+             "{{a|duration}} {{b|duration}} {{c|duration}} {{d|duration}}",
+             PLUGBOARD_ESCAPE_NONE, "30s 1h 250ms 90s");
+    s_expect("{\"a\": \"soon\", \"b\": -5}",
+             "{{a|duration|default:?}} {{b|duration|default:?}}",
+             PLUGBOARD_ESCAPE_NONE, "? ?");
+}
+
 Test(template, envelope_fields)
 {
     const plugboard_host_api_t *api = pb_host_api();

@@ -68,6 +68,7 @@ typedef enum plugboard_escape {
  *                 "currency": "12.50 EUR"; zero- and three-decimal
  *                 currencies are formatted as such
  *   |date         UTC milliseconds as "2024-05-01 12:00 UTC"
+ *   |duration     milliseconds as the config writes them: "30s", "1h"
  *   |default:TEXT TEXT when the value is missing or empty
  * "{{$type}}", "{{$id}}", "{{$key}}", "{{$source}}", "{{$time}}" and
  * "{{$attempt}}" give envelope fields.  An unknown filter or an
