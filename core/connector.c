@@ -131,6 +131,9 @@ struct pb_connector {
         int status;
     } refused[S_RUN_REFUSED_MAX]; /* a ring of the latest refusals */
     size_t refused_next;
+    uint64_t forgotten_through; /* a refusal of a ticket up to here may
+                                   have left the ring: those are unknown */
+    atomic_bool run_ended;      /* run returned before it was asked to */
 
     /* actor-thread only */
     void *sock;
@@ -773,17 +776,23 @@ s_unpend(pb_connector_t *c, uint64_t ticket)
 static void
 s_run_answered(pb_connector_t *c, uint64_t ticket, int status)
 {
+    int why = status; /* the host's own code, for its log */
+    if (status < 0)
+        status = PLUGBOARD_E_REFUSED;
     pthread_mutex_lock(&c->run_lock);
     if (s_unpend(c, ticket) && status < 0) {
+        uint64_t old = c->refused[c->refused_next].ticket;
+        if (old > c->forgotten_through)
+            c->forgotten_through = old;
         c->refused[c->refused_next].ticket = ticket;
         c->refused[c->refused_next].status = status;
         c->refused_next = (c->refused_next + 1) % S_RUN_REFUSED_MAX;
     }
     pthread_cond_broadcast(&c->run_cond);
     pthread_mutex_unlock(&c->run_lock);
-    if (status < 0)
+    if (why < 0)
         pb_error("connector", "connector=%s batch=%llu not accepted: %s",
-                 c->name, (unsigned long long)ticket, pb_strerror(status));
+                 c->name, (unsigned long long)ticket, pb_strerror(why));
 }
 
 /* Actor thread: send what run flushed, in order. */
@@ -870,6 +879,10 @@ s_run_durable(void *ctx, uint64_t ticket)
     for (size_t i = 0; i < S_RUN_REFUSED_MAX && answer == 1; i++)
         if (c->refused[i].ticket == ticket)
             answer = c->refused[i].status;
+    /* settled so long ago that a refusal of it may have been forgotten:
+     * never claim it durable */
+    if (answer == 1 && ticket <= c->forgotten_through)
+        answer = PLUGBOARD_E_UNKNOWN;
     pthread_mutex_unlock(&c->run_lock);
     return answer;
 }
@@ -904,9 +917,12 @@ s_run_main(void *arg)
     pb_connector_t *c = arg;
     s_current_run = c;
     c->desc->run(c->state);
-    if (!atomic_load(&c->run_stop))
-        pb_warn("connector", "connector=%s run returned before the host "
-                "asked it to; it polls no more until a restart", c->name);
+    if (!atomic_load(&c->run_stop)) {
+        atomic_store(&c->run_ended, true);
+        pb_error("connector", "connector=%s run returned before the host "
+                 "asked it to; it polls no more until a reload or restart",
+                 c->name);
+    }
     s_destroy_builders(c->run_staged, &c->run_staged_count);
     free(c->run_staged);
     c->run_staged = NULL;
@@ -1067,6 +1083,7 @@ s_thread(void *arg)
     pb_mconn_running(c->mc, 1);
 
     int64_t stop_deadline = 0;
+    bool stop_warned = false;
     for (;;) {
         bool stopping = atomic_load(&c->stop);
         int64_t now = pb_monotonic_ms();
@@ -1082,6 +1099,13 @@ s_thread(void *arg)
             if (inbox_empty && !atomic_load(&c->run_alive) &&
                 (c->parked_count == 0 || now >= stop_deadline))
                 break;
+            if (atomic_load(&c->run_alive) && now >= stop_deadline &&
+                !stop_warned) {
+                stop_warned = true;
+                pb_warn("connector", "connector=%s stop waits for its run "
+                        "to return (run_wait has answered false for %lld "
+                        "ms)", c->name, (long long)c->ack_timeout_ms);
+            }
         }
         zmq_pollitem_t items[] = {
             {.socket = c->sock, .events = ZMQ_POLLIN},
@@ -1108,6 +1132,10 @@ s_thread(void *arg)
         s_expire_parked(c, pb_monotonic_ms());
         if (c->worker)
             s_tick_worker(c);
+        if (atomic_load(&c->run_ended) && !c->counted_down) {
+            c->counted_down = true; /* a pull source that stopped: down */
+            pb_mconn_running(c->mc, -1);
+        }
     }
     while (c->parked_count)
         s_unpark(c, 0, 503, "shutting down; retry later\n");
@@ -1330,6 +1358,13 @@ pb_connector_info(pb_connector_t *c, pb_connector_info_t *out)
     memset(out, 0, sizeof *out);
     out->state = "running";
     pb_auth_get(&c->auth, &out->auth);
+    if (atomic_load(&c->run_ended)) {
+        out->state = "failed";
+        snprintf(out->failure, sizeof out->failure,
+                 "its run returned before the host asked it to: it polls "
+                 "no more until a reload or restart");
+        return;
+    }
     if (!c->worker)
         return;
     pb_worker_info_t wi;

@@ -80,7 +80,8 @@ const char pb_plugin_check_help[] =
     "validated by the host before open, 100 open/close cycles without\n"
     "leaked memory, descriptors or threads, every consumed canonical type\n"
     "answered within its deadline, malformed events and requests answered\n"
-    "rather than crashing, a clean close with deliveries in flight, and\n"
+    "rather than crashing, a clean close with deliveries in flight, a\n"
+    "pull source's run that stops when asked, and\n"
     "the threading rules of the host API.  Plugin code runs in forked\n"
     "children, so a crash fails one check, not the checker.\n"
     "\n"
@@ -90,7 +91,8 @@ const char pb_plugin_check_help[] =
     "  --cycles N        open/close cycles for the leak check (default 100)\n"
     "  --verbose         show progress and the plugin's own log lines\n"
     "\n"
-    "PATH.so may also be a plugin name, looked up in the default plugin\n"
+    "PATH.so is a file when it has a '/' or ends in .so (./notes.so,\n"
+    "notes.so); a bare name (notes) is looked up in the default plugin\n"
     "directory.  Exit status: 0 when every check passed, 1 when any\n"
     "failed, 2 on a usage error.\n";
 
@@ -1744,14 +1746,28 @@ s_child_inflight(s_check_t *c, s_child_t *ch)
 
 /* ---- run (pull sources) -------------------------------------------- */
 
+/* As the host: only run's thread may call these; an empty flush gets
+ * ticket 0; each batch is "not yet" (0) when first asked about, durable
+ * after, so a source's waiting path runs too. */
 static atomic_bool s_run_stop;
 static atomic_uint s_run_batches;
-static uint64_t s_run_tickets;
+static uint64_t s_run_tickets, s_run_asked;
+static unsigned s_run_flushed_at; /* s_emitted at the last flush */
+static __thread bool s_in_run;
 
 static int
 s_pc_flush(void *ctx, uint64_t *ticket)
 {
     (void)ctx;
+    *ticket = 0;
+    if (!s_in_run)
+        return PLUGBOARD_E_INVALID;
+    if (atomic_load(&s_run_stop))
+        return PLUGBOARD_E_STOPPING;
+    unsigned now = atomic_load(&s_emitted);
+    if (now == s_run_flushed_at)
+        return 0;
+    s_run_flushed_at = now;
     *ticket = ++s_run_tickets;
     atomic_fetch_add(&s_run_batches, 1);
     return 0;
@@ -1761,13 +1777,21 @@ static int
 s_pc_durable(void *ctx, uint64_t ticket)
 {
     (void)ctx;
-    return ticket > 0 && ticket <= s_run_tickets ? 1 : PLUGBOARD_E_INVALID;
+    if (!s_in_run || ticket == 0 || ticket > s_run_tickets)
+        return PLUGBOARD_E_INVALID;
+    if (ticket > s_run_asked) {
+        s_run_asked = ticket;
+        return 0;
+    }
+    return 1;
 }
 
 static bool
 s_pc_wait(void *ctx, int64_t timeout_ms)
 {
     (void)ctx;
+    if (!s_in_run)
+        return false;
     int64_t until = pb_monotonic_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     while (!atomic_load(&s_run_stop) && pb_monotonic_ms() < until)
         usleep(1000);
@@ -1791,6 +1815,8 @@ s_runner_main(void *arg)
 {
     s_runner_t *r = arg;
     s_in_call = true; /* the host runs run: its calls are allowed */
+    s_in_run = true;
+    s_run_flushed_at = atomic_load(&s_emitted);
     r->desc->run(r->state);
     atomic_store(&r->done, true);
     return NULL;
@@ -1817,6 +1843,7 @@ s_child_run(s_check_t *c, s_child_t *ch)
     }
     s_note(ch, "run polling for 300 ms");
     usleep(300 * 1000);
+    bool early = atomic_load(&r.done);
     atomic_store(&s_run_stop, true);
     int64_t t0 = pb_monotonic_ms();
     s_expect(ch, S_RUN_STOP_MS,
@@ -1827,7 +1854,12 @@ s_child_run(s_check_t *c, s_child_t *ch)
     int64_t took = pb_monotonic_ms() - t0;
     s_close(c, ch, state);
     long threads1 = s_threads_settled(threads0);
-    if (threads1 > threads0)
+    if (early)
+        s_report(ch, "run", S_FAIL,
+                 "run returned before the host asked it to: a pull source "
+                 "polls until run_wait answers false (the host marks it "
+                 "failed otherwise)");
+    else if (threads1 > threads0)
         s_report(ch, "run", S_FAIL,
                  "%ld thread%s still running after close", threads1 - threads0,
                  threads1 - threads0 == 1 ? "" : "s");
@@ -1960,16 +1992,17 @@ s_run_children(s_check_t *c)
                 20 * deliver_ms + 4 * S_CALL_DEADLINE_MS);
 }
 
-/* A plugin name without '/' is looked up in the default plugin dir. */
+/* A value with a '/' or ending in ".so" is a file (as for ctl upgrade);
+ * a bare name is looked up in the default plugin dir. */
 static void
 s_resolve_path(s_check_t *c, const char *plugin)
 {
-    if (strchr(plugin, '/'))
+    size_t n = strlen(plugin);
+    if (strchr(plugin, '/') || (n > 3 && strcmp(plugin + n - 3, ".so") == 0))
         snprintf(c->path, sizeof c->path, "%s", plugin);
     else
-        snprintf(c->path, sizeof c->path, "%s/%s%s",
-                 pb_runtime_default_plugin_dir(), plugin,
-                 strstr(plugin, ".so") ? "" : ".so");
+        snprintf(c->path, sizeof c->path, "%s/%s.so",
+                 pb_runtime_default_plugin_dir(), plugin);
 }
 
 static int

@@ -43,6 +43,8 @@ struct plugboard_harness {
     pthread_t run_thread;
     int64_t run_until_ms;   /* monotonic: run_wait answers false after */
     uint64_t run_tickets;   /* batches flushed */
+    uint64_t run_asked;     /* the newest ticket durable was asked about */
+    bool run_stopped;       /* run_wait has answered false */
     size_t run_flushed;     /* emitted_count at the last flush */
 };
 
@@ -192,6 +194,11 @@ s_h_flush(void *ctx, uint64_t *ticket)
     *ticket = 0;
     if (!h->running || !pthread_equal(pthread_self(), h->run_thread))
         return PLUGBOARD_E_INVALID;
+    if (h->run_stopped) { /* as the host: dropped */
+        while (h->emitted_count > h->run_flushed)
+            pb_envelope_destroy(&h->emitted[--h->emitted_count]);
+        return PLUGBOARD_E_STOPPING;
+    }
     if (h->emitted_count == h->run_flushed)
         return 0;
     h->run_flushed = h->emitted_count;
@@ -207,7 +214,13 @@ s_h_durable(void *ctx, uint64_t ticket)
     if (!h->running || !pthread_equal(pthread_self(), h->run_thread) ||
         ticket == 0 || ticket > h->run_tickets)
         return PLUGBOARD_E_INVALID;
-    return 1; /* the harness has no journal: every batch is kept */
+    /* no journal here: a batch is "not yet" when first asked about, then
+     * durable, so a source's waiting path runs too */
+    if (ticket > h->run_asked) {
+        h->run_asked = ticket;
+        return 0;
+    }
+    return 1;
 }
 
 static bool
@@ -217,8 +230,10 @@ s_h_wait(void *ctx, int64_t timeout_ms)
     if (!h->running || !pthread_equal(pthread_self(), h->run_thread))
         return false;
     int64_t left = h->run_until_ms - pb_monotonic_ms();
-    if (left <= 0)
+    if (left <= 0) {
+        h->run_stopped = true;
         return false;
+    }
     int64_t ms = timeout_ms < left ? timeout_ms : left;
     if (ms > 0) {
         struct timespec ts = {.tv_sec = ms / 1000,
@@ -226,7 +241,8 @@ s_h_wait(void *ctx, int64_t timeout_ms)
         while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
             ;
     }
-    return pb_monotonic_ms() < h->run_until_ms;
+    h->run_stopped = pb_monotonic_ms() >= h->run_until_ms;
+    return !h->run_stopped;
 }
 
 static const pb_run_fns_t s_harness_run_fns = {
@@ -249,6 +265,7 @@ plugboard_harness_run(plugboard_harness_t *h, int64_t run_ms)
     if (!h || !h->desc->run || h->running)
         return PLUGBOARD_E_INVALID;
     h->run_flushed = h->emitted_count;
+    h->run_stopped = false;
     h->run_until_ms = pb_monotonic_ms() + (run_ms > 0 ? run_ms : 0);
     h->running = true;
     h->call_emits = 0;

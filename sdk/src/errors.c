@@ -20,6 +20,10 @@ plugboard_strerror(int code)
         return "too many events emitted in one call";
     case PLUGBOARD_E_TOOBIG:
         return "value too large for an event";
+    case PLUGBOARD_E_REFUSED:
+        return "the journal did not take the batch";
+    case PLUGBOARD_E_UNKNOWN:
+        return "the batch's fate is no longer known";
     default:
         return "unknown error";
     }

@@ -32,6 +32,12 @@ static const plugboard_setting_spec_t s_settings[] = {
      .min = 0,
      .max = 1000000,
      .help = "events in all (0: until stopped)"},
+    {.name = "return_after",
+     .type = PLUGBOARD_SETTING_INT,
+     .default_value = "0",
+     .min = 0,
+     .max = 1000000,
+     .help = "return from run after this many events, unasked (0: never)"},
     {.name = "cursor",
      .type = PLUGBOARD_SETTING_STRING,
      .default_value = "",
@@ -46,7 +52,7 @@ static const char *const s_emits[] = {PLUGBOARD_EV_CONTACT_UPSERTED, NULL};
 typedef struct s_ticker {
     const plugboard_host_api_t *api;
     plugboard_host_t *host;
-    int64_t interval_ms, batch, count;
+    int64_t interval_ms, batch, count, return_after;
     char cursor[512];
     struct {
         uint64_t ticket;
@@ -75,6 +81,7 @@ s_open(const plugboard_host_api_t *api, plugboard_host_t *host,
     t->interval_ms = api->setting_int(settings, "interval");
     t->batch = api->setting_int(settings, "batch");
     t->count = api->setting_int(settings, "count");
+    t->return_after = api->setting_int(settings, "return_after");
     snprintf(t->cursor, sizeof t->cursor, "%s",
              api->setting_string(settings, "cursor"));
     *state = t;
@@ -133,6 +140,8 @@ s_run(void *state)
     int64_t seq = 0;
     while (api->run_wait(t->host, t->interval_ms)) {
         s_advance(t);
+        if (t->return_after && seq >= t->return_after)
+            return; /* a broken source: stops polling on its own */
         if ((t->count && seq >= t->count) || t->inflight_count == S_INFLIGHT)
             continue;
         int64_t first = seq;

@@ -447,6 +447,22 @@ Test(plugin_check, passes_a_pull_source_whose_run_stops_when_asked)
     free(out);
 }
 
+Test(plugin_check, fails_a_run_that_returns_before_it_is_asked)
+{
+    char cfg[4300];
+    snprintf(cfg, sizeof cfg, "%s/ticker.cfg", s_dir);
+    FILE *f = fopen(cfg, "w");
+    cr_assert_not_null(f);
+    fputs("settings = { return_after = 1; interval = \"5ms\"; };\n", f);
+    fclose(f);
+    char *out = NULL;
+    cr_expect_eq(check("ticker", cfg, &out), 1, "%s", out);
+    expect_line(out, "FAIL", "run",
+                (const char *const[]){"returned before the host asked",
+                                      NULL});
+    free(out);
+}
+
 Test(plugin_check, fails_a_run_that_ignores_run_wait)
 {
     char *out = NULL;

@@ -51,7 +51,7 @@ static struct rig {
 } g;
 
 static void
-rig_start(int64_t count, int64_t batch)
+rig_start_with(int64_t count, int64_t batch, int64_t return_after)
 {
     pb_log_set_level(PB_LOG_ERROR);
     g.dir = pb_test_tempdir("pb-pull");
@@ -104,14 +104,21 @@ rig_start(int64_t count, int64_t batch)
         {.name = "batch", .kind = PB_RAW_INT, .i = batch},
         {.name = "interval", .kind = PB_RAW_STRING, .str = "10ms"},
         {.name = "cursor", .kind = PB_RAW_STRING, .str = g.cursor},
+        {.name = "return_after", .kind = PB_RAW_INT, .i = return_after},
     };
     pb_diag_t diag;
     pb_diag_init(&diag);
     g.settings = pb_settings_bind(pb_plugin_descriptor(g.plugin)->settings,
-                                  raw, 4, "test", &diag);
+                                  raw, 5, "test", &diag);
     cr_assert_not_null(g.settings, "%s",
                        diag.count ? diag.messages[0] : "settings");
     pb_diag_release(&diag);
+}
+
+static void
+rig_start(int64_t count, int64_t batch)
+{
+    rig_start_with(count, batch, 0);
 }
 
 static pb_connector_t *
@@ -320,4 +327,30 @@ Test(pull, a_pull_source_in_a_worker_process_is_refused_saying_why)
     cr_assert_null(g.ticker);
     cr_expect(strstr(err, "pull source") && strstr(err, "isolation"), "%s",
               err);
+}
+
+static bool
+ticker_failed(void *ctx)
+{
+    (void)ctx;
+    pb_connector_info_t info;
+    pb_connector_info(g.ticker, &info);
+    return info.state && strcmp(info.state, "failed") == 0;
+}
+
+Test(pull, a_run_that_returns_unasked_marks_the_connector_failed)
+{
+    /* its run gives up after 3 events: the connector can no longer do
+     * its job, so status (and /readyz, reloads) must see it */
+    rig_start_with(0, 1, 3);
+    char err[512] = "";
+    g.ticker = ticker_start(NULL, err, sizeof err);
+    cr_assert_not_null(g.ticker, "%s", err);
+    cr_assert(pb_wait_until(ticker_failed, NULL, T_WAIT_MS),
+              "a source whose run returned still looks healthy");
+    pb_connector_info_t info;
+    pb_connector_info(g.ticker, &info);
+    cr_expect(strstr(info.failure, "run returned"), "%s", info.failure);
+    long long seqs[3];
+    cr_expect_eq(sink_take(3, seqs), 3, "what it flushed still arrives");
 }

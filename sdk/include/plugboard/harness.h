@@ -151,8 +151,10 @@ const plugboard_event_t *plugboard_harness_emitted(const plugboard_harness_t *h,
  * Run the connector's run callback (a pull source, ABI 1.1) on a thread of
  * its own for about run_ms: api->run_wait answers true until then and
  * false after, api->flush hands a batch over (its events join the emitted
- * list, see plugboard_harness_emitted) and api->durable answers 1 for
- * every batch flushed (the harness has no journal).  Blocks until run
+ * list, see plugboard_harness_emitted; after run_wait answered false it
+ * answers PLUGBOARD_E_STOPPING and drops them, as the host does) and
+ * api->durable answers 0 ("not yet") the first time it is asked about a
+ * batch and 1 after (the harness has no journal).  Blocks until run
  * returns, so a run that ignores run_wait hangs the test (its timeout
  * catches it).  Events emitted and never flushed are dropped, as the host
  * drops them.  Returns 0, or PLUGBOARD_E_INVALID when the connector has

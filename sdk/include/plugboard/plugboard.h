@@ -16,7 +16,7 @@
  * before use.  The descriptor grows the same way; its size field tells the
  * host how much of it the plugin has.  docs/sdk.md states the policy.
  *
- * Threading rules (ABI 1):
+ * Threading rules (ABI 1, and 1.1 for run):
  *   - open, close, deliver and webhook of one connector instance are called
  *     from that instance's actor thread, one at a time.  When the admin
  *     sets a connector's concurrency above 1, deliver runs on that many
@@ -25,6 +25,9 @@
  *     thread gets a state of its own (opened and closed on the actor
  *     thread), so calls on one state never overlap.  Events with the same
  *     key reach deliver one at a time, in order, whatever the concurrency.
+ *   - A pull source's run (ABI 1.1) runs on a thread of its own, beside
+ *     deliver and webhook of the same (actor) state; the host starts it
+ *     after open and waits for it to return before close.
  *   - Host API functions may be called from the thread the host called
  *     into.  A connector's own threads may call log, now_ms, monotonic_ms,
  *     alloc and free only; they must all be joined before close() returns.
@@ -167,7 +170,8 @@ typedef enum plugboard_outcome {
 
 /* Longest ordering key and dedupe id, in bytes (docs/events.md). */
 #define PLUGBOARD_KEY_MAX 256
-/* Most events one webhook or deliver call may emit. */
+/* Most events one webhook or deliver call, or one pull-source batch
+ * (between two flushes), may emit. */
 #define PLUGBOARD_EMIT_MAX 1000
 /* Longest webhook answer body api->respond keeps, in bytes. */
 #define PLUGBOARD_RESPONSE_BODY_MAX 4096
@@ -322,13 +326,15 @@ typedef struct plugboard_host_api {
     void (*builder_discard)(plugboard_builder_t **b);
 
     /* Hand an event to the host; takes ownership and NULLs *b, whatever
-     * the result.  Allowed inside webhook() and deliver() (on every
-     * delivery thread, and in a worker process):
+     * the result.  Allowed inside webhook(), deliver() (on every
+     * delivery thread, and in a worker process) and run():
      *   - inside webhook(), the event is staged and becomes durable
      *     together with the request's other events before the vendor is
      *     answered;
      *   - inside deliver(), the events are sent when deliver returns,
-     *     with causation = the delivered event's id and its correlation.
+     *     with causation = the delivered event's id and its correlation;
+     *   - inside run(), the events are staged until api->flush hands them
+     *     over as one batch.
      * From open(), close() or a connector's own thread, emit returns
      * PLUGBOARD_E_INVALID and the event is dropped.  One call may emit at
      * most PLUGBOARD_EMIT_MAX (1000) events; later ones return
@@ -391,9 +397,13 @@ typedef struct plugboard_host_api {
     int (*flush)(plugboard_host_t *host, uint64_t *ticket);
     /* Has batch ticket been made durable?  1 once it is in the journal
      * (advance your own cursor past its events only then), 0 while the
-     * host still works on it, or a negative code when it was refused
-     * (emit its events again later).  Never blocks.  A refusal is
-     * remembered for the last 1024 refused batches. */
+     * host still works on it, PLUGBOARD_E_REFUSED when the journal did
+     * not take it (emit its events again), PLUGBOARD_E_UNKNOWN when it
+     * was settled so long ago (more than 1024 refusals since) that the
+     * host no longer knows - treat it as refused - and
+     * PLUGBOARD_E_INVALID for a ticket this run never got.  Never
+     * blocks.  Ask in ticket order and stop at the first answer that is
+     * not 1: a cursor must not pass a batch that is not durable. */
     int (*durable)(plugboard_host_t *host, uint64_t ticket);
     /* Wait up to timeout_ms (also woken early when a batch becomes
      * durable or is refused).  Returns false when run must return now
@@ -418,6 +428,10 @@ typedef struct plugboard_host_api {
 #define PLUGBOARD_E_STOPPING (-125) /* host is stopping: emit refused   */
 #define PLUGBOARD_E_FULL     (-105) /* too many events staged in a call */
 #define PLUGBOARD_E_TOOBIG   (-27) /* a value longer than an event holds */
+/* ABI 1.1, from durable(): */
+#define PLUGBOARD_E_REFUSED  (-111) /* the journal did not take the batch */
+#define PLUGBOARD_E_UNKNOWN  (-61)  /* its fate is no longer known: treat
+                                       it as refused */
 
 /* ------------------------------------------------------------------ */
 /* The descriptor                                                      */
