@@ -579,7 +579,7 @@ s_recv_ack(void *sock)
                 break;
         }
         uint32_t accepted = 0;
-        if (ack && zmq_msg_size(&body) == 20) {
+        if (ack && zmq_msg_size(&body) == PB_ACK_LEN) {
             const uint8_t *p = zmq_msg_data(&body);
             int32_t status;
             memcpy(&status, p + 8, 4);
