@@ -443,22 +443,33 @@ s_print_list(json_t *resp)
         printf("no dead letters\n");
         return;
     }
-    printf("%-6s %-26s %-12s %-8s %-19s %-22s %s\n", "ID", "ROUTE",
-           "DESTINATION", "ATTEMPTS", "DEAD AT (UTC)", "EVENT TYPE",
-           "LAST ERROR");
+    /* columns as wide as what they hold, so the last error lines up */
+    int wr = 5, wd = 11, wt = 10;
     size_t i;
     json_t *d;
+    json_array_foreach(list, i, d)
+    {
+        int r = (int)strlen(s_str(d, "route"));
+        int de = (int)strlen(s_str(d, "destination"));
+        int t = (int)strlen(s_str(json_object_get(d, "event"), "type"));
+        wr = r > wr ? (r < 64 ? r : 64) : wr;
+        wd = de > wd ? (de < 64 ? de : 64) : wd;
+        wt = t > wt ? (t < 64 ? t : 64) : wt;
+    }
+    printf("%-6s %-*s %-*s %-8s %-19s %-*s %s\n", "ID", wr, "ROUTE", wd,
+           "DESTINATION", "ATTEMPTS", "DEAD AT (UTC)", wt, "EVENT TYPE",
+           "LAST ERROR");
     json_array_foreach(list, i, d)
     {
         char when[32];
         s_time(json_integer_value(json_object_get(d, "dead_at")), when,
                sizeof when);
         json_t *ev = json_object_get(d, "event");
-        printf("%-6lld %-26s %-12s %-8lld %-19s %-22s %.60s\n",
-               (long long)json_integer_value(json_object_get(d, "id")),
-               s_str(d, "route"), s_str(d, "destination"),
+        printf("%-6lld %-*s %-*s %-8lld %-19s %-*s %.60s\n",
+               (long long)json_integer_value(json_object_get(d, "id")), wr,
+               s_str(d, "route"), wd, s_str(d, "destination"),
                (long long)json_integer_value(json_object_get(d, "attempts")),
-               when, s_str(ev, "type"), s_str(d, "last_error"));
+               when, wt, s_str(ev, "type"), s_str(d, "last_error"));
     }
     if (json_is_true(json_object_get(resp, "more")))
         printf("%zu dead letters shown, and more: `plugboard dlq list "
