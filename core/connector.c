@@ -898,9 +898,12 @@ s_run_wait(void *ctx, int64_t timeout_ms)
     int64_t ns = until.tv_nsec + (timeout_ms > 0 ? timeout_ms : 0) * 1000000;
     until.tv_sec += (time_t)(ns / 1000000000);
     until.tv_nsec = (long)(ns % 1000000000);
+    /* the whole timeout, unless the host asks run to stop: a poller's
+     * interval is its own to keep */
     pthread_mutex_lock(&c->run_lock);
-    if (!atomic_load(&c->run_stop) && timeout_ms > 0)
-        pthread_cond_timedwait(&c->run_cond, &c->run_lock, &until);
+    while (!atomic_load(&c->run_stop) && timeout_ms > 0 &&
+           pthread_cond_timedwait(&c->run_cond, &c->run_lock, &until) == 0)
+        ;
     pthread_mutex_unlock(&c->run_lock);
     return !atomic_load(&c->run_stop);
 }

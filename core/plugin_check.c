@@ -300,6 +300,19 @@ static char s_undeclared[512]; /* settings read but not declared */
 static char s_mistyped[512];   /* settings read with another type */
 static char s_bad_emits[512];  /* emitted types not declared */
 
+/* Calls the host refuses where they were made (emit from open, a pull
+ * source's calls outside run): the first one, and how many. */
+static atomic_uint s_misused;
+static _Atomic(const char *) s_misused_first;
+static __thread bool s_in_open;
+
+static void
+s_misuse(const char *what)
+{
+    if (atomic_fetch_add(&s_misused, 1) == 0)
+        atomic_store(&s_misused_first, what);
+}
+
 /* Functions a connector's own threads may call. */
 static void
 s_restricted(const char *fn)
@@ -493,6 +506,11 @@ s_w_event_to_json(const plugboard_event_t *ev)
 static int
 s_capture(void *ctx, pb_builder_t *b)
 {
+    if (s_in_open) { /* as the host: nothing is emitted from open */
+        s_misuse("emit from open");
+        pb_builder_destroy(&b);
+        return PLUGBOARD_E_INVALID;
+    }
     uint8_t *frame = NULL;
     size_t len = 0;
     int rc = pb_builder_encode(b, &frame, &len);
@@ -517,6 +535,8 @@ s_capture(void *ctx, pb_builder_t *b)
     atomic_fetch_add(&s_emitted, 1);
     return atomic_load(&s_stopping) ? PB_ESTOPPING : 0;
 }
+
+static const pb_run_fns_t s_pc_run_fns; /* a pull source's calls, below */
 
 static void
 s_api_init(const plugboard_connector_t *desc)
@@ -559,6 +579,7 @@ s_api_init(const plugboard_connector_t *desc)
     s_api.auth_failed = s_w_auth_failed;
     s_api.event_count = s_w_event_count;
     pb_host_init(&s_host, desc->name, s_capture, NULL, NULL);
+    pb_host_on_run(&s_host, &s_pc_run_fns); /* refuses outside run */
 }
 
 /* ------------------------------------------------------------------ */
@@ -644,7 +665,9 @@ s_open(s_check_t *c, s_child_t *ch, void **state, char *errbuf)
     errbuf[0] = '\0';
     s_expect(ch, S_CALL_DEADLINE_MS, "in open");
     s_in_call = true;
+    s_in_open = true;
     int rc = c->desc->open(&s_api, &s_host, c->settings, state, errbuf);
+    s_in_open = false;
     s_in_call = false;
     s_disarm();
     errbuf[PLUGBOARD_ERRBUF_MAX - 1] = '\0';
@@ -881,6 +904,8 @@ s_child_setup(s_check_t *c)
     s_verbose = c->opt->verbose;
     atomic_store(&s_foreign_calls, 0);
     atomic_store(&s_foreign_first, NULL);
+    atomic_store(&s_misused, 0);
+    atomic_store(&s_misused_first, NULL);
     atomic_store(&s_api_blocks, 0);
     atomic_store(&s_setting_reads, 0);
     atomic_store(&s_stopping, false);
@@ -1760,8 +1785,10 @@ s_pc_flush(void *ctx, uint64_t *ticket)
 {
     (void)ctx;
     *ticket = 0;
-    if (!s_in_run)
+    if (!s_in_run) {
+        s_misuse("flush outside run");
         return PLUGBOARD_E_INVALID;
+    }
     if (atomic_load(&s_run_stop))
         return PLUGBOARD_E_STOPPING;
     unsigned now = atomic_load(&s_emitted);
@@ -1777,6 +1804,8 @@ static int
 s_pc_durable(void *ctx, uint64_t ticket)
 {
     (void)ctx;
+    if (!s_in_run)
+        s_misuse("durable outside run");
     if (!s_in_run || ticket == 0 || ticket > s_run_tickets)
         return PLUGBOARD_E_INVALID;
     if (ticket > s_run_asked) {
@@ -1790,8 +1819,10 @@ static bool
 s_pc_wait(void *ctx, int64_t timeout_ms)
 {
     (void)ctx;
-    if (!s_in_run)
+    if (!s_in_run) {
+        s_misuse("run_wait outside run");
         return false;
+    }
     int64_t until = pb_monotonic_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     while (!atomic_load(&s_run_stop) && pb_monotonic_ms() < until)
         usleep(1000);
@@ -1830,7 +1861,6 @@ s_child_run(s_check_t *c, s_child_t *ch)
     long threads0 = s_threads();
     void *state;
     char errbuf[PLUGBOARD_ERRBUF_MAX];
-    pb_host_on_run(&s_host, &s_pc_run_fns);
     if (s_open(c, ch, &state, errbuf) != 0) {
         s_report(ch, "run", S_FAIL, "open failed: %s", errbuf);
         return;
@@ -1900,7 +1930,15 @@ s_child_usage(s_check_t *c, s_child_t *ch)
     s_close(c, ch, state);
 
     unsigned foreign = atomic_load(&s_foreign_calls);
-    if (foreign)
+    unsigned misused = atomic_load(&s_misused);
+    if (misused)
+        s_report(ch, "threads", S_FAIL,
+                 "called %s (%u refused call%s): emit only from webhook, "
+                 "deliver or run, and flush, durable and run_wait only "
+                 "from run",
+                 atomic_load(&s_misused_first), misused,
+                 misused == 1 ? "" : "s");
+    else if (foreign)
         s_report(ch, "threads", S_FAIL,
                  "called %s from a thread the host did not call in from "
                  "(%u call%s): %s",

@@ -38,6 +38,10 @@ static const plugboard_setting_spec_t s_settings[] = {
      .min = 0,
      .max = 1000000,
      .help = "return from run after this many events, unasked (0: never)"},
+    {.name = "flush_in_open",
+     .type = PLUGBOARD_SETTING_BOOL,
+     .default_value = "false",
+     .help = "call api->flush from open (a misuse plugin-check names)"},
     {.name = "cursor",
      .type = PLUGBOARD_SETTING_STRING,
      .default_value = "",
@@ -69,6 +73,10 @@ s_open(const plugboard_host_api_t *api, plugboard_host_t *host,
         snprintf(errbuf, PLUGBOARD_ERRBUF_MAX,
                  "this host is too old: ticker needs ABI 1.1's run calls");
         return -1;
+    }
+    if (api->setting_bool(settings, "flush_in_open")) {
+        uint64_t ticket;
+        api->flush(host, &ticket); /* refused: not run's thread */
     }
     s_ticker_t *t = api->alloc(sizeof *t);
     if (!t) {

@@ -463,6 +463,32 @@ Test(plugin_check, fails_a_run_that_returns_before_it_is_asked)
     free(out);
 }
 
+/* Calls the host refuses where they were made are named, not passed
+ * over because the plugin coped with the refusal. */
+Test(plugin_check, names_emit_from_open_and_flush_outside_run)
+{
+    static const struct {
+        const char *plugin, *settings, *needle;
+    } cases[] = {
+        {"relay", "settings = { emit_in_open = true; };\n", "emit from open"},
+        {"ticker", "settings = { flush_in_open = true; };\n",
+         "flush outside run"},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        char cfg[4300];
+        snprintf(cfg, sizeof cfg, "%s/misuse%zu.cfg", s_dir, i);
+        FILE *f = fopen(cfg, "w");
+        cr_assert_not_null(f);
+        fputs(cases[i].settings, f);
+        fclose(f);
+        char *out = NULL;
+        cr_expect_eq(check(cases[i].plugin, cfg, &out), 1, "%s", out);
+        expect_line(out, "FAIL", "threads",
+                    (const char *const[]){cases[i].needle, NULL});
+        free(out);
+    }
+}
+
 Test(plugin_check, fails_a_run_that_ignores_run_wait)
 {
     char *out = NULL;

@@ -354,3 +354,39 @@ Test(pull, a_run_that_returns_unasked_marks_the_connector_failed)
     long long seqs[3];
     cr_expect_eq(sink_take(3, seqs), 3, "what it flushed still arrives");
 }
+
+static int
+ticker_events(void)
+{
+    return journal_count("SELECT count(*) FROM events WHERE source = "
+                         "'ticker'");
+}
+
+Test(pull, run_wait_keeps_the_poll_interval)
+{
+    /* a batch per poll, and its durability known within a millisecond:
+     * run_wait must still wait the interval it was given, or the loop of
+     * docs/sdk.md polls the vendor at journal speed */
+    rig_start(0, 1);
+    char err[512] = "";
+    pb_settings_destroy(&g.settings); /* replaced: a 100 ms interval */
+    pb_raw_setting_t raw[] = {
+        {.name = "interval", .kind = PB_RAW_STRING, .str = "100ms"},
+        {.name = "cursor", .kind = PB_RAW_STRING, .str = g.cursor},
+    };
+    pb_diag_t diag;
+    pb_diag_init(&diag);
+    g.settings = pb_settings_bind(pb_plugin_descriptor(g.plugin)->settings,
+                                  raw, 2, "test", &diag);
+    pb_diag_release(&diag);
+    cr_assert_not_null(g.settings);
+    g.ticker = ticker_start(NULL, err, sizeof err);
+    cr_assert_not_null(g.ticker, "%s", err);
+    usleep(1000 * 1000);
+    pb_connector_stop(&g.ticker);
+    int n = ticker_events();
+    /* about 10 polls in a second; a loop that does not wait makes
+     * hundreds */
+    cr_expect_leq(n, 30, "%d batches in about a second at a 100 ms poll", n);
+    cr_expect_geq(n, 1);
+}

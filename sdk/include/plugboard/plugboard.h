@@ -405,10 +405,9 @@ typedef struct plugboard_host_api {
      * blocks.  Ask in ticket order and stop at the first answer that is
      * not 1: a cursor must not pass a batch that is not durable. */
     int (*durable)(plugboard_host_t *host, uint64_t ticket);
-    /* Wait up to timeout_ms (also woken early when a batch becomes
-     * durable or is refused).  Returns false when run must return now
-     * (the host is stopping, or replacing this instance), true when the
-     * wait just ended. */
+    /* Wait timeout_ms, or less when the host wants run to return: then
+     * it answers false (the host is stopping, or replacing this
+     * instance) and run must return now; true when the time passed. */
     bool (*run_wait)(plugboard_host_t *host, int64_t timeout_ms);
 } plugboard_host_api_t;
 
