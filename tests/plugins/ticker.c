@@ -158,8 +158,7 @@ s_run(void *state)
             plugboard_builder_t *b =
                 api->builder_new(t->host, PLUGBOARD_EV_CONTACT_UPSERTED);
             api->builder_set_key(b, "tick@example.com");
-            api->builder_set_string(b, "contact.email", "tick@example.com",
-                                    16);
+            api->builder_set_string(b, "contact.email", "tick@example.com", 16);
             api->builder_set_int(b, "seq", seq);
             api->emit(t->host, &b);
         }

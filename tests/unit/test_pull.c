@@ -108,8 +108,8 @@ rig_start_with(int64_t count, int64_t batch, int64_t return_after)
     };
     pb_diag_t diag;
     pb_diag_init(&diag);
-    g.settings = pb_settings_bind(pb_plugin_descriptor(g.plugin)->settings,
-                                  raw, 5, "test", &diag);
+    g.settings = pb_settings_bind(pb_plugin_descriptor(g.plugin)->settings, raw,
+                                  5, "test", &diag);
     cr_assert_not_null(g.settings, "%s",
                        diag.count ? diag.messages[0] : "settings");
     pb_diag_release(&diag);
@@ -171,9 +171,9 @@ sink_take(size_t n, long long *seqs)
             int64_t seq = -1;
             pb_event_int(m.env, "seq", &seq);
             seqs[got++] = seq;
-            cr_assert_eq(pb_peer_result(g.sink, m.id, m.attempt, PLUGBOARD_OK,
-                                        0, NULL),
-                         0);
+            cr_assert_eq(
+                pb_peer_result(g.sink, m.id, m.attempt, PLUGBOARD_OK, 0, NULL),
+                0);
         }
         pb_peer_msg_release(&m);
     }
@@ -270,8 +270,9 @@ Test(pull, the_cursor_never_passes_what_the_journal_refused)
         usleep(25000);
         cursor_now(&refused);
     }
-    cr_assert_gt(refused, 0, "no batch was refused while the journal was "
-                             "locked");
+    cr_assert_gt(refused, 0,
+                 "no batch was refused while the journal was "
+                 "locked");
     sqlite3_exec(lock, "ROLLBACK", NULL, NULL, NULL);
     sqlite3_close(lock);
     /* once the journal takes writes again, the cursor moves on */
@@ -376,8 +377,8 @@ Test(pull, run_wait_keeps_the_poll_interval)
     };
     pb_diag_t diag;
     pb_diag_init(&diag);
-    g.settings = pb_settings_bind(pb_plugin_descriptor(g.plugin)->settings,
-                                  raw, 2, "test", &diag);
+    g.settings = pb_settings_bind(pb_plugin_descriptor(g.plugin)->settings, raw,
+                                  2, "test", &diag);
     pb_diag_release(&diag);
     cr_assert_not_null(g.settings);
     g.ticker = ticker_start(NULL, err, sizeof err);
