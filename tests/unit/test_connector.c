@@ -26,21 +26,14 @@
 #include "loader.h"
 #include "log.h"
 #include "router.h"
+#include "route_rig.h"
 #include "router_peer.h"
 
 #define T_WAIT_MS 10000
 
 static struct rig {
-    char *dir;
+    pb_route_rig_t r;
     char record[512];
-    pb_journal_t *journal;
-    void *zctx;
-    pb_router_t *router;
-    char *when[1];
-    char *to[1];
-    pb_route_conf_t route;
-    pb_config_t cfg;
-    pb_router_dest_options_t dests[2];
     pb_plugin_t *plugin;
     plugboard_settings_t *settings;
     pb_connector_t *sink;
@@ -59,55 +52,13 @@ typedef struct rig_opts {
 static void
 rig_start(const rig_opts_t *o)
 {
-    pb_log_set_level(PB_LOG_ERROR);
-    g.dir = pb_test_tempdir("pb-connector");
-    cr_assert_not_null(g.dir);
-    snprintf(g.record, sizeof g.record, "%s/delivered.txt", g.dir);
-    char err[512] = "";
-    g.journal = pb_journal_open(g.dir, err, sizeof err);
-    cr_assert_not_null(g.journal, "journal: %s", err);
-    g.zctx = zmq_ctx_new();
-
-    g.when[0] = "*";
-    g.to[0] = "sink";
-    g.route = (pb_route_conf_t){
-        .name = "to-sink",
-        .from = "src",
-        .when = g.when,
-        .when_count = 1,
-        .to = g.to,
-        .to_count = 1,
-        .why = "a vendor API at 100 ms a call needs several calls in flight",
-        .owner = "ops@example.com",
-        .retry = {10, 50, 200},
-    };
-    g.cfg = (pb_config_t){
-        .data_dir = g.dir,
-        .routes = &g.route,
-        .route_count = 1,
-        .dedupe_retention_ms = 86400000LL,
-        .delivered_retention_ms = 86400000LL,
-    };
-    g.dests[0] = (pb_router_dest_options_t){.name = "src"};
-    g.dests[1] = (pb_router_dest_options_t){
-        .name = "sink", .timeout_ms = o->timeout_ms, .workers = o->concurrency};
-    char endpoint[96];
-    snprintf(endpoint, sizeof endpoint, "inproc://test-connector-%d",
-             (int)getpid());
-    pb_router_options_t ro = {.zmq_ctx = g.zctx,
-                              .endpoint = endpoint,
-                              .config = &g.cfg,
-                              .dests = g.dests,
-                              .dest_count = 2,
-                              .journal = g.journal};
-    g.router = pb_router_start(&ro, err, sizeof err);
-    cr_assert_not_null(g.router, "router: %s", err);
-
-    char path[512];
+    pb_router_dest_options_t sink = {.timeout_ms = o->timeout_ms,
+                                     .workers = o->concurrency};
+    pb_route_rig_start(&g.r, "pb-connector", "to-sink", "src", "sink", "*",
+                       &sink);
+    snprintf(g.record, sizeof g.record, "%s/delivered.txt", g.r.dir);
+    char path[512], hang[32], err[512] = "";
     snprintf(path, sizeof path, "%s/%s.so", PB_TEST_PLUGIN_DIR, o->plugin);
-    g.plugin = pb_plugin_load(path, NULL, 0, NULL, err, sizeof err);
-    cr_assert_not_null(g.plugin, "%s", err);
-    char hang[32];
     snprintf(hang, sizeof hang, "%lldms", (long long)o->hang_ms);
     pb_raw_setting_t raw[] = {
         {.name = "gather", .kind = PB_RAW_INT, .i = o->gather},
@@ -117,16 +68,10 @@ rig_start(const rig_opts_t *o)
          .str = (char *)(o->hang_key ? o->hang_key : "")},
         {.name = "hang", .kind = PB_RAW_STRING, .str = hang},
     };
-    pb_diag_t diag;
-    pb_diag_init(&diag);
-    g.settings = pb_settings_bind(pb_plugin_descriptor(g.plugin)->settings, raw,
-                                  4, "test", &diag);
-    cr_assert_not_null(g.settings, "%s",
-                       diag.count ? diag.messages[0] : "settings");
-    pb_diag_release(&diag);
+    pb_rig_plugin(path, raw, 4, &g.plugin, &g.settings);
     pb_connector_options_t co = {
-        .zmq_ctx = g.zctx,
-        .router_endpoint = endpoint,
+        .zmq_ctx = g.r.zctx,
+        .router_endpoint = g.r.endpoint,
         .name = "sink",
         .plugin = g.plugin,
         .settings = g.settings,
@@ -134,7 +79,7 @@ rig_start(const rig_opts_t *o)
     };
     g.sink = pb_connector_start(&co, err, sizeof err);
     cr_assert_not_null(g.sink, "%s", err);
-    g.src = pb_peer_new(g.zctx, endpoint, "src", true);
+    g.src = pb_peer_new(g.r.zctx, g.r.endpoint, "src", true);
     cr_assert_not_null(g.src);
 }
 
@@ -143,16 +88,9 @@ rig_teardown(void)
 {
     pb_peer_destroy(&g.src);
     pb_connector_stop(&g.sink);
-    pb_router_stop(&g.router);
+    pb_route_rig_stop(&g.r);
     pb_settings_destroy(&g.settings);
     pb_plugin_destroy(&g.plugin);
-    if (g.zctx)
-        zmq_ctx_term(g.zctx);
-    pb_journal_close(&g.journal);
-    if (g.dir) {
-        pb_test_rmtree(g.dir);
-        free(g.dir);
-    }
     memset(&g, 0, sizeof g);
 }
 

@@ -27,78 +27,29 @@
 #include "log.h"
 #include "router.h"
 #include "hostproc.h"
+#include "route_rig.h"
 #include "router_peer.h"
 
 #define T_WAIT_MS 10000
 
 static struct rig {
-    char *dir;
+    pb_route_rig_t r;
     char cursor[512];
-    pb_journal_t *journal;
-    void *zctx;
-    pb_router_t *router;
-    char *when[1];
-    char *to[1];
-    pb_route_conf_t route;
-    pb_config_t cfg;
-    pb_router_dest_options_t dests[2];
     pb_plugin_t *plugin;
     plugboard_settings_t *settings;
     pb_connector_t *ticker;
     pb_connector_conf_t conf; /* for a worker process: never started */
     pb_peer_t *sink;
-    char endpoint[96];
 } g;
 
 static void
 rig_start_with(int64_t count, int64_t batch, int64_t return_after)
 {
-    pb_log_set_level(PB_LOG_ERROR);
-    g.dir = pb_test_tempdir("pb-pull");
-    cr_assert_not_null(g.dir);
-    snprintf(g.cursor, sizeof g.cursor, "%s/cursor.txt", g.dir);
-    char err[512] = "";
-    g.journal = pb_journal_open(g.dir, err, sizeof err);
-    cr_assert_not_null(g.journal, "journal: %s", err);
-    g.zctx = zmq_ctx_new();
-    g.when[0] = "contact.upserted";
-    g.to[0] = "sink";
-    g.route = (pb_route_conf_t){
-        .name = "ticks",
-        .from = "ticker",
-        .when = g.when,
-        .when_count = 1,
-        .to = g.to,
-        .to_count = 1,
-        .why = "someone exported the vendor's changes by hand every night",
-        .owner = "ops@example.com",
-        .retry = {10, 50, 200},
-    };
-    g.cfg = (pb_config_t){
-        .data_dir = g.dir,
-        .routes = &g.route,
-        .route_count = 1,
-        .dedupe_retention_ms = 86400000LL,
-        .delivered_retention_ms = 86400000LL,
-    };
-    g.dests[0] = (pb_router_dest_options_t){.name = "ticker"};
-    g.dests[1] = (pb_router_dest_options_t){.name = "sink"};
-    snprintf(g.endpoint, sizeof g.endpoint, "inproc://test-pull-%d",
-             (int)getpid());
-    pb_router_options_t ro = {.zmq_ctx = g.zctx,
-                              .endpoint = g.endpoint,
-                              .config = &g.cfg,
-                              .dests = g.dests,
-                              .dest_count = 2,
-                              .journal = g.journal};
-    g.router = pb_router_start(&ro, err, sizeof err);
-    cr_assert_not_null(g.router, "router: %s", err);
-    g.sink = pb_peer_new(g.zctx, g.endpoint, "sink", true);
+    pb_route_rig_start(&g.r, "pb-pull", "ticks", "ticker", "sink",
+                       "contact.upserted", NULL);
+    snprintf(g.cursor, sizeof g.cursor, "%s/cursor.txt", g.r.dir);
+    g.sink = pb_peer_new(g.r.zctx, g.r.endpoint, "sink", true);
     cr_assert_not_null(g.sink);
-
-    g.plugin = pb_plugin_load(PB_TEST_PLUGIN_DIR "/ticker.so", NULL, 0, NULL,
-                              err, sizeof err);
-    cr_assert_not_null(g.plugin, "%s", err);
     pb_raw_setting_t raw[] = {
         {.name = "count", .kind = PB_RAW_INT, .i = count},
         {.name = "batch", .kind = PB_RAW_INT, .i = batch},
@@ -106,13 +57,8 @@ rig_start_with(int64_t count, int64_t batch, int64_t return_after)
         {.name = "cursor", .kind = PB_RAW_STRING, .str = g.cursor},
         {.name = "return_after", .kind = PB_RAW_INT, .i = return_after},
     };
-    pb_diag_t diag;
-    pb_diag_init(&diag);
-    g.settings = pb_settings_bind(pb_plugin_descriptor(g.plugin)->settings, raw,
-                                  5, "test", &diag);
-    cr_assert_not_null(g.settings, "%s",
-                       diag.count ? diag.messages[0] : "settings");
-    pb_diag_release(&diag);
+    pb_rig_plugin(PB_TEST_PLUGIN_DIR "/ticker.so", raw, 5, &g.plugin,
+                  &g.settings);
 }
 
 static void
@@ -125,14 +71,14 @@ static pb_connector_t *
 ticker_start(const char *isolation, char *err, size_t err_len)
 {
     pb_connector_options_t co = {
-        .zmq_ctx = g.zctx,
-        .router_endpoint = g.endpoint,
+        .zmq_ctx = g.r.zctx,
+        .router_endpoint = g.r.endpoint,
         .name = "ticker",
         .plugin = g.plugin,
         .settings = g.settings,
         .isolation = isolation,
         .config_path = "unused.cfg",
-        .run_dir = g.dir,
+        .run_dir = g.r.dir,
         .conf = &g.conf,
     };
     return pb_connector_start(&co, err, err_len);
@@ -143,16 +89,9 @@ rig_teardown(void)
 {
     pb_connector_stop(&g.ticker);
     pb_peer_destroy(&g.sink);
-    pb_router_stop(&g.router);
+    pb_route_rig_stop(&g.r);
     pb_settings_destroy(&g.settings);
     pb_plugin_destroy(&g.plugin);
-    if (g.zctx)
-        zmq_ctx_term(g.zctx);
-    pb_journal_close(&g.journal);
-    if (g.dir) {
-        pb_test_rmtree(g.dir);
-        free(g.dir);
-    }
     memset(&g, 0, sizeof g);
 }
 
@@ -214,7 +153,7 @@ static int
 journal_count(const char *sql)
 {
     char path[4200];
-    snprintf(path, sizeof path, "%s/journal.db", g.dir);
+    snprintf(path, sizeof path, "%s/journal.db", g.r.dir);
     sqlite3 *db = NULL;
     cr_assert_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL),
                  SQLITE_OK);
@@ -255,7 +194,7 @@ Test(pull, the_cursor_never_passes_what_the_journal_refused)
     /* nothing can be committed while another connection holds the
      * write lock: every batch flushed meanwhile is refused */
     char path[4200];
-    snprintf(path, sizeof path, "%s/journal.db", g.dir);
+    snprintf(path, sizeof path, "%s/journal.db", g.r.dir);
     sqlite3 *lock = NULL;
     cr_assert_eq(sqlite3_open_v2(path, &lock, SQLITE_OPEN_READWRITE, NULL),
                  SQLITE_OK);
@@ -371,16 +310,13 @@ Test(pull, run_wait_keeps_the_poll_interval)
     rig_start(0, 1);
     char err[512] = "";
     pb_settings_destroy(&g.settings); /* replaced: a 100 ms interval */
+    pb_plugin_destroy(&g.plugin);
     pb_raw_setting_t raw[] = {
         {.name = "interval", .kind = PB_RAW_STRING, .str = "100ms"},
         {.name = "cursor", .kind = PB_RAW_STRING, .str = g.cursor},
     };
-    pb_diag_t diag;
-    pb_diag_init(&diag);
-    g.settings = pb_settings_bind(pb_plugin_descriptor(g.plugin)->settings, raw,
-                                  2, "test", &diag);
-    pb_diag_release(&diag);
-    cr_assert_not_null(g.settings);
+    pb_rig_plugin(PB_TEST_PLUGIN_DIR "/ticker.so", raw, 2, &g.plugin,
+                  &g.settings);
     g.ticker = ticker_start(NULL, err, sizeof err);
     cr_assert_not_null(g.ticker, "%s", err);
     usleep(1000 * 1000);
